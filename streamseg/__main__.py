@@ -1,0 +1,5 @@
+"""``python -m streamseg`` is the ``streamseg`` command."""
+
+from streamseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""Shared test fixtures: offline environment, a tiny model spec, real downscaled images."""
+
+from __future__ import annotations
+
+import os
+
+# Fail fast instead of reaching for the network (smp weights, albumentations update check).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from streamseg.model import ModelSpec  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Tests run on 2 cores; keep torch from oversubscribing them.
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def tiny_spec() -> ModelSpec:
+    """A small, fast network: Unet/resnet18 at 64x64, random weights (nothing downloaded)."""
+    return ModelSpec(
+        architecture="Unet",
+        encoder_name="resnet18",
+        input_hw=(64, 64),
+        threshold=0.5,
+        model_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        provenance={"dataset": "none (test fixture)"},
+    )
