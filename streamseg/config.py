@@ -51,7 +51,9 @@ def load_config(
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
-            raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from error
+            raise ConfigError(
+                f"{path}: cannot read config ({error.strerror or error})"
+            ) from error
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as error:
@@ -59,7 +61,9 @@ def load_config(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping at the top level, got {type(loaded).__name__}"
+            )
         data = loaded
     for override in overrides:
         apply_override(data, override)
@@ -74,11 +78,15 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` inside nested dict ``data`` (value parsed as YAML)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. smoothing.enabled=false")
+        raise ConfigError(
+            f"--set {override!r}: expected key.path=value, e.g. smoothing.enabled=false"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {override!r}: value is not valid YAML ({error})") from error
+        raise ConfigError(
+            f"--set {override!r}: value is not valid YAML ({error})"
+        ) from error
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -92,7 +100,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
     """Build dataclass ``cls`` from ``data``, checking keys and types (recursively)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a section (mapping), got {data!r}")
+        raise ConfigError(
+            f"{prefix or 'config'}: expected a section (mapping), got {data!r}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
@@ -100,7 +110,11 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
         name = f"{prefix}{key}"
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(fields)}"
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else f"; valid keys: {', '.join(fields)}"
+            )
             raise ConfigError(f"{name}: unknown key{hint}")
         kwargs[key] = _convert(hints[key], value, name)
     try:
@@ -125,21 +139,33 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
                 return _convert(option, value, name)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{name}: expected {_describe(hint)}, got {value!r}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{name}: expected {_describe(hint)}, got {value!r}"
+        )
     if origin is typing.Literal:
         if value in args:
             return value
-        raise ConfigError(f"{name}: expected one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        raise ConfigError(
+            f"{name}: expected one of {', '.join(repr(a) for a in args)}, got {value!r}"
+        )
     if dataclasses.is_dataclass(hint):
         return from_mapping(hint, value if value is not None else {}, f"{name}.")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
+            return tuple(
+                _convert(args[0], v, f"{name}[{i}]") for i, v in enumerate(value)
+            )
         if len(value) != len(args):
-            raise ConfigError(f"{name}: expected {len(args)} values, got {len(value)}: {value!r}")
-        return tuple(_convert(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            raise ConfigError(
+                f"{name}: expected {len(args)} values, got {len(value)}: {value!r}"
+            )
+        return tuple(
+            _convert(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value))
+        )
     if origin in (dict, Mapping) or hint in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name}: expected a mapping, got {value!r}")
@@ -177,7 +203,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return {
+                f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+            }
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, Mapping):

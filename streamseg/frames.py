@@ -31,8 +31,14 @@ class Frame:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pixels, np.ndarray):
-            raise TypeError(f"pixels: expected numpy.ndarray, got {type(self.pixels).__name__}")
-        if self.pixels.dtype != np.uint8 or self.pixels.ndim != 3 or self.pixels.shape[2] != 3:
+            raise TypeError(
+                f"pixels: expected numpy.ndarray, got {type(self.pixels).__name__}"
+            )
+        if (
+            self.pixels.dtype != np.uint8
+            or self.pixels.ndim != 3
+            or self.pixels.shape[2] != 3
+        ):
             raise ValueError(
                 "pixels: expected an (H, W, 3) uint8 RGB array, "
                 f"got shape {self.pixels.shape} dtype {self.pixels.dtype}"
@@ -75,7 +81,9 @@ class Prediction:
                 f"got {tuple(self.probabilities.shape)}"
             )
         if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold: expected a value in [0, 1], got {self.threshold}")
+            raise ValueError(
+                f"threshold: expected a value in [0, 1], got {self.threshold}"
+            )
 
     @property
     def mask(self) -> torch.Tensor:

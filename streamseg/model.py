@@ -73,14 +73,17 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if len(self.input_hw) != 2 or any(
-            not isinstance(side, int) or side <= 0 or side % 32 for side in self.input_hw
+            not isinstance(side, int) or side <= 0 or side % 32
+            for side in self.input_hw
         ):
             raise ValueError(
                 f"input_hw: expected two positive multiples of 32 (height, width), "
                 f"got {self.input_hw}"
             )
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold: expected a value in (0, 1), got {self.threshold}")
+            raise ValueError(
+                f"threshold: expected a value in (0, 1), got {self.threshold}"
+            )
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != 3 or not all(math.isfinite(v) for v in values):
@@ -97,7 +100,9 @@ class ModelSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise ValueError(f"unknown spec fields {unknown}; written by a newer streamseg?")
+            raise ValueError(
+                f"unknown spec fields {unknown}; written by a newer streamseg?"
+            )
         for name in ("input_hw", "mean", "std"):
             if name in fields:
                 fields[name] = tuple(fields[name])
@@ -130,7 +135,9 @@ class SegmentationNetwork(nn.Module):
         return self.segmentation(self.normalize(images))
 
 
-def build_network(spec: ModelSpec, *, encoder_weights: str | None = None) -> SegmentationNetwork:
+def build_network(
+    spec: ModelSpec, *, encoder_weights: str | None = None
+) -> SegmentationNetwork:
     """Build the network a spec describes, with random or pretrained encoder weights.
 
     Args:
@@ -184,12 +191,15 @@ def save_model(
     path = Path(path)
     network = getattr(network, "_orig_mod", network)
     state = {
-        name: (tensor.detach().to("cpu", dtype) if tensor.is_floating_point() else tensor)
-        .contiguous()
+        name: (
+            tensor.detach().to("cpu", dtype) if tensor.is_floating_point() else tensor
+        ).contiguous()
         for name, tensor in network.state_dict().items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=path.name, suffix=".tmp", dir=path.parent
+    )
     os.close(handle)
     try:
         save_file(state, temporary, metadata={"format": FORMAT, "spec": spec.to_json()})
@@ -235,10 +245,16 @@ def load_model(
     return network.to(device).eval(), spec
 
 
-def _describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str:
+def _describe_mismatch(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]
+) -> str:
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    wrong = [k for k in expected if k in found and tuple(expected[k].shape) != tuple(found[k].shape)]
+    wrong = [
+        k
+        for k in expected
+        if k in found and tuple(expected[k].shape) != tuple(found[k].shape)
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing, e.g. {missing[0]!r}")
@@ -253,13 +269,19 @@ def _describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str,
     return "; ".join(parts)
 
 
-def _open(path: Path, *, load_tensors: bool) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+def _open(
+    path: Path, *, load_tensors: bool
+) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
     from safetensors import SafetensorError, safe_open
 
     if not path.exists():
-        raise ModelFileError(f"{path}: no such model file; pass --model with an existing .safetensors")
+        raise ModelFileError(
+            f"{path}: no such model file; pass --model with an existing .safetensors"
+        )
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder; pass the .safetensors model file inside it")
+        raise ModelFileError(
+            f"{path}: is a folder; pass the .safetensors model file inside it"
+        )
     with open(path, "rb") as raw:
         head = raw.read(16)
     if head[:2] == b"\x80\x02" or head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
@@ -279,8 +301,14 @@ def _open(path: Path, *, load_tensors: bool) -> tuple[ModelSpec, dict[str, torch
             try:
                 spec = ModelSpec.from_json(header["spec"])
             except (KeyError, ValueError, TypeError) as error:
-                raise ModelFileError(f"{path}: unreadable model spec in header ({error})") from error
-            state = {name: file.get_tensor(name) for name in file.keys()} if load_tensors else {}
+                raise ModelFileError(
+                    f"{path}: unreadable model spec in header ({error})"
+                ) from error
+            state = (
+                {name: file.get_tensor(name) for name in file.keys()}
+                if load_tensors
+                else {}
+            )
     except SafetensorError as error:
         raise ModelFileError(
             f"{path}: not a readable .safetensors file ({error}); it may be truncated or "

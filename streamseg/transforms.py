@@ -57,12 +57,18 @@ def resize(images: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
     """
     height, width = int(size_hw[0]), int(size_hw[1])
     if images.ndim != 4:
-        raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"expected an (N, C, H, W) tensor, got shape {tuple(images.shape)}"
+        )
     if tuple(images.shape[-2:]) == (height, width):
         return images
     downscale = images.shape[-2] > height or images.shape[-1] > width
     return F.interpolate(
-        images, size=(height, width), mode="bilinear", align_corners=False, antialias=downscale
+        images,
+        size=(height, width),
+        mode="bilinear",
+        align_corners=False,
+        antialias=downscale,
     )
 
 
@@ -83,8 +89,12 @@ class Normalize(nn.Module):
             raise ValueError(f"mean and std need 3 values each, got {mean} and {std}")
         if any(s <= 0 for s in std):
             raise ValueError(f"std values must be > 0, got {std}")
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std).view(1, 3, 1, 1), persistent=False
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std

@@ -38,28 +38,39 @@ def _write(tmp_path, text):
 
 
 def test_defaults_and_file_values(tmp_path):
-    config = load_config(Outer, _write(tmp_path, "name: y\ninner:\n  time_constant_s: 1\n"))
+    config = load_config(
+        Outer, _write(tmp_path, "name: y\ninner:\n  time_constant_s: 1\n")
+    )
     assert config.name == "y"
-    assert config.inner.time_constant_s == 1.0 and isinstance(config.inner.time_constant_s, float)
+    assert config.inner.time_constant_s == 1.0 and isinstance(
+        config.inner.time_constant_s, float
+    )
     assert config.inner.size_hw == (32, 32)
 
 
 def test_overrides_parse_yaml_values():
-    config = load_config(Outer, None, ["inner.enabled=false", "inner.size_hw=[64, 96]", "limit=3"])
+    config = load_config(
+        Outer, None, ["inner.enabled=false", "inner.size_hw=[64, 96]", "limit=3"]
+    )
     assert config.inner.enabled is False
     assert config.inner.size_hw == (64, 96)
     assert config.limit == 3
 
 
 def test_null_means_not_given(tmp_path):
-    assert load_config(Outer, _write(tmp_path, "limit: null\npath: null\n")).limit is None
+    assert (
+        load_config(Outer, _write(tmp_path, "limit: null\npath: null\n")).limit is None
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("nmae: y\n", r"nmae: unknown key; did you mean 'name'\?"),
-        ("inner:\n  time_constnt_s: 1\n", r"inner.time_constnt_s: unknown key; did you mean 'time_constant_s'"),
+        (
+            "inner:\n  time_constnt_s: 1\n",
+            r"inner.time_constnt_s: unknown key; did you mean 'time_constant_s'",
+        ),
         ("inner:\n  enabled: 'yes'\n", "inner.enabled: expected true or false"),
         ("limit: 2.5\n", "limit: expected"),
         ("mode: c\n", "mode: expected one of 'a', 'b'"),

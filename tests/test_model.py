@@ -37,7 +37,9 @@ def test_round_trip_gives_identical_logits(tiny_spec, tmp_path):
 def test_fp16_file_is_half_the_size_and_close(tiny_spec, tmp_path):
     network = build_network(tiny_spec).eval()
     full = save_model(tmp_path / "a.safetensors", network, tiny_spec)
-    half = save_model(tmp_path / "b.safetensors", network, tiny_spec, dtype=torch.float16)
+    half = save_model(
+        tmp_path / "b.safetensors", network, tiny_spec, dtype=torch.float16
+    )
     assert half.stat().st_size < 0.6 * full.stat().st_size
     loaded, _ = load_model(half)
     assert next(loaded.parameters()).dtype == torch.float32
@@ -54,7 +56,9 @@ def test_header_is_readable_without_loading_tensors(tiny_spec, tmp_path):
 
 def test_normalization_lives_in_the_network(tiny_spec):
     network = build_network(tiny_spec)
-    assert torch.allclose(network.normalize.mean.flatten(), torch.tensor(tiny_spec.mean))
+    assert torch.allclose(
+        network.normalize.mean.flatten(), torch.tensor(tiny_spec.mean)
+    )
     # Non-persistent: the spec, not the tensors, is the single source of mean/std.
     assert not any("normalize" in key for key in network.state_dict())
 
@@ -64,7 +68,10 @@ def test_normalization_lives_in_the_network(tiny_spec):
     [
         (lambda p, s: None, "no such model file"),
         (lambda p, s: p.write_bytes(b""), "not a readable .safetensors"),
-        (lambda p, s: p.write_bytes(b"hello, I am text"), "not a readable .safetensors"),
+        (
+            lambda p, s: p.write_bytes(b"hello, I am text"),
+            "not a readable .safetensors",
+        ),
         (lambda p, s: p.write_bytes(pickle.dumps({"a": 1})), "never unpickles"),
         (lambda p, s: torch.save({"w": torch.zeros(2)}, p), "never unpickles"),
     ],
@@ -101,7 +108,11 @@ def test_weights_that_do_not_fit_the_spec(tiny_spec, tmp_path):
     # Rewrite the header to claim another encoder: tensors no longer fit.
     from safetensors.torch import load_file, save_file
 
-    save_file(load_file(str(path)), str(path), metadata={"format": FORMAT, "spec": other.to_json()})
+    save_file(
+        load_file(str(path)),
+        str(path),
+        metadata={"format": FORMAT, "spec": other.to_json()},
+    )
     with pytest.raises(ModelFileError, match="do not fit"):
         load_model(path)
 
@@ -122,4 +133,6 @@ def test_spec_validation(tiny_spec, changes, message):
 def test_spec_json_round_trip(tiny_spec):
     assert ModelSpec.from_json(tiny_spec.to_json()) == tiny_spec
     with pytest.raises(ValueError, match="unknown spec fields"):
-        ModelSpec.from_json('{"architecture": "Unet", "encoder_name": "x", "input_hw": [32, 32], "bogus": 1}')
+        ModelSpec.from_json(
+            '{"architecture": "Unet", "encoder_name": "x", "input_hw": [32, 32], "bogus": 1}'
+        )
