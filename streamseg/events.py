@@ -1,0 +1,100 @@
+"""What was found in one frame: polyp present, area, boxes, max probability.
+
+:func:`describe` turns a :class:`~streamseg.frames.Prediction` into a
+:class:`FrameEvent`; :meth:`FrameEvent.to_json` is one line of the per-frame
+JSONL log. :func:`region_boxes` (connected regions of a mask) is shared with
+the overlay, which draws the same boxes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamseg.frames import Prediction
+
+BoxXYWH = tuple[int, int, int, int]
+
+
+def region_boxes(mask: np.ndarray) -> tuple[BoxXYWH, ...]:
+    """Bounding boxes of the 8-connected regions of a mask, largest first.
+
+    Args:
+        mask: (H, W) bool or uint8 array (non-zero = foreground), on the host.
+
+    Returns:
+        ``(x, y, width, height)`` per region, in pixels of the mask.
+
+    Example:
+        >>> m = np.zeros((4, 5), bool); m[1:3, 2:4] = True
+        >>> region_boxes(m)
+        ((2, 1, 2, 2),)
+    """
+    import cv2
+
+    host = np.ascontiguousarray(mask, dtype=np.uint8)
+    if not host.any():
+        return ()
+    _, _, stats, _ = cv2.connectedComponentsWithStats(host, connectivity=8)
+    regions = sorted(stats[1:].tolist(), key=lambda row: -row[cv2.CC_STAT_AREA])
+    return tuple((int(x), int(y), int(w), int(h)) for x, y, w, h, _ in regions)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameEvent:
+    """The findings on one frame.
+
+    Attributes:
+        index: Source frame index.
+        timestamp_s: The frame's timestamp (see :class:`~streamseg.frames.Frame`).
+        polyp_present: True if any pixel is in the final mask.
+        area_fraction: Mask pixels / frame pixels, in [0, 1].
+        boxes_xywh: One ``(x, y, width, height)`` per connected region, in
+            source pixels, largest first.
+        max_probability: Highest (smoothed, if smoothing is on) probability
+            in the frame, in [0, 1].
+    """
+
+    index: int
+    timestamp_s: float
+    polyp_present: bool
+    area_fraction: float
+    boxes_xywh: tuple[BoxXYWH, ...]
+    max_probability: float
+
+    def to_json(self) -> str:
+        """One JSONL line (no newline).
+
+        Example:
+            >>> FrameEvent(3, 0.12, True, 0.25, ((1, 2, 3, 4),), 0.9).to_json()[:40]
+            '{"index": 3, "timestamp_s": 0.12, "polyp'
+        """
+        return json.dumps(
+            {
+                "index": self.index,
+                "timestamp_s": round(self.timestamp_s, 6),
+                "polyp_present": self.polyp_present,
+                "area_fraction": round(self.area_fraction, 6),
+                "boxes_xywh": [list(box) for box in self.boxes_xywh],
+                "max_probability": round(self.max_probability, 4),
+            }
+        )
+
+
+@torch.inference_mode()
+def describe(prediction: Prediction) -> FrameEvent:
+    """Summarize a prediction (one copy of the mask to the host)."""
+    mask = prediction.mask.to("cpu", torch.uint8).numpy()
+    height, width = prediction.frame.hw
+    area_px = int(np.count_nonzero(mask))
+    return FrameEvent(
+        index=prediction.frame.index,
+        timestamp_s=prediction.frame.timestamp_s,
+        polyp_present=area_px > 0,
+        area_fraction=area_px / (height * width),
+        boxes_xywh=region_boxes(mask),
+        max_probability=float(prediction.probabilities.max()),
+    )

@@ -1,0 +1,459 @@
+"""Where annotated frames go: an MP4 recording, a JSONL event log, mask PNGs, a window.
+
+Every sink has one verb, ``write(prediction, image)``, and ``close()``, which
+finalizes its output (the app closes sinks in a ``finally``, so an
+interrupted run still leaves a playable MP4 and complete JSONL lines).
+
+* :class:`VideoRecorder`: H.264 (libx264, yuv420p) through PyAV on a
+  background thread behind a BLOCK queue (nothing is lost). Presentation
+  times are the frames' own timestamps, so the source's timing, variable
+  frame rate and drops included, is kept.
+* :class:`EventLog`: one JSON line per frame (:class:`~streamseg.events.FrameEvent`).
+* :class:`MaskWriter`: ``<index>.png`` per frame, 0/255.
+* :class:`Display`: an OpenCV window, where the installed OpenCV has a GUI.
+* :class:`FrameList`: keeps everything in memory (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from streamseg.background import to_background
+from streamseg.events import describe
+from streamseg.frames import Prediction
+
+log = logging.getLogger(__name__)
+
+# Presentation-time resolution of recordings: 90 kHz, the MPEG clock; any
+# source timestamp is kept to within 6 microseconds.
+VIDEO_TIME_BASE = Fraction(1, 90_000)
+
+
+class OutputError(Exception):
+    """An output cannot be written (path, permissions, no display); names the fix."""
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """The ``output`` section of the stream config.
+
+    Attributes:
+        video: Annotated recording (``.mp4``; ``.mkv``/``.mov`` also work).
+        events: Per-frame JSON lines.
+        masks: Folder for one mask PNG per frame.
+        view: ``window`` shows the annotated video live (needs an OpenCV with
+            a GUI); ``none`` shows nothing.
+        video_crf: x264 quality (0 lossless .. 51 worst; 18-23 is visually good).
+        video_preset: x264 speed/size trade-off (ultrafast .. veryslow).
+        video_queue: Frames that may wait for the encoder before the
+            pipeline waits for it.
+    """
+
+    video: Path | None = None
+    events: Path | None = None
+    masks: Path | None = None
+    view: Literal["none", "window"] = "none"
+    video_crf: int = 20
+    video_preset: str = "veryfast"
+    video_queue: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.video_crf <= 51:
+            raise ValueError(f"video_crf: expected 0-51, got {self.video_crf}")
+        presets = (
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+        )
+        if self.video_preset not in presets:
+            raise ValueError(
+                f"video_preset: expected one of {', '.join(presets)}, "
+                f"got {self.video_preset!r}"
+            )
+        if self.video_queue < 1:
+            raise ValueError(f"video_queue: expected >= 1, got {self.video_queue}")
+
+
+class Sink(Protocol):
+    """Anything that takes annotated frames.
+
+    Attributes:
+        name: Shown in the timing summary.
+    """
+
+    name: str
+
+    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        """Take one frame: ``image`` is (H, W, 3) uint8 RGB, drawn on its frame."""
+
+    def close(self) -> None:
+        """Finalize the output; safe to call twice."""
+
+
+class VideoRecorder:
+    """Encode annotated frames to H.264 on a background thread.
+
+    The file is created at the first frame (its size sets the video size;
+    odd sizes are padded by one black row/column, as yuv420p needs even
+    sizes; later frames of another size are resized to it). Each frame's
+    presentation time is its ``timestamp_s`` minus the first one's, on a
+    90 kHz clock, so variable frame rate and dropped frames are kept.
+
+    Args:
+        path: Output file; its folder is created.
+        nominal_fps: Declared frame rate for the container's metadata
+            (players use the timestamps); ``None``: 30.
+        crf: x264 constant rate factor.
+        preset: x264 preset.
+        queue_size: Frames that may wait for the encoder.
+    """
+
+    name = "encode enqueue"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        nominal_fps: float | None = None,
+        crf: int = 20,
+        preset: str = "veryfast",
+        queue_size: int = 16,
+    ) -> None:
+        self.path = Path(path)
+        self.nominal_fps = nominal_fps or 30.0
+        self.crf = crf
+        self.preset = preset
+        self.queue_size = queue_size
+        self.frames_written = 0
+        _prepare_parent(self.path)
+        self._inbox = None
+        self._size_wh: tuple[int, int] | None = None
+        self._first_timestamp_s = 0.0
+        self._last_pts = -1
+        self._warned_resize = False
+
+    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        if self._inbox is None:
+            self._start(image)
+            self._first_timestamp_s = prediction.frame.timestamp_s
+        pts = round(
+            (prediction.frame.timestamp_s - self._first_timestamp_s) / VIDEO_TIME_BASE
+        )
+        if (
+            pts <= self._last_pts
+        ):  # equal or backward timestamps: keep pts strictly increasing
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        self._inbox.put((self._fit(image), pts))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, write the container index: the file becomes playable."""
+        if self._inbox is not None:
+            inbox, self._inbox = self._inbox, None
+            inbox.close()
+            log.info("wrote %s (%d frames)", self.path, self.frames_written)
+
+    def _start(self, image: np.ndarray) -> None:
+        import av
+
+        height, width = image.shape[:2]
+        self._size_wh = (width + width % 2, height + height % 2)
+        try:
+            container = av.open(str(self.path), mode="w")
+        except (av.FFmpegError, OSError) as error:
+            raise OutputError(
+                f"{self.path}: cannot create the video ({error}); pick a writable "
+                "path ending in .mp4, .mkv or .mov"
+            ) from error
+        rate = Fraction(self.nominal_fps).limit_denominator(1001)
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = self._size_wh
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = VIDEO_TIME_BASE
+        stream.time_base = VIDEO_TIME_BASE
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
+
+        def encode(items: Iterator[tuple[np.ndarray, int]]) -> None:
+            try:
+                for rgb, pts in items:
+                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                        format="yuv420p"
+                    )
+                    frame.pts = pts
+                    frame.time_base = VIDEO_TIME_BASE
+                    container.mux(stream.encode(frame))
+                container.mux(
+                    stream.encode(None)
+                )  # flush the frames the encoder holds back
+            finally:
+                container.close()
+
+        self._inbox = to_background(
+            encode, maxsize=self.queue_size, name="streamseg-encoder"
+        )
+
+    def _fit(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        width, height = self._size_wh
+        if image.shape[:2] == (height, width):
+            return image
+        if abs(image.shape[0] - height) <= 1 and abs(image.shape[1] - width) <= 1:
+            padded = np.zeros((height, width, 3), np.uint8)
+            padded[: image.shape[0], : image.shape[1]] = image
+            return padded
+        if not self._warned_resize:
+            log.warning(
+                "%s: frame size changed to %dx%d; resizing to the recording's %dx%d",
+                self.path,
+                image.shape[1],
+                image.shape[0],
+                width,
+                height,
+            )
+            self._warned_resize = True
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+class EventLog:
+    """Write one JSON line per frame (line-buffered: interrupted runs keep whole lines).
+
+    Each line: ``index``, ``timestamp_s``, ``polyp_present``, ``area_fraction``,
+    ``boxes_xywh`` (source pixels), ``max_probability``.
+    """
+
+    name = "events"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        _prepare_parent(self.path)
+        try:
+            self._file = open(self.path, "w", encoding="utf-8", buffering=1)
+        except OSError as error:
+            raise OutputError(
+                f"{self.path}: cannot write the event log ({error.strerror}); "
+                "pick a writable path"
+            ) from error
+
+    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        self._file.write(describe(prediction).to_json() + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class MaskWriter:
+    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255)."""
+
+    name = "masks"
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(
+                f"{self.folder}: cannot create the mask folder ({error.strerror}); "
+                "pick a writable path"
+            ) from error
+
+    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        import cv2
+        import torch
+
+        mask = prediction.mask.to("cpu", torch.uint8).numpy() * np.uint8(255)
+        path = self.folder / f"{prediction.frame.index:06d}.png"
+        if not cv2.imwrite(str(path), mask):
+            raise OutputError(
+                f"{path}: cannot write the mask image; check free space and permissions"
+            )
+
+    def close(self) -> None:
+        pass
+
+
+def gui_backend() -> str | None:
+    """The GUI toolkit the installed OpenCV was built with (e.g. "GTK3"), or None."""
+    import cv2
+
+    match = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    if match is None or match.group(1).upper() == "NONE":
+        return None
+    return match.group(1)
+
+
+def check_display() -> None:
+    """Raise :class:`OutputError` unless an OpenCV window can be opened here."""
+    import cv2
+
+    if gui_backend() is None:
+        raise OutputError(
+            "--view window needs an OpenCV with GUI support, but the installed "
+            f"OpenCV {cv2.__version__} has none (opencv-python-headless); "
+            "use --view none (a browser view is planned)"
+        )
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise OutputError(
+            "--view window: no display here (DISPLAY is not set); use --view none"
+        )
+
+
+class Display:
+    """Show annotated frames in an OpenCV window; ``q``, Esc or closing it stops.
+
+    Raises:
+        OutputError: The installed OpenCV has no GUI (``opencv-python-headless``)
+            or there is no display to open a window on.
+    """
+
+    name = "display"
+
+    def __init__(self, title: str = "streamseg") -> None:
+        import cv2
+
+        check_display()
+        self.title = title
+        self.stopped_by_user = False
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        import cv2
+
+        cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        if key in (ord("q"), 27) or closed:
+            self.stopped_by_user = True
+
+    def close(self) -> None:
+        import cv2
+
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(self.title)
+
+
+class FrameList:
+    """Keep every prediction and annotated image in memory (tests, notebooks)."""
+
+    name = "frame list"
+
+    def __init__(self) -> None:
+        self.predictions: list[Prediction] = []
+        self.images: list[np.ndarray] = []
+        self.closed = False
+
+    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        self.predictions.append(prediction)
+        self.images.append(image)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Sinks:
+    """A group of sinks, closed together (all of them, even if one fails).
+
+    Use as a context manager; iterate it to write to each sink (the app
+    times each one).
+    """
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def __iter__(self) -> Iterator[Sink]:
+        return iter(self.sinks)
+
+    @property
+    def stopped_by_user(self) -> bool:
+        """True once a window was closed (or ``q`` pressed)."""
+        return any(getattr(sink, "stopped_by_user", False) for sink in self.sinks)
+
+    def close(self) -> None:
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as error:
+                log.error("closing %s failed: %s", sink.name, error)
+                errors.append(error)
+        self.sinks = []
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> Sinks:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_sinks(
+    settings: OutputSettings,
+    *,
+    nominal_fps: float | None = None,
+    extra: Sequence[Sink] = (),
+) -> Sinks:
+    """Create the sinks ``settings`` asks for, plus ``extra`` ones.
+
+    The window is checked first, so a missing GUI fails before files are created.
+
+    Raises:
+        OutputError: An output cannot be created.
+    """
+    sinks: list[Sink] = []
+    try:
+        if settings.view == "window":
+            sinks.append(Display())
+        if settings.video is not None:
+            sinks.append(
+                VideoRecorder(
+                    settings.video,
+                    nominal_fps=nominal_fps,
+                    crf=settings.video_crf,
+                    preset=settings.video_preset,
+                    queue_size=settings.video_queue,
+                )
+            )
+        if settings.events is not None:
+            sinks.append(EventLog(settings.events))
+        if settings.masks is not None:
+            sinks.append(MaskWriter(settings.masks))
+    except BaseException:
+        Sinks(sinks).close()
+        raise
+    sinks.extend(extra)
+    return Sinks(sinks)
+
+
+def _prepare_parent(path: Path) -> None:
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; pass a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(
+            f"{path.parent}: cannot create the output folder ({error.strerror}); "
+            "pick a writable path"
+        ) from error
+    if not os.access(path.parent, os.W_OK):
+        raise OutputError(f"{path.parent}: not writable; pick another output path")

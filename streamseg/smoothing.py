@@ -1,0 +1,251 @@
+"""Temporal smoothing of predictions, defined in seconds rather than frames.
+
+Three steps, each a pure function that the tests exercise directly:
+
+1. :func:`ema_weight` / :func:`blend`: an exponential moving average of the
+   probabilities whose weight comes from the time between frames,
+   ``alpha = 1 - exp(-dt / time_constant_s)``. Two frames 20 ms apart move
+   the average exactly as far as one frame 40 ms later would, so the filter
+   behaves the same at 25, 50 or 60 fps and across dropped frames.
+2. :func:`hysteresis`: a pixel turns on when the smoothed probability
+   reaches ``on_threshold`` and stays on until it falls below
+   ``off_threshold``; the mask does not flicker around a single threshold.
+3. :func:`remove_small_regions`: connected regions smaller than a fraction
+   of the frame are removed (speckle, specular highlights).
+
+:class:`TemporalSmoother` holds the state between frames and resets it after
+a time gap, a non-increasing timestamp or a change of frame size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from streamseg.frames import Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SmoothingSettings:
+    """The ``smoothing`` section of the stream config.
+
+    Attributes:
+        enabled: ``false`` passes predictions through unchanged.
+        time_constant_s: EMA time constant: after this long a sudden change
+            of the probabilities has come through by 63 %. 0 means no
+            averaging (hysteresis and the area filter still apply).
+        on_threshold: Smoothed probability at which a pixel turns on
+            (``None``: the model file's threshold).
+        off_threshold: Smoothed probability below which an on pixel turns off
+            (``None``: ``on_threshold - 0.15``, at least 0.01).
+        min_area_fraction: Regions smaller than this fraction of the frame
+            are removed (0 keeps every region).
+        max_gap_s: A gap between frames longer than this resets the state
+            (the scene may have changed completely).
+    """
+
+    enabled: bool = True
+    time_constant_s: float = 0.15
+    on_threshold: float | None = None
+    off_threshold: float | None = None
+    min_area_fraction: float = 0.002
+    max_gap_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.time_constant_s >= 0:
+            raise ValueError(
+                f"time_constant_s: expected >= 0, got {self.time_constant_s}"
+            )
+        if not self.max_gap_s > 0:
+            raise ValueError(f"max_gap_s: expected > 0, got {self.max_gap_s}")
+        if not 0 <= self.min_area_fraction < 1:
+            raise ValueError(
+                "min_area_fraction: expected a value in [0, 1), "
+                f"got {self.min_area_fraction}"
+            )
+        for name in ("on_threshold", "off_threshold"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise ValueError(
+                    f"{name}: expected a value in (0, 1) or null, got {value}"
+                )
+        if (
+            self.on_threshold is not None
+            and self.off_threshold is not None
+            and self.off_threshold > self.on_threshold
+        ):
+            raise ValueError(
+                f"off_threshold ({self.off_threshold}) must not exceed on_threshold "
+                f"({self.on_threshold}); lower off_threshold"
+            )
+
+    def thresholds(self, model_threshold: float) -> tuple[float, float]:
+        """(on, off) thresholds, filling ``None`` from the model file's threshold."""
+        on = self.on_threshold if self.on_threshold is not None else model_threshold
+        off = (
+            self.off_threshold
+            if self.off_threshold is not None
+            else max(on - 0.15, 0.01)
+        )
+        if off > on:
+            raise ValueError(
+                f"smoothing.off_threshold ({off}) exceeds the on threshold ({on}); "
+                "lower it"
+            )
+        return on, off
+
+
+def ema_weight(dt_s: float, time_constant_s: float) -> float:
+    """Weight of the newest sample after ``dt_s`` seconds: ``1 - exp(-dt / tau)``.
+
+    Example:
+        >>> round(ema_weight(0.1, 0.1), 4)
+        0.6321
+    """
+    if time_constant_s <= 0:
+        return 1.0
+    return -math.expm1(-dt_s / time_constant_s)
+
+
+def blend(previous: torch.Tensor, current: torch.Tensor, weight: float) -> torch.Tensor:
+    """``previous + weight * (current - previous)``, as a new tensor."""
+    return torch.lerp(previous, current, weight)
+
+
+def hysteresis(
+    probabilities: torch.Tensor,
+    previous_mask: torch.Tensor | None,
+    on: float,
+    off: float,
+) -> torch.Tensor:
+    """Two-threshold mask: on at ``>= on``; an on pixel stays on while ``>= off``.
+
+    Args:
+        probabilities: (H, W) float.
+        previous_mask: (H, W) bool, the previous result; ``None`` after a reset.
+        on: Turn-on threshold.
+        off: Turn-off threshold (<= on).
+
+    Returns:
+        (H, W) bool tensor on the probabilities' device.
+    """
+    mask = probabilities >= on
+    if previous_mask is not None:
+        mask |= previous_mask & (probabilities >= off)
+    return mask
+
+
+def remove_small_regions(mask: torch.Tensor, min_area_px: int) -> torch.Tensor:
+    """Remove 8-connected regions smaller than ``min_area_px`` pixels.
+
+    Connected components run on the CPU (OpenCV), on a uint8 copy of the mask.
+
+    Args:
+        mask: (H, W) bool tensor, any device.
+        min_area_px: Smallest region kept.
+
+    Returns:
+        (H, W) bool tensor on the mask's device (the input itself if nothing
+        was removed).
+    """
+    import cv2
+
+    if min_area_px <= 1:
+        return mask
+    host = mask.to("cpu", torch.uint8).numpy()
+    if not host.any():
+        return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(host, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    keep[0] = False  # label 0 is the background
+    if keep[1:].all():
+        return mask
+    return torch.from_numpy(keep[labels]).to(mask.device)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    timestamp_s: float
+    hw: tuple[int, int]
+    probabilities: torch.Tensor
+    mask: torch.Tensor  # hysteresis result before the area filter
+
+
+class TemporalSmoother:
+    """Smooths a stream of predictions over time (one instance per stream).
+
+    State: the previous frame's timestamp, smoothed probabilities and
+    hysteresis mask. It resets when the time since the previous frame is
+    ``<= 0`` or ``> max_gap_s``, or when the frame size changes.
+
+    Args:
+        settings: Time constant, thresholds, area filter, gap.
+        model_threshold: The model file's threshold (used where the settings
+            leave a threshold ``None``).
+
+    Example:
+        >>> smoother = TemporalSmoother(SmoothingSettings(), model_threshold=0.5)
+        >>> # prediction = smoother(segmenter(frame))
+    """
+
+    def __init__(self, settings: SmoothingSettings, *, model_threshold: float) -> None:
+        self.settings = settings
+        self.on_threshold, self.off_threshold = settings.thresholds(model_threshold)
+        self.resets = 0
+        self._state: _State | None = None
+
+    def reset(self) -> None:
+        """Forget the past; the next prediction starts afresh."""
+        self._state = None
+
+    @torch.inference_mode()
+    def __call__(self, prediction: Prediction) -> Prediction:
+        """Return a prediction with smoothed probabilities and a final mask.
+
+        Returns:
+            A new :class:`Prediction` for the same frame: smoothed
+            ``probabilities``, ``threshold`` = the on threshold, and
+            ``mask_override`` = hysteresis + area filter. With
+            ``enabled: false``, the input prediction itself.
+        """
+        if not self.settings.enabled:
+            return prediction
+        frame = prediction.frame
+        current = prediction.probabilities.float()
+        state = self._state
+        dt_s = None if state is None else frame.timestamp_s - state.timestamp_s
+        if (
+            state is None
+            or dt_s is None
+            or state.hw != frame.hw
+            or not 0 < dt_s <= self.settings.max_gap_s
+        ):
+            if state is not None:
+                self.resets += 1
+                log.debug(
+                    "smoothing reset at frame %d (dt %s s, size %s)",
+                    frame.index,
+                    dt_s,
+                    frame.hw,
+                )
+            smoothed = current
+            held = hysteresis(smoothed, None, self.on_threshold, self.off_threshold)
+        else:
+            smoothed = blend(
+                state.probabilities,
+                current,
+                ema_weight(dt_s, self.settings.time_constant_s),
+            )
+            held = hysteresis(
+                smoothed, state.mask, self.on_threshold, self.off_threshold
+            )
+        self._state = _State(frame.timestamp_s, frame.hw, smoothed, held)
+        height, width = frame.hw
+        min_area_px = math.ceil(self.settings.min_area_fraction * height * width)
+        mask = remove_small_regions(held, min_area_px)
+        return Prediction(frame, smoothed, self.on_threshold, mask_override=mask)

@@ -1,0 +1,231 @@
+"""app.run end to end with a tiny model: order, outputs, batching, drops, interrupts."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from stream_media import (
+    CVC_FRAMES,
+    decode_video,
+    moving_disc,
+    tiny_model_file,
+    write_video,
+)
+
+from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.device import Precision
+from streamseg.segmenter import Segmenter
+from streamseg.sinks import FrameList, OutputSettings
+from streamseg.smoothing import SmoothingSettings
+from streamseg.sources import Source, SourceError, SourceSettings, read_video
+
+
+@pytest.fixture
+def model_file(tiny_spec, tmp_path_factory):
+    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return write_video(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(10)])
+
+
+def _config(source, model_file, **sections):
+    config = StreamConfig(
+        source=SourceSettings(uri=str(source)),
+        model=ModelSettings(path=model_file, device="cpu", batch_size=4),
+    )
+    return dataclasses.replace(config, **sections)
+
+
+def test_file_run_writes_every_frame_in_order_to_every_output(
+    clip, model_file, tmp_path
+):
+    output = OutputSettings(
+        video=tmp_path / "out.mp4",
+        events=tmp_path / "out.jsonl",
+        masks=tmp_path / "masks",
+    )
+    frames = FrameList()
+    stats = run(_config(clip, model_file, output=output), sinks=[frames])
+
+    assert [p.frame.index for p in frames.predictions] == list(range(10))
+    assert all(image.shape == (48, 64, 3) for image in frames.images)
+    assert (stats.frames_in, stats.frames_out, stats.frames_dropped) == (10, 10, 0)
+    assert stats.stopped == "end of source" and not stats.live
+    names = [stage.name for stage in stats.stages]
+    for stage in (
+        "decode wait",
+        "inference",
+        "smoothing",
+        "overlay",
+        "encode enqueue",
+        "events",
+        "masks",
+    ):
+        assert stage in names
+    assert set(stats.latency_ms) == {50, 95, 99} and stats.latency_ms[50] > 0
+
+    images, times = decode_video(tmp_path / "out.mp4")
+    assert len(images) == 10
+    assert times == pytest.approx([i / 25 for i in range(10)], abs=1e-3)
+    events = [
+        json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()
+    ]
+    assert [e["index"] for e in events] == list(range(10))
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 10
+    assert frames.closed
+
+
+def test_pipeline_probabilities_equal_the_segmenter_on_the_decoded_frames(
+    clip, model_file
+):
+    # Batching and the threads add nothing: each frame's probabilities are
+    # what the segmenter computes for that frame alone.
+    frames = FrameList()
+    run(
+        _config(clip, model_file, smoothing=SmoothingSettings(enabled=False)),
+        sinks=[frames],
+    )
+    segmenter = Segmenter.from_file(model_file, torch.device("cpu"), Precision(None))
+    for prediction, frame in zip(
+        frames.predictions, read_video(str(clip)), strict=True
+    ):
+        expected = segmenter(frame).probabilities
+        assert torch.allclose(prediction.probabilities, expected, atol=1e-5)
+
+
+def test_real_endoscopy_frames_from_a_folder(model_file):
+    frames = FrameList()
+    stats = run(_config(CVC_FRAMES, model_file), sinks=[frames])
+    assert stats.frames_out == 3
+    assert [p.frame.hw for p in frames.predictions] == [(144, 192)] * 3
+    assert all(
+        0 <= float(p.probabilities.min()) and float(p.probabilities.max()) <= 1
+        for p in frames.predictions
+    )
+
+
+def test_max_frames_stops_early(clip, model_file):
+    config = _config(clip, model_file)
+    config = dataclasses.replace(
+        config, source=dataclasses.replace(config.source, max_frames=3)
+    )
+    frames = FrameList()
+    stats = run(config, sinks=[frames])
+    assert stats.frames_out == 3 and stats.stopped == "max frames"
+    assert [p.frame.index for p in frames.predictions] == [0, 1, 2]
+
+
+class _SlowSink(FrameList):
+    name = "slow"
+
+    def write(self, prediction, image):
+        super().write(prediction, image)
+        time.sleep(0.06)
+
+
+def test_simulated_live_source_drops_frames_but_never_reorders_them(
+    tmp_path, model_file
+):
+    path = write_video(
+        tmp_path / "fast.mp4", [f.pixels for f in moving_disc(30, fps=100.0)], fps=100.0
+    )
+    config = _config(path, model_file)
+    config = dataclasses.replace(
+        config, source=dataclasses.replace(config.source, realtime=True)
+    )
+    sink = _SlowSink()
+    stats = run(config, sinks=[sink])
+    indices = [p.frame.index for p in sink.predictions]
+    assert stats.live
+    assert all(b > a for a, b in itertools.pairwise(indices))
+    assert indices[-1] == 29
+    assert stats.frames_dropped > 0
+    assert stats.frames_in + stats.frames_dropped == 30
+
+
+class _FailingSink(FrameList):
+    name = "failing"
+
+    def __init__(self, fail_at, error):
+        super().__init__()
+        self.fail_at, self.error = fail_at, error
+
+    def write(self, prediction, image):
+        if prediction.frame.index == self.fail_at:
+            raise self.error
+        super().write(prediction, image)
+
+
+def test_a_failure_mid_run_still_leaves_a_playable_video(clip, model_file, tmp_path):
+    config = _config(
+        clip, model_file, output=OutputSettings(video=tmp_path / "out.mp4")
+    )
+    with pytest.raises(RuntimeError, match="sink broke"):
+        run(config, sinks=[_FailingSink(6, RuntimeError("sink broke"))])
+    images, _ = decode_video(tmp_path / "out.mp4")
+    assert len(images) == 7  # frames 0-6 were encoded before the failing sink ran on 6
+
+
+def test_an_interrupt_mid_run_finalizes_outputs_and_is_reported(
+    clip, model_file, tmp_path
+):
+    config = _config(
+        clip,
+        model_file,
+        output=OutputSettings(video=tmp_path / "out.mp4", events=tmp_path / "e.jsonl"),
+    )
+    stats = run(config, sinks=[_FailingSink(4, KeyboardInterrupt())])
+    assert stats.stopped == "interrupted" and stats.frames_out == 4
+    images, _ = decode_video(tmp_path / "out.mp4")
+    assert len(images) == 5
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 5
+    assert np.all(np.isfinite([stage.mean_ms for stage in stats.stages]))
+
+
+def test_a_live_device_that_stops_delivering_fails_clearly_after_writing_its_frames(
+    clip, model_file, tmp_path
+):
+    # OpenCV opens the clip like a camera; after its last frame it delivers nothing.
+    config = _config(
+        clip, model_file, output=OutputSettings(video=tmp_path / "out.mp4")
+    )
+    source = dataclasses.replace(config.source, kind="device", stall_timeout_s=0.3)
+    sink = FrameList()
+    with pytest.raises(SourceError, match=r"no frame for 0\.3 s"):
+        run(dataclasses.replace(config, source=source), sinks=[sink])
+    indices = [p.frame.index for p in sink.predictions]
+    assert indices and indices == sorted(set(indices)) and indices[-1] == 9
+    assert len(decode_video(tmp_path / "out.mp4")[0]) == len(indices)
+
+
+def test_a_hung_live_source_raises_after_the_stall_timeout(
+    clip, model_file, monkeypatch
+):
+    release = threading.Event()
+
+    def hung():
+        yield from moving_disc(2)
+        release.wait(10.0)  # a driver call that never returns
+
+    fake = Source("fake camera", "device", True, None, None, hung)
+    monkeypatch.setattr("streamseg.app.open_source", lambda settings: fake)
+    config = _config(clip, model_file)
+    config = dataclasses.replace(
+        config, source=dataclasses.replace(config.source, stall_timeout_s=0.3)
+    )
+    start = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"fake camera: no frame for 0\.3 s"):
+            run(config)
+        assert time.monotonic() - start < 5.0
+    finally:
+        release.set()

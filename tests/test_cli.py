@@ -1,0 +1,210 @@
+"""The streamseg command: exit codes, one-line errors, info, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from stream_media import decode_video, moving_disc, tiny_model_file, write_video
+
+from streamseg.cli import main
+from streamseg.sinks import gui_backend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def model_file(tiny_spec, tmp_path_factory):
+    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return write_video(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(6)])
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    return err[-1]
+
+
+def test_run_writes_outputs_and_prints_a_timing_summary(
+    clip, model_file, tmp_path, capsys
+):
+    code = main(
+        [
+            "run",
+            str(clip),
+            "--model",
+            str(model_file),
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "out.mp4"),
+            "--events",
+            str(tmp_path / "out.jsonl"),
+            "--view",
+            "none",
+            "--config",
+            str(REPO / "configs" / "stream.yaml"),
+            "--set",
+            "smoothing.time_constant_s=0.3",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "6 frames" in out and "inference" in out and "p50/p95/p99" in out
+    assert len(decode_video(tmp_path / "out.mp4")[0]) == 6
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (["run", "{tmp}/missing.mp4"], 1, "missing.mp4: no such file"),
+        (
+            ["run", "{clip}", "--set", "smoothing.time_constent_s=0.2"],
+            2,
+            "did you mean 'time_constant_s'",
+        ),
+        (["run", "{clip}", "--set", "overlay.fill_opacity=2"], 2, "fill_opacity"),
+        (["run", "{clip}", "--config", "{tmp}/nope.yaml"], 2, "cannot read config"),
+        (["run", "{clip}", "--max-frames", "0"], 2, "max_frames"),
+        (["run", "{clip}", "--device", "tpu"], 2, "expected auto, cpu, cuda"),
+    ],
+)
+def test_errors_are_one_line_with_the_right_exit_code(
+    arguments, code, message, clip, model_file, tmp_path, capsys
+):
+    argv = [a.format(tmp=tmp_path, clip=clip) for a in arguments] + [
+        "--model",
+        str(model_file),
+    ]
+    assert main(argv) == code
+    line = _error_line(capsys)
+    assert line.startswith("streamseg: error: ") and message in line
+
+
+def test_missing_model_file_is_a_runtime_failure(clip, tmp_path, capsys):
+    assert main(["run", str(clip), "--model", str(tmp_path / "none.safetensors")]) == 1
+    assert "no such model file" in _error_line(capsys)
+
+
+def test_without_a_bundled_model_the_message_says_what_to_pass(
+    clip, monkeypatch, capsys
+):
+    monkeypatch.setattr("streamseg.app.default_model_path", lambda: None)
+    assert main(["run", str(clip)]) == 1
+    assert _error_line(capsys) == (
+        "streamseg: error: no bundled default model in this build; pass --model FILE "
+        "(train one with python -m training train ...)"
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present")
+def test_cuda_without_a_gpu_is_a_usage_error(clip, model_file, capsys):
+    assert main(["run", str(clip), "--model", str(model_file), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+
+
+@pytest.mark.skipif(gui_backend() is not None, reason="this OpenCV has a GUI")
+def test_window_on_headless_opencv_fails_before_any_output(
+    clip, model_file, tmp_path, capsys
+):
+    argv = [
+        "run",
+        str(clip),
+        "--model",
+        str(model_file),
+        "--view",
+        "window",
+        "--output",
+        str(tmp_path / "o.mp4"),
+    ]
+    assert main(argv) == 1
+    assert "--view none" in _error_line(capsys)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run"])
+    assert exit_info.value.code == 2
+
+
+def test_info_prints_the_spec_tensor_count_and_size(model_file, capsys):
+    assert main(["info", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "Unet",
+        "resnet18",
+        "threshold",
+        "tensors",
+        "MB",
+        "provenance.dataset",
+    ):
+        assert text in out
+
+
+def test_info_on_a_bad_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a model")
+    assert main(["info", str(bad)]) == 1
+    assert "not a readable .safetensors file" in _error_line(capsys)
+
+
+def test_sigterm_mid_run_leaves_a_playable_video(tmp_path, model_file):
+    # 4 s of video played in real time; terminate it once a few frames are out.
+    clip = write_video(tmp_path / "long.mp4", [f.pixels for f in moving_disc(100)])
+    out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamseg",
+            "run",
+            str(clip),
+            "--model",
+            str(model_file),
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+            "--events",
+            str(events),
+            "--set",
+            "source.realtime=true",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if events.exists() and len(events.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, f"finished early: {process.communicate()}"
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stdout
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    images, times = decode_video(out)
+    assert 3 <= len(images) < 100
+    assert len(images) == len(lines)
+    assert times == sorted(times)

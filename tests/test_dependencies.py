@@ -1,0 +1,34 @@
+"""The runtime package never imports the training stack (poutyne, albumentations)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import sys
+import streamseg
+import streamseg.app, streamseg.cli, streamseg.sources, streamseg.sinks
+import streamseg.overlay, streamseg.smoothing, streamseg.background
+import streamseg.events, streamseg.stats
+heavy = [m for m in ("poutyne", "albumentations", "training") if m in sys.modules]
+print(",".join(heavy))
+"""
+
+
+def test_runtime_imports_neither_poutyne_nor_albumentations():
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"runtime imported {result.stdout.strip()}"

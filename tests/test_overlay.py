@@ -1,0 +1,138 @@
+"""Overlay: fill and contour inside the mask, boxes around regions, input unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stream_media import CVC_FRAMES
+
+from streamseg.frames import Frame, Prediction
+from streamseg.overlay import (
+    HudText,
+    OverlayStyle,
+    inner_edge,
+    inner_edge_pooled,
+    render,
+)
+
+PLAIN = OverlayStyle(boxes=False, hud=False)
+
+
+@pytest.fixture
+def real_frame():
+    import cv2
+
+    bgr = cv2.imread(str(CVC_FRAMES / "1.png"))
+    return Frame(0, 0.0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _square_mask(hw, top, left, size):
+    mask = torch.zeros(hw)
+    mask[top : top + size, left : left + size] = 0.9
+    return mask
+
+
+def test_pixels_outside_the_mask_are_untouched_and_the_input_is_not_modified(
+    real_frame,
+):
+    original = real_frame.pixels.copy()
+    probabilities = _square_mask(real_frame.hw, 40, 60, 50)
+    image = render(Prediction(real_frame, probabilities, 0.5), PLAIN)
+    outside = (probabilities < 0.5).numpy()
+    assert np.array_equal(image[outside], original[outside])
+    assert not np.array_equal(image[~outside], original[~outside])
+    assert np.array_equal(real_frame.pixels, original), (
+        "the input frame must not change"
+    )
+    assert image.shape == original.shape and image.dtype == np.uint8
+    assert not np.shares_memory(image, real_frame.pixels)
+
+
+def test_fill_blends_the_configured_colour_and_the_contour_has_the_configured_width():
+    frame = Frame(0, 0.0, np.full((40, 40, 3), 100, np.uint8))
+    style = OverlayStyle(
+        fill_rgb=(0, 200, 0),
+        fill_opacity=0.5,
+        contour_rgb=(255, 0, 255),
+        contour_px=2,
+        boxes=False,
+        hud=False,
+    )
+    image = render(Prediction(frame, _square_mask((40, 40), 10, 10, 20), 0.5), style)
+    assert tuple(image[20, 20]) == (50, 150, 50)  # interior: halfway to the fill colour
+    for y in (10, 11, 28, 29):  # the 2 px inner edge
+        assert tuple(image[y, 20]) == (255, 0, 255)
+    assert tuple(image[12, 20]) == (50, 150, 50)
+    assert tuple(image[9, 20]) == (100, 100, 100)  # just outside
+
+
+def test_boxes_surround_each_region_without_touching_other_pixels(real_frame):
+    original = real_frame.pixels
+    probabilities = _square_mask(real_frame.hw, 20, 20, 30) + _square_mask(
+        real_frame.hw, 80, 120, 20
+    )
+    style = OverlayStyle(
+        boxes=True, box_px=2, box_margin_px=3, box_rgb=(255, 255, 0), hud=False
+    )
+    image = render(Prediction(real_frame, probabilities, 0.5), style)
+    changed = np.any(image != original, axis=-1)
+    # Each box line runs 3-5 px outside its region: rows 15/16 above the first square.
+    assert np.all(image[16, 20:50] == (255, 255, 0))
+    assert np.all(image[75, 120:140] == (255, 255, 0))
+    # Nothing changes far from both regions.
+    assert not changed[:10].any() and not changed[:, 150:].any()
+
+
+def test_no_mask_means_an_identical_copy(real_frame):
+    image = render(
+        Prediction(real_frame, torch.zeros(real_frame.hw), 0.5), OverlayStyle(hud=False)
+    )
+    assert np.array_equal(image, real_frame.pixels)
+    assert not np.shares_memory(image, real_frame.pixels)
+
+
+def test_hud_shows_the_polyp_indicator_only_when_there_is_a_polyp(real_frame):
+    style = OverlayStyle(fill_opacity=0, contour_px=0, boxes=False, hud=True)
+    with_polyp = render(
+        Prediction(real_frame, _square_mask(real_frame.hw, 80, 120, 20), 0.5),
+        style,
+        HudText(25.0, 40.0),
+    )
+    without = render(
+        Prediction(real_frame, torch.zeros(real_frame.hw), 0.5),
+        style,
+        HudText(25.0, 40.0),
+    )
+    corner = (slice(0, 20), slice(0, 40))
+    alert = np.array(style.alert_rgb)
+    assert np.sum(np.all(with_polyp[corner] == alert, axis=-1)) > 50
+    assert np.sum(np.all(without[corner] == alert, axis=-1)) == 0
+    assert not np.array_equal(without, real_frame.pixels)  # fps / latency text
+
+
+def test_the_opencv_and_the_tensor_edge_paths_agree():
+    mask = torch.zeros(30, 40, dtype=torch.bool)
+    mask[0:12, 5:20] = True  # touches the frame border
+    mask[15:28, 22:38] = True
+    mask[20, 30] = False  # a hole
+    for width_px in (1, 2, 3):
+        assert torch.equal(
+            inner_edge(mask, width_px), inner_edge_pooled(mask, width_px)
+        )
+    edge = inner_edge(mask, 1)
+    assert not edge[0, 10], "the frame border is not a region edge"
+    assert edge[19:22, 29:32].sum() == 8, "a hole has an edge around it"
+
+
+@pytest.mark.parametrize(
+    ("style", "message"),
+    [
+        ({"fill_rgb": (0, 300, 0)}, "fill_rgb"),
+        ({"fill_opacity": 1.5}, "fill_opacity"),
+        ({"contour_px": -1}, "contour_px"),
+    ],
+)
+def test_invalid_style_names_the_key(style, message):
+    with pytest.raises(ValueError, match=message):
+        OverlayStyle(**style)

@@ -1,0 +1,200 @@
+"""Temporal smoothing in seconds (same at 25 and 50 fps), hysteresis, area, resets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from streamseg.frames import Frame, Prediction
+from streamseg.smoothing import (
+    SmoothingSettings,
+    TemporalSmoother,
+    ema_weight,
+    hysteresis,
+    remove_small_regions,
+)
+
+HW = (32, 64)
+
+
+def _prediction(index, timestamp_s, probabilities, hw=HW):
+    frame = Frame(index, timestamp_s, np.zeros((*hw, 3), np.uint8))
+    return Prediction(frame, probabilities, 0.5)
+
+
+def _moving_blob(timestamp_s, hw=HW):
+    """Probability cone moving right at 40 px/s (a smooth signal of time)."""
+    yy, xx = np.mgrid[0 : hw[0], 0 : hw[1]]
+    center_x = 10 + 40 * timestamp_s
+    cone = np.clip(1 - np.hypot(yy - hw[0] / 2, xx - center_x) / 12, 0, 1)
+    return torch.from_numpy(cone.astype(np.float32))
+
+
+def _smooth_at(fps, probabilities_at, duration_s=1.0, **settings):
+    smoother = TemporalSmoother(
+        SmoothingSettings(min_area_fraction=0, **settings), model_threshold=0.5
+    )
+    results = {}
+    for index in range(round(duration_s * fps) + 1):
+        timestamp_s = index / fps
+        out = smoother(_prediction(index, timestamp_s, probabilities_at(timestamp_s)))
+        results[round(timestamp_s, 6)] = out
+    return results
+
+
+def test_a_step_reaches_the_same_value_at_25_and_50_fps():
+    # Dark at t=0, polyp from then on: after t seconds the smoothed value is
+    # exactly 1 - exp(-t / tau), whatever the frame rate.
+    def step(timestamp_s):
+        return torch.full(HW, 0.0 if timestamp_s == 0 else 1.0)
+
+    tau = 0.1
+    at_25 = _smooth_at(25, step, 0.4, time_constant_s=tau)
+    at_50 = _smooth_at(50, step, 0.4, time_constant_s=tau)
+    for timestamp_s, prediction in at_25.items():
+        expected = 1 - math.exp(-timestamp_s / tau)
+        assert float(prediction.probabilities[0, 0]) == pytest.approx(
+            expected, abs=1e-5
+        )
+        assert float(at_50[timestamp_s].probabilities[0, 0]) == pytest.approx(
+            expected, abs=1e-5
+        )
+
+
+def test_a_moving_object_smooths_alike_at_25_and_50_fps_unlike_a_per_frame_ema():
+    at_25 = _smooth_at(25, _moving_blob, time_constant_s=0.2)
+    at_50 = _smooth_at(50, _moving_blob, time_constant_s=0.2)
+    difference = max(
+        float((at_25[t].probabilities - at_50[t].probabilities).abs().max())
+        for t in at_25
+    )
+    assert difference < 0.04
+
+    # The same comparison for a per-frame EMA (fixed alpha) fails: it is twice
+    # as slow at 50 fps. This is what defining the filter in seconds avoids.
+    def per_frame_ema(fps, alpha=0.2):
+        state, results = None, {}
+        for index in range(fps + 1):
+            current = _moving_blob(index / fps)
+            state = current if state is None else state + alpha * (current - state)
+            results[round(index / fps, 6)] = state
+        return results
+
+    naive_25, naive_50 = per_frame_ema(25), per_frame_ema(50)
+    naive = max(float((naive_25[t] - naive_50[t]).abs().max()) for t in naive_25)
+    assert naive > 3 * difference
+
+
+def test_ema_weight_is_one_minus_exp():
+    assert ema_weight(0.04, 0.1) == pytest.approx(1 - math.exp(-0.4))
+    assert ema_weight(0.04, 0.0) == 1.0  # no averaging
+
+
+@pytest.mark.parametrize(
+    ("probability", "was_on", "expected"),
+    [
+        (0.65, False, True),  # reaches on
+        (0.55, False, False),  # between off and on, was off: stays off
+        (0.55, True, True),  # between off and on, was on: stays on
+        (0.35, True, False),  # below off: turns off
+        (0.40, True, True),  # exactly off: stays on
+    ],
+)
+def test_hysteresis_table(probability, was_on, expected):
+    probabilities = torch.full((2, 2), probability)
+    previous = torch.full((2, 2), was_on)
+    assert bool(hysteresis(probabilities, previous, on=0.6, off=0.4).all()) is expected
+
+
+def test_smoother_applies_hysteresis_over_time():
+    smoother = TemporalSmoother(
+        SmoothingSettings(
+            time_constant_s=0, on_threshold=0.6, off_threshold=0.4, min_area_fraction=0
+        ),
+        model_threshold=0.5,
+    )
+    masks = [
+        bool(smoother(_prediction(i, i * 0.04, torch.full(HW, p))).mask.all())
+        for i, p in enumerate([0.5, 0.7, 0.5, 0.45, 0.3, 0.5])
+    ]
+    assert masks == [False, True, True, True, False, False]
+
+
+def test_small_regions_are_removed_and_large_ones_kept():
+    mask = torch.zeros(HW, dtype=torch.bool)
+    mask[2:4, 2:4] = True  # 4 px speckle
+    mask[10:20, 20:40] = True  # 200 px region
+    kept = remove_small_regions(mask, min_area_px=50)
+    assert not kept[2:4, 2:4].any()
+    assert kept[10:20, 20:40].all()
+    assert int(kept.sum()) == 200
+
+    smoother = TemporalSmoother(
+        SmoothingSettings(min_area_fraction=0.02), model_threshold=0.5
+    )
+    out = smoother(_prediction(0, 0.0, mask.float()))  # 2 % of 2048 px = 41 px
+    assert torch.equal(out.mask, kept)
+
+
+@pytest.mark.parametrize(
+    ("second_timestamp_s", "second_hw"),
+    [(0.04 + 1.0, HW), (0.04, HW), (0.0, HW), (0.08, (16, 32))],
+    ids=["gap", "same time", "backwards", "size change"],
+)
+def test_state_resets_after_gap_non_increasing_time_or_size_change(
+    second_timestamp_s, second_hw
+):
+    smoother = TemporalSmoother(
+        SmoothingSettings(max_gap_s=0.5, min_area_fraction=0), model_threshold=0.5
+    )
+    smoother(_prediction(0, 0.0, torch.zeros(HW)))
+    smoother(_prediction(1, 0.04, torch.zeros(HW)))
+    out = smoother(
+        _prediction(2, second_timestamp_s, torch.ones(second_hw), hw=second_hw)
+    )
+    assert torch.equal(out.probabilities, torch.ones(second_hw)), (
+        "no memory of earlier frames"
+    )
+    assert smoother.resets == 1
+
+
+def test_no_reset_within_the_gap_limit():
+    smoother = TemporalSmoother(
+        SmoothingSettings(max_gap_s=0.5, min_area_fraction=0), model_threshold=0.5
+    )
+    smoother(_prediction(0, 0.0, torch.zeros(HW)))
+    out = smoother(
+        _prediction(5, 0.2, torch.ones(HW))
+    )  # 4 dropped frames, still smoothed
+    assert float(out.probabilities[0, 0]) == pytest.approx(ema_weight(0.2, 0.15))
+    assert smoother.resets == 0
+
+
+def test_disabled_passes_predictions_through():
+    prediction = _prediction(0, 0.0, torch.rand(HW))
+    smoother = TemporalSmoother(SmoothingSettings(enabled=False), model_threshold=0.5)
+    assert smoother(prediction) is prediction
+
+
+def test_output_is_a_prediction_for_the_same_frame():
+    prediction = _prediction(7, 0.3, torch.rand(HW))
+    out = TemporalSmoother(SmoothingSettings(), model_threshold=0.5)(prediction)
+    assert out.frame is prediction.frame
+    assert out.mask_override is not None and out.mask.dtype == torch.bool
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"time_constant_s": -1.0}, "time_constant_s"),
+        ({"on_threshold": 0.3, "off_threshold": 0.5}, "off_threshold"),
+        ({"min_area_fraction": 1.5}, "min_area_fraction"),
+        ({"max_gap_s": 0.0}, "max_gap_s"),
+    ],
+)
+def test_invalid_settings_name_the_key(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SmoothingSettings(**settings)
