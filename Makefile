@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test browser lint clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,22 @@ demo: setup
 	$(VENV)/bin/streamseg run samples/demo.mp4 --output out/demo_annotated.mp4 \
 		--events out/demo_events.jsonl --view none
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
+
+# tests/test_browser.py drives Debian's headless Chromium through chromedriver.
+# Install both when missing, where we can (root with apt-get); elsewhere, or
+# if the install fails, that test is skipped and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium and chromium-driver for the browser test"; \
+		{ timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			timeout 900 apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+		|| echo "could not install chromium; the browser test will be skipped"; \
+	else \
+		echo "chromium/chromedriver missing (installing needs root and apt-get); the browser test will be skipped"; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check streamseg training tests

@@ -10,6 +10,12 @@ This is the only module that knows every stage. The pipeline is a plain
   locks, and an OpenCV window needs the main thread);
 * the video encoder runs on a consumer thread behind a BLOCK queue.
 
+While a live source delivers nothing, the queue hands the loop a
+:data:`NO_SIGNAL` marker every ``source.no_signal_s``, and the live views
+(window, browser) show a NO SIGNAL card instead of the last frame; files get
+nothing (frames are never invented). Network streams reconnect by themselves
+(:func:`streamseg.sources.reconnecting`).
+
 Ctrl-C (and SIGTERM, which the CLI turns into the same interrupt) ends the
 loop; every output is finalized on the way out.
 """
@@ -17,7 +23,6 @@ loop; every output is finalized on the way out.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -25,7 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from streamseg.alerts import Alerter, AlertSettings
 from streamseg.background import Stalled, WhenFull, in_background
+from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
 from streamseg.device import (
     configure_backend,
@@ -33,13 +42,25 @@ from streamseg.device import (
     select_device,
     synchronize,
 )
-from streamseg.frames import Frame
+from streamseg.frames import Frame, Prediction
 from streamseg.model import ModelFileError, default_model_path
-from streamseg.overlay import HudText, OverlayStyle, render
+from streamseg.overlay import (
+    HudText,
+    OverlayStyle,
+    draw_border,
+    no_signal_image,
+    render,
+)
 from streamseg.segmenter import Segmenter
-from streamseg.sinks import OutputSettings, Sink, check_display, open_sinks
+from streamseg.sinks import OutputSettings, Sink, Sinks, check_display, open_sinks
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
-from streamseg.sources import Source, SourceError, SourceSettings, open_source
+from streamseg.sources import (
+    MAX_RECONNECT_BACKOFF_S,
+    Source,
+    SourceError,
+    SourceSettings,
+    open_source,
+)
 from streamseg.stats import RunStats, StatsRecorder
 
 log = logging.getLogger(__name__)
@@ -69,6 +90,15 @@ class ModelSettings:
             core). On a CPU shared with other work, fewer threads can be much
             faster (measured on 2 busy cores: a small model ran 8x faster with
             1 thread than with 2); on an idle machine more threads help.
+        backend: ``torch``, or ``onnx`` (ONNX Runtime on the CPU, fp32; needs
+            the ``onnx`` extra).
+        compile: Run the network through ``torch.compile`` (compiled at
+            start for batch 1 and ``batch_size``; the time is logged, and
+            Inductor caches the result on disk for the next start).
+        compile_mode: ``default``, ``reduce-overhead`` (CUDA graphs through
+            Inductor), ``max-autotune`` or ``max-autotune-no-cudagraphs``.
+        cuda_graphs: Capture and replay CUDA graphs (CUDA only; not with
+            ``compile``).
     """
 
     path: Path | None = None
@@ -78,6 +108,12 @@ class ModelSettings:
     threshold: float | None = None
     batch_size: int = 4
     threads: int | None = None
+    backend: Literal["torch", "onnx"] = "torch"
+    compile: bool = False
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = "default"
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         if self.threshold is not None and not 0 < self.threshold < 1:
@@ -99,6 +135,8 @@ class StreamConfig:
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     overlay: OverlayStyle = field(default_factory=OverlayStyle)
     output: OutputSettings = field(default_factory=OutputSettings)
+    clips: ClipSettings = field(default_factory=ClipSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,16 +215,32 @@ def run(
     if settings.max_frames is not None and expected is not None:
         expected = min(expected, settings.max_frames)
     stats = StatsRecorder(source.name, live=source.live)
-    frames = _in_background(source, settings)
+    alerter = Alerter(config.alerts)
+    stall_limit_s = _stall_limit_s(source, settings)
+    frames = _in_background(source, settings, stall_limit_s)
     stopped = "end of source"
+    last_hw: tuple[int, int] | None = None
+    last_frame_s = time.monotonic()
     with (
         contextlib.closing(frames),
         open_sinks(
-            config.output, nominal_fps=source.nominal_fps, extra=sinks
+            config.output,
+            nominal_fps=source.nominal_fps,
+            extra=sinks,
+            clips=config.clips,
+            status=_live_status(source, stats, alerter),
         ) as outputs,
     ):
         try:
             for batch in _batches(frames, batch_size, settings.max_frames, stats):
+                if batch is NO_SIGNAL:
+                    alerter.signal_lost()
+                    silent_s = time.monotonic() - last_frame_s
+                    _show_no_signal(outputs, last_hw, config.overlay, silent_s)
+                    if outputs.stopped_by_user:
+                        stopped = "closed by user"
+                        break
+                    continue
                 with stats.time("inference", frames=len(batch)):
                     predictions = segmenter.segment([item.frame for item in batch])
                     synchronize(segmenter.device)
@@ -196,11 +250,14 @@ def run(
                     with stats.time("overlay"):
                         hud = HudText(stats.recent_fps, _ms(stats.last_latency_s))
                         image = render(prediction, config.overlay, hud)
+                        _alert(alerter, prediction, image)
                     for sink in outputs:
                         with stats.time(sink.name):
                             sink.write(prediction, image)
                     origin_s = item.frame.timestamp_s if source.live else item.decoded_s
-                    stats.frame_out(time.monotonic() - origin_s)
+                    last_frame_s = time.monotonic()
+                    stats.frame_out(last_frame_s - origin_s)
+                    last_hw = item.frame.hw
                     if on_progress is not None:
                         on_progress(stats.frames_out, expected)
                 if outputs.stopped_by_user:
@@ -219,10 +276,70 @@ def run(
             )
         except Stalled as error:
             raise SourceError(
-                f"{source.name}: no frame for {settings.stall_timeout_s:g} s; check "
+                f"{source.name}: no frame for {stall_limit_s:g} s; check "
                 "the connection, or raise source.stall_timeout_s"
             ) from error
     return stats.finish(stopped)
+
+
+# Handed over by the source queue while a live source delivers nothing.
+NO_SIGNAL = object()
+
+
+def _stall_limit_s(source: Source, settings: SourceSettings) -> float | None:
+    """After this long without a frame, a live source is declared stalled.
+
+    A source that reconnects raises its own :class:`SourceError` when it
+    gives up; the limit then only catches a driver call that never returns.
+    """
+    if not source.live:
+        return None
+    if settings.reconnects(source.kind):
+        return (
+            settings.stall_timeout_s
+            + settings.reconnect_timeout_s
+            + settings.open_timeout_s
+            + MAX_RECONNECT_BACKOFF_S
+        )
+    return settings.stall_timeout_s
+
+
+def _live_status(
+    source: Source, stats: StatsRecorder, alerter: Alerter
+) -> Callable[[], dict[str, object]]:
+    """The run figures for the browser view's status panel."""
+
+    def figures() -> dict[str, object]:
+        return {
+            "source": source.name,
+            "live": source.live,
+            "fps": stats.recent_fps,
+            "latency_ms": _ms(stats.last_latency_s),
+            "frames_out": stats.frames_out,
+            "frames_dropped": stats.frames_dropped,
+            "alerts": alerter.count,
+            "sound": alerter.settings.sound == "browser",
+        }
+
+    return figures
+
+
+def _alert(alerter: Alerter, prediction: Prediction, image: np.ndarray) -> None:
+    """Update the alert state; draw the border flash on ``image`` (in place)."""
+    settings = alerter.settings
+    if not settings.enabled:
+        return
+    timestamp_s = prediction.frame.timestamp_s
+    alerter.update(bool(prediction.mask.any()), timestamp_s)
+    if alerter.flashing(timestamp_s):
+        draw_border(image, settings.border_rgb, settings.border_px)
+
+
+def _show_no_signal(
+    outputs: Sinks, hw: tuple[int, int] | None, style: OverlayStyle, silent_s: float
+) -> None:
+    """Show the NO SIGNAL card on the live views (files get nothing)."""
+    outputs.show_no_signal(no_signal_image(hw, style, silent_s))
 
 
 def _load_segmenter(settings: ModelSettings) -> Segmenter:
@@ -233,22 +350,32 @@ def _load_segmenter(settings: ModelSettings) -> Segmenter:
     except ValueError as error:
         raise ConfigError(f"model: {error}") from error
     configure_backend(device, threads=settings.threads)
-    return Segmenter.from_file(
-        _model_path(settings),
-        device,
-        precision,
-        threshold=settings.threshold,
-        channels_last=settings.channels_last,
-    )
+    path = _model_path(settings)
+    try:
+        return Segmenter.from_file(
+            path,
+            device,
+            precision,
+            threshold=settings.threshold,
+            channels_last=settings.channels_last,
+            backend=settings.backend,
+            compile=settings.compile,
+            compile_mode=settings.compile_mode,
+            cuda_graphs=settings.cuda_graphs,
+            batch_sizes=(1, settings.batch_size),
+        )
+    except ValueError as error:  # an option this device or install cannot honour
+        raise ConfigError(f"model: {error}") from error
 
 
 def _in_background(
-    source: Source, settings: SourceSettings
+    source: Source, settings: SourceSettings, stall_limit_s: float | None
 ) -> Generator[_Decoded, None, None]:
     """Decode on a worker thread with the queue policy of the source's kind.
 
     Files: lossless, ``prefetch`` frames ahead (BLOCK). Live sources: the
-    newest frame only (DROP_OLDEST), and a stall after ``stall_timeout_s``.
+    newest frame only (DROP_OLDEST), :data:`NO_SIGNAL` every ``no_signal_s``
+    while no frame comes, and a stall after ``stall_limit_s``.
     """
     if not source.live:
         return in_background(
@@ -261,8 +388,10 @@ def _in_background(
         _stamped(source),
         maxsize=1,
         when_full=WhenFull.DROP_OLDEST,
-        timeout_s=settings.stall_timeout_s,
-        first_timeout_s=settings.open_timeout_s + settings.stall_timeout_s,
+        timeout_s=stall_limit_s,
+        first_timeout_s=settings.open_timeout_s + (stall_limit_s or 0.0),
+        idle_s=settings.no_signal_s,
+        idle_item=NO_SIGNAL,
         name="streamseg-source",
     )
 
@@ -287,15 +416,25 @@ def _batches(
     batch_size: int,
     max_frames: int | None,
     stats: StatsRecorder,
-) -> Iterator[list[_Decoded]]:
-    """Group consecutive same-size frames into batches; time the wait for each frame."""
-    limited = items if max_frames is None else itertools.islice(items, max_frames)
+) -> Iterator[list[_Decoded] | object]:
+    """Group consecutive same-size frames into batches; time the wait for each frame.
+
+    A :data:`NO_SIGNAL` marker is passed on as it is (after the pending batch).
+    """
     batch: list[_Decoded] = []
-    while True:
+    taken = 0
+    while max_frames is None or taken < max_frames:
         start_s = time.perf_counter()
-        item = next(limited, None)
+        item = next(items, None)
         if item is None:
             break
+        if item is NO_SIGNAL:
+            if batch:
+                yield batch
+                batch = []
+            yield item
+            continue
+        taken += 1
         stats.add("decode wait", time.perf_counter() - start_s)
         stats.frame_in(item.frame)
         if batch and item.frame.hw != batch[0].frame.hw:

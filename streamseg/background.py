@@ -28,6 +28,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -108,6 +109,8 @@ def in_background(
     when_full: WhenFull,
     timeout_s: float | None = None,
     first_timeout_s: float | None = None,
+    idle_s: float | None = None,
+    idle_item: object = None,
     name: str = "streamseg-producer",
 ) -> Generator[T, None, None]:
     """Iterate ``items`` on a worker thread and hand them over through a bounded queue.
@@ -127,6 +130,10 @@ def in_background(
             (``None``: wait forever).
         first_timeout_s: Timeout for the first item (opening a camera or a
             network stream takes longer); defaults to ``timeout_s``.
+        idle_s: While no item arrives, yield ``idle_item`` every ``idle_s``
+            seconds instead of waiting silently (a live view can show "NO
+            SIGNAL"); the stall timeout still counts from the last real item.
+        idle_item: The marker yielded when idle (never an item of ``items``).
         name: Worker thread name (shows in debuggers and thread dumps).
 
     Yields:
@@ -158,12 +165,22 @@ def in_background(
     worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()
     timeout = first_timeout_s if first_timeout_s is not None else timeout_s
+    deadline_s = None if timeout is None else time.monotonic() + timeout
     join_timeout_s = JOIN_TIMEOUT_S
     try:
         while True:
+            wait_s = None if deadline_s is None else deadline_s - time.monotonic()
+            idle = idle_s is not None and (wait_s is None or idle_s < wait_s)
+            if idle:
+                wait_s = idle_s
+            elif wait_s is not None:
+                wait_s = max(wait_s, 0.0)
             try:
-                item = handover.items.get(timeout=timeout)
+                item = handover.items.get(timeout=wait_s)
             except queue.Empty:
+                if idle:
+                    yield idle_item  # type: ignore[misc]
+                    continue
                 # The producer is stuck (in a driver call?): do not wait for it.
                 join_timeout_s = STALLED_JOIN_TIMEOUT_S
                 raise Stalled(f"no item from {name} for {timeout:g} s") from None
@@ -173,6 +190,9 @@ def in_background(
             if isinstance(item, _Failed):
                 raise item.error
             yield item  # type: ignore[misc]
+            # As before idle markers existed: each wait counts from when the
+            # consumer asks again, so a slow consumer never looks like a stall.
+            deadline_s = None if timeout is None else time.monotonic() + timeout
     finally:
         handover.stop.set()
         handover.drain()

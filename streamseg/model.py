@@ -284,7 +284,10 @@ def _open(
         )
     with open(path, "rb") as raw:
         head = raw.read(16)
-    if head[:2] == b"\x80\x02" or head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
+    # A safetensors file opens with its header length (u64, little-endian) and then
+    # "{"; a length whose low byte is 0x80 must not be mistaken for pickle's magic.
+    is_safetensors = head[8:9] == b"{"
+    if not is_safetensors and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
         raise ModelFileError(
             f"{path}: looks like a pickle/torch.save checkpoint, which streamseg never "
             "unpickles (it can run code); convert it with save_model to a .safetensors model file"

@@ -260,3 +260,88 @@ def draw_hud(
             thickness,
             cv2.LINE_AA,
         )
+
+
+NO_SIGNAL_TEXT = "NO SIGNAL"
+# Size of the NO SIGNAL card before any frame has arrived (height, width).
+NO_SIGNAL_DEFAULT_HW = (360, 640)
+
+
+def no_signal_image(
+    hw: tuple[int, int] | None, style: OverlayStyle, seconds: float | None = None
+) -> np.ndarray:
+    """A dark card saying "NO SIGNAL", shown while a live source delivers nothing.
+
+    It is drawn fresh, not over the last frame, so no stale picture and no
+    stale mask can be mistaken for the live view.
+
+    Args:
+        hw: (height, width) of the card: the last frame's size (``None``:
+            640x360, before any frame arrived).
+        style: Text in ``style.hud_rgb`` on a band of ``style.alert_rgb``.
+        seconds: Time without a frame, shown under the text (``None``: not shown).
+
+    Returns:
+        (H, W, 3) uint8 RGB array.
+    """
+    import cv2
+
+    height, width = hw if hw is not None else NO_SIGNAL_DEFAULT_HW
+    image = np.full((height, width, 3), 16, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(min(width / 400.0, height / 220.0), 0.3)
+    thickness = max(round(2 * scale), 1)
+    (text_w, text_h), baseline = cv2.getTextSize(NO_SIGNAL_TEXT, font, scale, thickness)
+    x, y = (width - text_w) // 2, (height + text_h) // 2
+    pad = max(int(10 * scale), 2)
+    cv2.rectangle(
+        image,
+        (max(x - pad, 0), max(y - text_h - pad, 0)),
+        (min(x + text_w + pad, width - 1), min(y + baseline + pad, height - 1)),
+        style.alert_rgb,
+        -1,
+    )
+    cv2.putText(
+        image,
+        NO_SIGNAL_TEXT,
+        (x, y),
+        font,
+        scale,
+        style.hud_rgb,
+        thickness,
+        cv2.LINE_AA,
+    )
+    if seconds is not None:
+        text = f"{seconds:.0f} s without a frame"
+        small = 0.5 * scale
+        (small_w, small_h), _ = cv2.getTextSize(text, font, small, 1)
+        cv2.putText(
+            image,
+            text,
+            ((width - small_w) // 2, min(y + baseline + pad + 2 * small_h, height - 2)),
+            font,
+            small,
+            style.hud_rgb,
+            1,
+            cv2.LINE_AA,
+        )
+    return image
+
+
+def draw_border(image: np.ndarray, rgb: RGB, width_px: int) -> None:
+    """Paint a ``width_px`` frame around the image, in place (the alert flash).
+
+    Args:
+        image: (H, W, 3) uint8 RGB array, modified in place.
+        rgb: Border colour.
+        width_px: Border width in pixels (clipped to half the image).
+    """
+    height, width = image.shape[:2]
+    band = min(width_px, height // 2, width // 2)
+    if band <= 0:
+        return
+    colour = np.asarray(rgb, np.uint8)
+    image[:band] = colour
+    image[-band:] = colour
+    image[:, :band] = colour
+    image[:, -band:] = colour

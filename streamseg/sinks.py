@@ -11,6 +11,13 @@ interrupted run still leaves a playable MP4 and complete JSONL lines).
 * :class:`EventLog`: one JSON line per frame (:class:`~streamseg.events.FrameEvent`).
 * :class:`MaskWriter`: ``<index>.png`` per frame, 0/255.
 * :class:`Display`: an OpenCV window, where the installed OpenCV has a GUI.
+* :class:`~streamseg.web.WebView`: the browser view (MJPEG over HTTP), with
+  record and snapshot buttons (``view: web``).
+* :class:`~streamseg.clips.ClipRecorder`: event clips with pre-roll
+  (``clips.folder``), also the browser view's recordings.
+
+Live views also have ``show_no_signal(image)``: the app calls it while a live
+source delivers nothing (see :meth:`Sinks.show_no_signal`).
 * :class:`FrameList`: keeps everything in memory (tests, notebooks).
 """
 
@@ -21,17 +28,20 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import describe
 from streamseg.frames import Prediction
+
+if TYPE_CHECKING:
+    from streamseg.clips import ClipSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +63,16 @@ class OutputSettings:
         events: Per-frame JSON lines.
         masks: Folder for one mask PNG per frame.
         view: ``window`` shows the annotated video live (needs an OpenCV with
-            a GUI); ``none`` shows nothing.
+            a GUI); ``web`` serves it to browsers at ``bind``; ``none`` shows
+            nothing.
+        bind: ``host:port`` of the browser view. Loopback (127.0.0.1) by
+            default; any other address exposes the view (and its record
+            button) to the network and is logged as a warning. Port 0 picks
+            a free port.
+        recordings: Folder for the browser view's recordings and snapshots
+            when no ``clips.folder`` is set.
+        jpeg_quality: JPEG quality (1-100) of the browser view and of the
+            clips' pre-roll buffer.
         video_crf: x264 quality (0 lossless .. 51 worst; 18-23 is visually good).
         video_preset: x264 speed/size trade-off (ultrafast .. veryslow).
         video_queue: Frames that may wait for the encoder before the
@@ -63,7 +82,10 @@ class OutputSettings:
     video: Path | None = None
     events: Path | None = None
     masks: Path | None = None
-    view: Literal["none", "window"] = "none"
+    view: Literal["none", "window", "web"] = "none"
+    bind: str = "127.0.0.1:8080"
+    recordings: Path = Path("recordings")
+    jpeg_quality: int = 85
     video_crf: int = 20
     video_preset: str = "veryfast"
     video_queue: int = 16
@@ -89,6 +111,9 @@ class OutputSettings:
             )
         if self.video_queue < 1:
             raise ValueError(f"video_queue: expected >= 1, got {self.video_queue}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality: expected 1-100, got {self.jpeg_quality}")
+        parse_bind(self.bind)
 
 
 class Sink(Protocol):
@@ -150,18 +175,26 @@ class VideoRecorder:
         self._warned_resize = False
 
     def write(self, prediction: Prediction, image: np.ndarray) -> None:
+        self.write_image(image, prediction.frame.timestamp_s)
+
+    def write_image(self, image: np.ndarray | bytes, timestamp_s: float) -> None:
+        """Encode one image shown at ``timestamp_s``.
+
+        Args:
+            image: (H, W, 3) uint8 RGB array, or JPEG bytes (decoded on the
+                encoder thread: a queue of JPEG frames costs little memory).
+            timestamp_s: The frame's timestamp.
+        """
         if self._inbox is None:
-            self._start(image)
-            self._first_timestamp_s = prediction.frame.timestamp_s
-        pts = round(
-            (prediction.frame.timestamp_s - self._first_timestamp_s) / VIDEO_TIME_BASE
-        )
+            self._start(image if isinstance(image, np.ndarray) else _decode_jpeg(image))
+            self._first_timestamp_s = timestamp_s
+        pts = round((timestamp_s - self._first_timestamp_s) / VIDEO_TIME_BASE)
         if (
             pts <= self._last_pts
         ):  # equal or backward timestamps: keep pts strictly increasing
             pts = self._last_pts + 1
         self._last_pts = pts
-        self._inbox.put((self._fit(image), pts))
+        self._inbox.put((image, pts))
         self.frames_written += 1
 
     def close(self) -> None:
@@ -191,9 +224,12 @@ class VideoRecorder:
         stream.time_base = VIDEO_TIME_BASE
         stream.options = {"crf": str(self.crf), "preset": self.preset}
 
-        def encode(items: Iterator[tuple[np.ndarray, int]]) -> None:
+        def encode(items: Iterator[tuple[np.ndarray | bytes, int]]) -> None:
             try:
-                for rgb, pts in items:
+                for image, pts in items:
+                    rgb = self._fit(
+                        image if isinstance(image, np.ndarray) else _decode_jpeg(image)
+                    )
                     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
                         format="yuv420p"
                     )
@@ -308,13 +344,14 @@ def check_display() -> None:
         raise OutputError(
             "--view window needs an OpenCV with GUI support, but the installed "
             f"OpenCV {cv2.__version__} has none (opencv-python-headless); "
-            "use --view none (a browser view is planned)"
+            "use --view none, or --view web for the browser view"
         )
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
         raise OutputError(
-            "--view window: no display here (DISPLAY is not set); use --view none"
+            "--view window: no display here (DISPLAY is not set); use --view none, "
+            "or --view web for the browser view"
         )
 
 
@@ -343,6 +380,14 @@ class Display:
         key = cv2.waitKey(1) & 0xFF
         closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
         if key in (ord("q"), 27) or closed:
+            self.stopped_by_user = True
+
+    def show_no_signal(self, image: np.ndarray) -> None:
+        """Show the NO SIGNAL card (the window stays responsive meanwhile)."""
+        import cv2
+
+        cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
             self.stopped_by_user = True
 
     def close(self) -> None:
@@ -388,6 +433,17 @@ class Sinks:
         """True once a window was closed (or ``q`` pressed)."""
         return any(getattr(sink, "stopped_by_user", False) for sink in self.sinks)
 
+    def show_no_signal(self, image: np.ndarray) -> None:
+        """Hand the NO SIGNAL card to the sinks that show live video.
+
+        Files (recording, event log, masks) get nothing: frames are never
+        invented. A clip recorder ends its event clip.
+        """
+        for sink in self.sinks:
+            show = getattr(sink, "show_no_signal", None)
+            if show is not None:
+                show(image)
+
     def close(self) -> None:
         errors = []
         for sink in self.sinks:
@@ -412,10 +468,21 @@ def open_sinks(
     *,
     nominal_fps: float | None = None,
     extra: Sequence[Sink] = (),
+    clips: ClipSettings | None = None,
+    status: Callable[[], Mapping[str, object]] | None = None,
 ) -> Sinks:
-    """Create the sinks ``settings`` asks for, plus ``extra`` ones.
+    """Create the sinks ``settings`` (and ``clips``) ask for, plus ``extra`` ones.
 
     The window is checked first, so a missing GUI fails before files are created.
+
+    Args:
+        settings: The ``output`` section.
+        nominal_fps: The source's declared frame rate (recording metadata).
+        extra: Sinks to add (tests pass a :class:`FrameList`).
+        clips: The ``clips`` section: event clips when ``clips.folder`` is set.
+        status: Run figures for the browser view's status panel (fps,
+            latency, drops, alerts), called on the pipeline thread once per
+            frame.
 
     Raises:
         OutputError: An output cannot be created.
@@ -424,6 +491,20 @@ def open_sinks(
     try:
         if settings.view == "window":
             sinks.append(Display())
+        recorder = None
+        if settings.view == "web" or (clips is not None and clips.folder is not None):
+            from streamseg.clips import open_recorder
+
+            recorder = open_recorder(settings, clips, nominal_fps=nominal_fps)
+            sinks.append(recorder)
+        if settings.view == "web":
+            from streamseg.web import WebView
+
+            sinks.append(
+                WebView(
+                    settings.bind, jpeg=recorder.jpeg, recorder=recorder, status=status
+                )
+            )
         if settings.video is not None:
             sinks.append(
                 VideoRecorder(
@@ -443,6 +524,34 @@ def open_sinks(
         raise
     sinks.extend(extra)
     return Sinks(sinks)
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:8080`` for IPv6) into host and port.
+
+    Raises:
+        ValueError: Not ``host:port`` with a port in 0-65535.
+
+    Example:
+        >>> parse_bind("127.0.0.1:8080"), parse_bind("[::1]:0")
+        (('127.0.0.1', 8080), ('::1', 0))
+    """
+    host, sep, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(
+            f"bind: expected host:port such as 127.0.0.1:8080, got {bind!r}"
+        )
+    return host, int(port)
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OutputError("cannot decode a JPEG frame for the recording (a bug)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _prepare_parent(path: Path) -> None:

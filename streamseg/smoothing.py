@@ -7,6 +7,11 @@ Three steps, each a pure function that the tests exercise directly:
    ``alpha = 1 - exp(-dt / time_constant_s)``. Two frames 20 ms apart move
    the average exactly as far as one frame 40 ms later would, so the filter
    behaves the same at 25, 50 or 60 fps and across dropped frames.
+   With ``mode: uncertainty`` (:func:`uncertainty_weights`) each pixel gets
+   its own time constant ``time_constant_s * (1 - c)`` with confidence
+   ``c = |2p - 1| ** confidence_power`` of the *current* probability ``p``:
+   confident pixels (p near 0 or 1) follow the current frame at once,
+   uncertain ones (p near 0.5) lean on the past.
 2. :func:`hysteresis`: a pixel turns on when the smoothed probability
    reaches ``on_threshold`` and stays on until it falls below
    ``off_threshold``; the mask does not flicker around a single threshold.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -39,10 +45,20 @@ class SmoothingSettings:
         time_constant_s: EMA time constant: after this long a sudden change
             of the probabilities has come through by 63 %. 0 means no
             averaging (hysteresis and the area filter still apply).
+        mode: ``ema``: every pixel averages with ``time_constant_s``.
+            ``uncertainty``: a pixel's time constant shrinks with the current
+            frame's confidence, ``time_constant_s * (1 - |2p - 1| ** k)``
+            (k = ``confidence_power``): confident pixels follow the current
+            frame, uncertain ones lean on the past.
+        confidence_power: k in the ``uncertainty`` mode; larger k keeps more
+            pixels on the slow, averaged path (only p very near 0 or 1 is
+            followed at once).
         on_threshold: Smoothed probability at which a pixel turns on
             (``None``: the model file's threshold).
         off_threshold: Smoothed probability below which an on pixel turns off
-            (``None``: ``on_threshold - 0.15``, at least 0.01).
+            (``None``: ``on_threshold - hysteresis_gap``, at least 0.01).
+        hysteresis_gap: ``on - off`` when ``off_threshold`` is ``None``
+            (0: a single threshold, no hysteresis).
         min_area_fraction: Regions smaller than this fraction of the frame
             are removed (0 keeps every region).
         max_gap_s: A gap between frames longer than this resets the state
@@ -51,8 +67,11 @@ class SmoothingSettings:
 
     enabled: bool = True
     time_constant_s: float = 0.15
+    mode: Literal["ema", "uncertainty"] = "ema"
+    confidence_power: float = 2.0
     on_threshold: float | None = None
     off_threshold: float | None = None
+    hysteresis_gap: float = 0.15
     min_area_fraction: float = 0.002
     max_gap_s: float = 0.5
 
@@ -60,6 +79,18 @@ class SmoothingSettings:
         if not self.time_constant_s >= 0:
             raise ValueError(
                 f"time_constant_s: expected >= 0, got {self.time_constant_s}"
+            )
+        if self.mode not in ("ema", "uncertainty"):
+            raise ValueError(
+                f"mode: expected 'ema' or 'uncertainty', got {self.mode!r}"
+            )
+        if not self.confidence_power > 0:
+            raise ValueError(
+                f"confidence_power: expected > 0, got {self.confidence_power}"
+            )
+        if not 0 <= self.hysteresis_gap < 1:
+            raise ValueError(
+                f"hysteresis_gap: expected a value in [0, 1), got {self.hysteresis_gap}"
             )
         if not self.max_gap_s > 0:
             raise ValueError(f"max_gap_s: expected > 0, got {self.max_gap_s}")
@@ -90,7 +121,7 @@ class SmoothingSettings:
         off = (
             self.off_threshold
             if self.off_threshold is not None
-            else max(on - 0.15, 0.01)
+            else max(on - self.hysteresis_gap, min(on, 0.01))
         )
         if off > on:
             raise ValueError(
@@ -112,8 +143,56 @@ def ema_weight(dt_s: float, time_constant_s: float) -> float:
     return -math.expm1(-dt_s / time_constant_s)
 
 
-def blend(previous: torch.Tensor, current: torch.Tensor, weight: float) -> torch.Tensor:
-    """``previous + weight * (current - previous)``, as a new tensor."""
+def confidence(probabilities: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-pixel confidence ``|2p - 1| ** power``: 1 at p = 0 or 1, 0 at p = 0.5.
+
+    Example:
+        >>> confidence(torch.tensor([0.0, 0.25, 0.5, 1.0]), 2.0).tolist()
+        [1.0, 0.25, 0.0, 1.0]
+    """
+    return (2 * probabilities - 1).abs().pow(power)
+
+
+def uncertainty_weights(
+    dt_s: float, time_constant_s: float, probabilities: torch.Tensor, power: float
+) -> torch.Tensor:
+    """Per-pixel EMA weights of the newest frame for the ``uncertainty`` mode.
+
+    Each pixel is an EMA with its own time constant, set by how confident the
+    current frame is there::
+
+        c     = |2p - 1| ** power                 (p: current probability)
+        tau   = time_constant_s * (1 - c)
+        alpha = 1 - exp(-dt_s / tau)              (tau = 0: alpha = 1)
+
+    A confident pixel (c = 1) takes the current value; an uncertain one
+    (c = 0) moves as the plain EMA does. Because the weight comes from a time
+    constant (not ``alpha_base + (1 - alpha_base) * c`` per frame), a pixel
+    with steady confidence moves the same way at 25 and at 50 fps.
+
+    Args:
+        dt_s: Seconds since the previous frame (> 0).
+        time_constant_s: Time constant of a completely uncertain pixel.
+        probabilities: (H, W) float, the current frame's probabilities.
+        power: Confidence exponent k (> 0).
+
+    Returns:
+        (H, W) float32 weights in [0, 1], on the probabilities' device.
+    """
+    if time_constant_s <= 0:
+        return torch.ones_like(probabilities, dtype=torch.float32)
+    tau_s = time_constant_s * (1 - confidence(probabilities.float(), power))
+    # tau = 0 gives dt / tiny = huge and exp(-huge) = 0: weight exactly 1, no NaN.
+    return -torch.expm1(-dt_s / tau_s.clamp_min(1e-12))
+
+
+def blend(
+    previous: torch.Tensor, current: torch.Tensor, weight: float | torch.Tensor
+) -> torch.Tensor:
+    """``previous + weight * (current - previous)``, as a new tensor.
+
+    ``weight`` is one number or an (H, W) tensor of per-pixel weights.
+    """
     return torch.lerp(previous, current, weight)
 
 
@@ -236,11 +315,7 @@ class TemporalSmoother:
             smoothed = current
             held = hysteresis(smoothed, None, self.on_threshold, self.off_threshold)
         else:
-            smoothed = blend(
-                state.probabilities,
-                current,
-                ema_weight(dt_s, self.settings.time_constant_s),
-            )
+            smoothed = blend(state.probabilities, current, self._weight(dt_s, current))
             held = hysteresis(
                 smoothed, state.mask, self.on_threshold, self.off_threshold
             )
@@ -249,3 +324,11 @@ class TemporalSmoother:
         min_area_px = math.ceil(self.settings.min_area_fraction * height * width)
         mask = remove_small_regions(held, min_area_px)
         return Prediction(frame, smoothed, self.on_threshold, mask_override=mask)
+
+    def _weight(self, dt_s: float, current: torch.Tensor) -> float | torch.Tensor:
+        settings = self.settings
+        if settings.mode == "uncertainty":
+            return uncertainty_weights(
+                dt_s, settings.time_constant_s, current, settings.confidence_power
+            )
+        return ema_weight(dt_s, settings.time_constant_s)

@@ -20,16 +20,20 @@ behind :func:`streamseg.background.in_background` with the DROP_OLDEST
 policy, so the consumer always gets the newest frame and drops show up as
 index gaps. No source ever invents or repeats a frame: a live source that
 stops delivering raises :class:`SourceError` after ``stall_timeout_s``.
+Network streams (and cameras with ``reconnect: true``) are then re-opened by
+:func:`reconnecting`, with backoff, until frames flow again or
+``reconnect_timeout_s`` has passed.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +48,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtp", "srt", "udp", "tcp", "http", "https")
 # Seconds between retries while a camera returns no frame (the failure path only).
 _DEVICE_RETRY_S = 0.01
+# Longest wait between two reconnection attempts of a live source.
+MAX_RECONNECT_BACKOFF_S = 5.0
 
 
 class SourceError(Exception):
@@ -77,6 +83,16 @@ class SourceSettings:
         stream_options: FFmpeg options for network streams, e.g.
             ``{rtsp_transport: udp}`` (rtsp defaults to tcp).
         max_frames: Stop after this many processed frames (``None``: all).
+        no_signal_s: Live: after this long without a frame, live views show
+            "NO SIGNAL" (and no stale overlay) until frames return.
+        reconnect: Re-open a live source that fails or stalls after it had
+            delivered frames (``None``: network streams yes, cameras no). A
+            source that never delivered fails at once (a wrong URL should
+            fail fast).
+        reconnect_timeout_s: Give up reconnecting (:class:`SourceError`) this
+            long after the last frame.
+        reconnect_backoff_s: First wait between reconnection attempts; it
+            doubles after each failed attempt, up to 5 s.
     """
 
     uri: str | None = None
@@ -91,9 +107,20 @@ class SourceSettings:
     prefetch: int = 8
     stream_options: Mapping[str, str] = field(default_factory=dict)
     max_frames: int | None = None
+    no_signal_s: float = 1.0
+    reconnect: bool | None = None
+    reconnect_timeout_s: float = 30.0
+    reconnect_backoff_s: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("folder_fps", "open_timeout_s", "stall_timeout_s"):
+        for name in (
+            "folder_fps",
+            "open_timeout_s",
+            "stall_timeout_s",
+            "no_signal_s",
+            "reconnect_timeout_s",
+            "reconnect_backoff_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
         if self.device_fps is not None and not self.device_fps > 0:
@@ -114,6 +141,12 @@ class SourceSettings:
             raise ValueError(
                 f"max_frames: expected >= 1 or null, got {self.max_frames}"
             )
+
+    def reconnects(self, kind: str) -> bool:
+        """Whether a live source of ``kind`` is re-opened after a failure."""
+        if self.reconnect is None:
+            return kind == "stream"
+        return self.reconnect and kind in ("stream", "device")
 
 
 @dataclass(frozen=True)
@@ -183,12 +216,12 @@ def open_source(settings: SourceSettings) -> Source:
             True,
             settings.device_fps,
             None,
-            lambda: read_device(
+            lambda open_timeout_s=settings.open_timeout_s: read_device(
                 device,
                 size_wh=settings.device_size_wh,
                 fps=settings.device_fps,
                 fourcc=settings.device_fourcc,
-                open_timeout_s=settings.open_timeout_s,
+                open_timeout_s=open_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
             ),
         )
@@ -202,9 +235,9 @@ def open_source(settings: SourceSettings) -> Source:
             True,
             None,
             None,
-            lambda: read_stream(
+            lambda open_timeout_s=settings.open_timeout_s: read_stream(
                 uri,
-                open_timeout_s=settings.open_timeout_s,
+                open_timeout_s=open_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
                 options=options,
             ),
@@ -222,6 +255,18 @@ def open_source(settings: SourceSettings) -> Source:
             source.nominal_fps,
             source.frame_count,
             lambda: paced(unpaced()),
+        )
+    elif source.live and settings.reconnects(source.kind):
+        source = replace(
+            source,
+            read=functools.partial(
+                reconnecting,
+                source.read,
+                name=source.name,
+                open_timeout_s=settings.open_timeout_s,
+                reconnect_timeout_s=settings.reconnect_timeout_s,
+                backoff_s=settings.reconnect_backoff_s,
+            ),
         )
     return source
 
@@ -241,6 +286,95 @@ def guess_kind(uri: str) -> str:
 def parse_device(uri: str) -> int | str:
     """Camera index (``"0"`` -> 0) or device path (``/dev/video2``)."""
     return int(uri) if uri.isdigit() else uri
+
+
+# --- live sources that come back ----------------------------------------------
+
+
+def reconnecting(
+    open_frames: Callable[..., Iterator[Frame]],
+    *,
+    name: str,
+    open_timeout_s: float,
+    reconnect_timeout_s: float,
+    backoff_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Frame]:
+    """Read a live source, and re-open it whenever it fails after delivering frames.
+
+    A failure before the first frame is raised at once (a wrong URL or a
+    missing camera fails fast). After that, a :class:`SourceError` (a stall,
+    a dropped connection) starts reconnection attempts, ``backoff_s`` apart
+    at first and doubling up to :data:`MAX_RECONNECT_BACKOFF_S`, until
+    frames flow again or ``reconnect_timeout_s`` has passed since the last
+    frame. A clean end of the stream (the sender closed it) ends the
+    iteration. Nothing is yielded meanwhile: frames are never invented; the
+    consumer sees the silence (and shows "NO SIGNAL").
+
+    Args:
+        open_frames: Opens the source; called as
+            ``open_frames(open_timeout_s=seconds)``.
+        name: How messages refer to the source.
+        open_timeout_s: Wait at most this long for each attempt's first frame
+            (less when the reconnection deadline is nearer).
+        reconnect_timeout_s: Give up this long after the last frame.
+        backoff_s: First wait between attempts.
+        clock: Monotonic clock in seconds (tests inject a fake one).
+        sleep: Sleep function (tests inject a fake one).
+
+    Yields:
+        The source's frames with indices that keep increasing across
+        connections (each connection numbers its frames from 0; frames lost
+        while disconnected are not counted as drops, their number is unknown).
+
+    Raises:
+        SourceError: The first connection fails, or reconnection gave up.
+    """
+    next_index = 0
+    lost_s: float | None = None
+    delay_s = backoff_s
+    last_error: SourceError | None = None
+    timeout_s = open_timeout_s
+    while True:
+        frames = open_frames(open_timeout_s=timeout_s)
+        try:
+            for frame in frames:
+                if lost_s is not None:
+                    log.warning(
+                        "%s: reconnected after %.1f s without frames",
+                        name,
+                        clock() - lost_s,
+                    )
+                    lost_s, delay_s = None, backoff_s
+                yield Frame(next_index, frame.timestamp_s, frame.pixels)
+                next_index += 1
+            return
+        except SourceError as error:
+            if next_index == 0:
+                raise
+            last_error = error
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        now_s = clock()
+        if lost_s is None:
+            # The failure was detected stall_timeout_s after the last frame at
+            # most; counting from now errs on the side of trying longer.
+            lost_s = now_s
+            log.warning("%s; reconnecting", last_error)
+        remaining_s = reconnect_timeout_s - (now_s - lost_s)
+        if remaining_s <= 0:
+            raise SourceError(
+                f"{name}: lost the source and could not reconnect within "
+                f"{reconnect_timeout_s:g} s (last error: {last_error}); check the "
+                "sender and the network, or raise source.reconnect_timeout_s"
+            ) from last_error
+        sleep(min(delay_s, remaining_s))
+        delay_s = min(2 * delay_s, MAX_RECONNECT_BACKOFF_S)
+        remaining_s = reconnect_timeout_s - (clock() - lost_s)
+        timeout_s = max(min(open_timeout_s, remaining_s), 0.1)
 
 
 # --- files (PyAV) -----------------------------------------------------------

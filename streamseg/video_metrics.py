@@ -16,10 +16,14 @@ Conventions (stated in every report):
 * A *detection* of a polyp episode (a run of frames whose truth is not empty)
   is the first frame whose prediction overlaps the truth with IoU >=
   ``min_detection_iou``; the delay is counted from the episode's first frame.
+* A scorer may hold several unrelated sequences
+  (:meth:`VideoScorer.start_sequence`): no flicker pair, toggle or episode
+  spans a cut, and the duration is the sum of the sequences' durations.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -193,6 +197,18 @@ class VideoScorer:
     _flicker_predicted: list[float] = field(default_factory=list)
     _flicker_truth: list[float] = field(default_factory=list)
     _previous: tuple[np.ndarray, np.ndarray] | None = None
+    _sequence_starts: list[int] = field(default_factory=list)
+
+    def start_sequence(self) -> None:
+        """Begin a new, unrelated sequence (e.g. the next video of a dataset).
+
+        Frames added from now on are pooled into the same Dice/IoU, but no
+        flicker pair, on/off toggle or polyp episode spans the cut.
+        """
+        self._previous = None
+        count = len(self._counts)
+        if count and (not self._sequence_starts or self._sequence_starts[-1] != count):
+            self._sequence_starts.append(count)
 
     def add(self, predicted: np.ndarray, truth: np.ndarray, timestamp_s: float) -> None:
         """Score one frame: (H, W) bool prediction and truth at the same size."""
@@ -223,7 +239,8 @@ class VideoScorer:
         scores.dice_micro, scores.iou_micro = dice_iou(tp, fp, fn)
         per_frame = np.array([dice_iou(*c) for c in self._counts])
         scores.dice_macro, scores.iou_macro = (float(v) for v in per_frame.mean(axis=0))
-        scores.duration_s = _duration_s(self._timestamps_s)
+        spans = self._spans()
+        scores.duration_s = sum(_duration_s(self._timestamps_s[a:b]) for a, b in spans)
         if self._flicker_predicted:
             scores.flicker_predicted = float(np.mean(self._flicker_predicted))
             scores.flicker_truth = float(np.mean(self._flicker_truth))
@@ -232,12 +249,14 @@ class VideoScorer:
         scores.false_positive_frames = sum(
             p and n for p, n in zip(self._present, no_truth)
         )
-        scores.toggles_per_minute = toggles_per_minute(
-            self._present, self._timestamps_s
+        toggles = sum(
+            sum(p != q for p, q in itertools.pairwise(self._present[a:b]))
+            for a, b in spans
         )
-        episodes = detection_episodes(
-            self._detected, self._truth_present, self._timestamps_s
+        scores.toggles_per_minute = (
+            60.0 * toggles / scores.duration_s if scores.duration_s > 0 else 0.0
         )
+        episodes = self.episodes()
         scores.episodes = len(episodes)
         found = [e for e in episodes if e.delay_frames is not None]
         scores.missed_episodes = len(episodes) - len(found)
@@ -247,3 +266,30 @@ class VideoScorer:
             scores.mean_delay_ms = float(np.mean(delays_ms))
             scores.max_delay_ms = float(np.max(delays_ms))
         return scores
+
+    def episodes(self) -> list[Episode]:
+        """The polyp episodes of every sequence, in order, with their delays.
+
+        ``first_index`` counts frames from the first frame added to the scorer.
+        """
+        episodes = []
+        for start, stop in self._spans():
+            for episode in detection_episodes(
+                self._detected[start:stop],
+                self._truth_present[start:stop],
+                self._timestamps_s[start:stop],
+            ):
+                episodes.append(
+                    Episode(
+                        first_index=episode.first_index + start,
+                        length_frames=episode.length_frames,
+                        delay_frames=episode.delay_frames,
+                        delay_s=episode.delay_s,
+                    )
+                )
+        return episodes
+
+    def _spans(self) -> list[tuple[int, int]]:
+        """(start, stop) frame ranges of the sequences."""
+        bounds = [0, *self._sequence_starts, len(self._counts)]
+        return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]

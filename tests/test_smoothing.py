@@ -15,6 +15,7 @@ from streamseg.smoothing import (
     ema_weight,
     hysteresis,
     remove_small_regions,
+    uncertainty_weights,
 )
 
 HW = (32, 64)
@@ -196,5 +197,111 @@ def test_output_is_a_prediction_for_the_same_frame():
     ],
 )
 def test_invalid_settings_name_the_key(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SmoothingSettings(**settings)
+
+
+# --- uncertainty-weighted EMA (mode: uncertainty) ---------------------------------
+
+
+def _uncertain_smoother(tau=0.2, power=2.0, **settings):
+    return TemporalSmoother(
+        SmoothingSettings(
+            mode="uncertainty",
+            time_constant_s=tau,
+            confidence_power=power,
+            min_area_fraction=0,
+            **settings,
+        ),
+        model_threshold=0.5,
+    )
+
+
+def test_confident_pixels_follow_at_once_and_uncertain_ones_lag():
+    tau, dt = 0.2, 0.04
+    smoother = _uncertain_smoother(tau)
+    smoother(_prediction(0, 0.0, torch.zeros(HW)))
+    current = torch.full(HW, 0.5)
+    current[0, 0] = 1.0  # confident polyp
+    current[0, 1] = 0.75  # c = |2 * 0.75 - 1| ** 2 = 0.25
+    out = smoother(_prediction(1, dt, current)).probabilities
+    assert float(out[0, 0]) == 1.0
+    # p = 0.5 has confidence 0: exactly the plain EMA.
+    assert float(out[5, 5]) == pytest.approx(0.5 * ema_weight(dt, tau), abs=1e-6)
+    # In between, a time constant scaled by 1 - c.
+    assert float(out[0, 1]) == pytest.approx(
+        0.75 * (1 - math.exp(-dt / (tau * (1 - 0.25)))), abs=1e-6
+    )
+    # And a confident background pixel clears at once.
+    previous = torch.ones(HW)
+    smoother.reset()
+    smoother(_prediction(2, 1.0, previous))
+    assert (
+        float(smoother(_prediction(3, 1.04, torch.zeros(HW))).probabilities.max()) == 0
+    )
+
+
+@pytest.mark.parametrize("probability", [0.5, 0.6, 0.75, 0.9])
+def test_uncertainty_mode_is_the_same_at_25_and_50_fps(probability):
+    # A step from 0 to a steady probability p: every pixel is an EMA with the
+    # time constant tau * (1 - c(p)), so the value at time t does not depend on
+    # the frame rate.
+    tau, power = 0.2, 2.0
+    tau_px = tau * (1 - abs(2 * probability - 1) ** power)
+
+    def step(timestamp_s):
+        return torch.full(HW, 0.0 if timestamp_s == 0 else probability)
+
+    results = {}
+    for fps in (25, 50):
+        results[fps] = _smooth_at(
+            fps, step, 0.4, time_constant_s=tau, mode="uncertainty"
+        )
+    for timestamp_s, prediction in results[25].items():
+        expected = probability * (1 - math.exp(-timestamp_s / tau_px))
+        assert float(prediction.probabilities[0, 0]) == pytest.approx(
+            expected, abs=1e-5
+        )
+        assert float(results[50][timestamp_s].probabilities[0, 0]) == pytest.approx(
+            expected, abs=1e-5
+        )
+
+
+def test_uncertainty_weights_formula_and_edges():
+    probabilities = torch.tensor([0.0, 0.5, 0.9, 1.0])
+    weights = uncertainty_weights(0.04, 0.1, probabilities, 2.0)
+    c = torch.tensor([1.0, 0.0, 0.64, 1.0])
+    expected = 1 - torch.exp(-0.04 / (0.1 * (1 - c)).clamp_min(1e-12))
+    assert torch.allclose(weights, expected)
+    assert weights[0] == 1 and weights[3] == 1 and not torch.isnan(weights).any()
+    assert torch.equal(
+        uncertainty_weights(0.04, 0.0, probabilities, 2.0), torch.ones(4)
+    )
+    # A larger power keeps more pixels on the slow path.
+    assert uncertainty_weights(0.04, 0.1, probabilities, 4.0)[2] < weights[2]
+
+
+def test_hysteresis_gap_sets_the_off_threshold():
+    assert SmoothingSettings().thresholds(0.5) == (0.5, pytest.approx(0.35))
+    assert SmoothingSettings(hysteresis_gap=0).thresholds(0.5) == (0.5, 0.5)
+    assert SmoothingSettings(hysteresis_gap=0.3).thresholds(0.4) == (
+        0.4,
+        pytest.approx(0.1),
+    )
+    assert SmoothingSettings(off_threshold=0.2, hysteresis_gap=0).thresholds(0.5) == (
+        0.5,
+        0.2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mode": "median"}, "mode"),
+        ({"confidence_power": 0.0}, "confidence_power"),
+        ({"hysteresis_gap": -0.1}, "hysteresis_gap"),
+    ],
+)
+def test_invalid_new_settings_name_the_key(settings, message):
     with pytest.raises(ValueError, match=message):
         SmoothingSettings(**settings)

@@ -1,0 +1,429 @@
+"""The benchmark harness: statistics, clips, variants, the three measurements, the CLI.
+
+Timings are never asserted (they depend on the machine and its load); the
+tests check what is measured, how it is counted and what is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES
+from stream_media import decode_video, moving_disc, tiny_model_file, write_video
+
+from streamseg import bench
+from streamseg.app import ModelSettings, StreamConfig
+from streamseg.cli import main
+from streamseg.device import Precision
+from streamseg.frames import Frame
+from streamseg.model import load_model
+from streamseg.segmenter import Segmenter
+from streamseg.sources import probe_video
+
+CPU = torch.device("cpu")
+FRAMES = 10
+
+
+@pytest.fixture
+def model_file(tiny_spec, tmp_path_factory):
+    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return write_video(
+        tmp_path / "clip.mp4", [f.pixels for f in moving_disc(FRAMES, hw=(64, 96))]
+    )
+
+
+@pytest.fixture
+def config(model_file):
+    return StreamConfig(model=ModelSettings(path=model_file, device="cpu"))
+
+
+# --- statistics ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        ([0.004, 0.001, 0.003, 0.002], (4, 2.5, 2.5, 4.0)),
+        ([0.010], (1, 10.0, 10.0, 10.0)),
+    ],
+)
+def test_latency_summary_in_milliseconds(seconds, expected):
+    summary = bench.LatencySummary.of(seconds)
+    assert (summary.count, summary.mean_ms, summary.p50_ms, summary.max_ms) == (
+        pytest.approx(expected)
+    )
+    assert summary.p50_ms <= summary.p95_ms <= summary.p99_ms <= summary.max_ms
+
+
+def test_latency_summary_of_nothing_is_empty():
+    summary = bench.LatencySummary.of([])
+    assert summary.count == 0 and math.isnan(summary.p99_ms)
+
+
+@pytest.mark.parametrize(
+    ("times_s", "skip", "batch_size", "expected"),
+    [
+        ([0.0, 1.0, 2.0, 3.0, 4.0], 0, 1, 1.0),
+        ([0.0, 10.0, 11.0, 12.0, 13.0], 2, 1, 1.0),  # the slow frame 1 left out
+        ([0.0, 10.0, 11.0], 4, 1, 2 / 11),  # too few frames to skip: all of them
+        # Batches of 4 complete in bursts (one slow, then one per second): the
+        # count starts at a batch boundary, whatever the skip inside a batch.
+        ([10.0] * 4 + [11.0] * 4 + [12.0] * 4 + [13.0] * 4, 4, 4, 4.0),
+        ([10.0] * 4 + [11.0] * 4 + [12.0] * 4 + [13.0] * 4, 5, 4, 4.0),
+    ],
+)
+def test_steady_throughput_leaves_out_warm_up_frames(
+    times_s, skip, batch_size, expected
+):
+    assert bench.steady_throughput(times_s, skip, batch_size) == pytest.approx(expected)
+
+
+def test_steady_throughput_needs_two_frames():
+    assert math.isnan(bench.steady_throughput([1.0], 0))
+
+
+# --- parsing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size_wh"),
+    [("720p", (1280, 720)), ("1080p", (1920, 1080)), ("640x360", (640, 360))],
+)
+def test_resolutions(text, size_wh):
+    assert bench.parse_resolution(text) == size_wh
+
+
+@pytest.mark.parametrize("text", ["4k", "1280*720", "8x8", ""])
+def test_bad_resolutions_name_the_accepted_forms(text):
+    with pytest.raises(bench.BenchError, match="720p, 1080p or WIDTHxHEIGHT"):
+        bench.parse_resolution(text)
+
+
+def test_random_model_specs(tmp_path):
+    spec = bench.parse_random_spec("random:UnetPlusPlus/efficientnet-b2@320")
+    assert (spec.architecture, spec.encoder_name, spec.input_hw) == (
+        "UnetPlusPlus",
+        "efficientnet-b2",
+        (320, 320),
+    )
+    assert bench.parse_random_spec("random:Unet/resnet18@64x96").input_hw == (64, 96)
+    for bad in ("random:Unet@64", "random:Unet/resnet18@65", "unet.safetensors"):
+        with pytest.raises(bench.BenchError):
+            bench.parse_random_spec(bad)
+    info = bench.prepare_model("random:Unet/resnet18@64", tmp_path)
+    assert info.random_weights and load_model(info.path)[1].input_hw == (64, 64)
+
+
+def test_parse_names():
+    assert bench.parse_names("fp32, bf16-cl,") == ("fp32", "bf16-cl")
+    assert bench.parse_names("") is None and bench.parse_names(None) is None
+
+
+# --- variants -----------------------------------------------------------------
+
+
+def test_variants_set_every_fast_path_option():
+    base = ModelSettings()
+    cuda = torch.device("cuda")  # only its type is read: no GPU needed
+    keys = {bench.settings_key(v.apply(base), cuda) for v in bench.VARIANTS.values()}
+    assert len(keys) == len(bench.VARIANTS)  # no two variants run the same way
+    assert bench.resolve_variant("config", base) is base
+    # "config" on a CPU (precision auto = fp32, eager) is the fp32 variant.
+    assert bench.settings_key(base, CPU) == bench.settings_key(
+        bench.resolve_variant("fp32", base), CPU
+    )
+    with pytest.raises(bench.BenchError, match="bf16-cl"):
+        bench.resolve_variant("bf16", base)
+
+
+def test_cuda_variants_are_refused_on_the_cpu(config, tmp_path):
+    settings = bench.BenchSettings(
+        model=str(config.model.path), variants=("fp16-cl-graphs",), work_dir=tmp_path
+    )
+    with pytest.raises(bench.BenchError, match="needs CUDA"):
+        bench.run_benchmark(settings, config)
+
+
+# --- clips --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", [bench.DEMO_CLIP, None])
+def test_make_clip_writes_the_asked_size_and_length_once(tmp_path, source):
+    path = bench.make_clip((160, 90), 6, tmp_path, source=source)
+    assert probe_video(str(path))[1] == 6
+    images, times = decode_video(path)
+    assert len(images) == 6 and images[0].shape == (90, 160, 3)
+    assert times == pytest.approx([i / bench.CLIP_FPS for i in range(6)], abs=1e-3)
+    modified = path.stat().st_mtime_ns
+    assert bench.make_clip((160, 90), 6, tmp_path, source=source) == path
+    assert path.stat().st_mtime_ns == modified  # reused, not rewritten
+
+
+def test_pillarbox_centres_the_picture_on_black():
+    image = np.full((30, 40, 3), 200, np.uint8)
+    boxed = bench.pillarbox(image, (80, 30))
+    assert boxed.shape == (30, 80, 3)
+    assert (boxed[:, :20] == 0).all() and (boxed[:, 60:] == 0).all()
+    assert (boxed[:, 20:60] == 200).all()
+
+
+# --- 1. model only ------------------------------------------------------------
+
+
+def test_time_model_times_only_the_measured_calls(model_file):
+    segmenter = Segmenter.from_file(model_file, CPU)
+    calls = []
+    original = segmenter.probabilities
+
+    def counting(images):
+        # Laid out as uploaded frames are (NHWC memory), and an inference tensor.
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        assert images.is_inference()
+        calls.append(tuple(images.shape))
+        return original(images)
+
+    segmenter.probabilities = counting
+    ticks = itertools.count(step=0.004)  # every reading of the clock: +4 ms
+
+    result = bench.time_model(
+        segmenter, 3, iterations=5, warmup=2, variant="fp32", clock=lambda: next(ticks)
+    )
+
+    assert calls == [(3, 3, 64, 64)] * 7  # 2 warm-up + 5 timed, at the input size
+    assert result.iterations == 5 and result.latency.count == 5
+    assert result.latency.p50_ms == pytest.approx(4.0)
+    assert result.throughput_fps == pytest.approx(3 / 0.004)
+    assert (result.variant, result.runs, result.batch_size) == ("fp32", "fp32", 3)
+
+
+# --- 2. pipeline and 3. naive loop --------------------------------------------
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_pipeline_run_counts_frames_stages_and_latency(clip, config, tmp_path, live):
+    result = bench.run_pipeline(
+        clip,
+        config,
+        variant="config",
+        live=live,
+        max_frames=None,
+        warmup_frames=2,
+        folder=tmp_path,
+    )
+    assert result.mode == ("live" if live else "file")
+    assert result.frames_in == result.frames_out and result.size_wh == (96, 64)
+    assert result.frames_in + result.frames_dropped == FRAMES
+    assert result.batch_size == (1 if live else config.model.batch_size)
+    names = [stage.name for stage in result.stages]
+    assert names[:2] == ["decode wait", "inference"] and "encode enqueue" in names
+    assert "latency probe" not in names
+    if live:  # every processed frame has its grab -> overlay latency
+        assert result.latency.count == result.frames_out
+        assert result.latency.max_ms >= result.latency.p99_ms > 0
+    else:
+        assert result.frames_out == FRAMES and math.isnan(result.latency.max_ms)
+    assert not list(tmp_path.glob("pipeline-*.mp4"))  # scratch output removed
+
+
+def test_naive_loop_times_every_stage_of_every_frame(clip, model_file, tmp_path):
+    result = bench.run_naive(
+        clip,
+        model_file,
+        CPU,
+        style=StreamConfig().overlay,
+        crf=23,
+        preset="ultrafast",
+        max_frames=7,
+        warmup_frames=2,
+        folder=tmp_path,
+    )
+    assert result.frames == 7 and result.latency.count == 7
+    assert [stage.name for stage in result.stages] == list(bench.NAIVE_STAGES)
+    assert all(stage.mean_ms > 0 for stage in result.stages)
+    assert result.wall_s * 1000 >= sum(stage.mean_ms for stage in result.stages) * 7
+    assert not list(tmp_path.glob("naive-*.mp4"))
+
+
+# --- the whole run ------------------------------------------------------------
+
+
+def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tmp_path):
+    settings = bench.BenchSettings(
+        model=str(config.model.path),
+        clips=(clip,),
+        frames=8,
+        variants=("config", "fp32", "bf16-cl"),
+        iterations=2,
+        warmup=1,
+        warmup_frames=2,
+        work_dir=tmp_path,
+    )
+    report = bench.run_benchmark(settings, config)
+
+    # "config" is fp32 eager on a CPU: measured once, under its first name.
+    assert [(r.variant, r.batch_size) for r in report.model_only] == [
+        ("config", 1),
+        ("config", 4),
+        ("bf16-cl", 1),
+        ("bf16-cl", 4),
+    ]
+    assert [(r.mode, r.frames_out) for r in report.pipeline] == [
+        ("file", 8),
+        ("live", report.pipeline[1].frames_out),
+    ]
+    assert [r.frames for r in report.naive] == [8]
+    (ratio,) = report.ratios
+    assert ratio.model_only_fps == report.model_only[1].throughput_fps  # batch 4
+    assert ratio.pipeline_vs_naive == pytest.approx(
+        report.pipeline[0].throughput_fps / report.naive[0].throughput_fps
+    )
+    assert ratio.pipeline_vs_model_only == pytest.approx(
+        ratio.pipeline_fps / ratio.model_only_fps
+    )
+    data = report.to_dict()
+    text = json.dumps(data, allow_nan=False)  # NaN is written as null
+    assert json.loads(text)["schema"] == bench.SCHEMA
+    assert data["machine"]["load_average_start"] is not None
+    assert set(data["method"]) >= {"clock", "model_only", "pipeline_live", "naive"}
+    assert len(bench.report_tables(report)) == 4
+
+
+# --- validation ---------------------------------------------------------------
+
+
+def test_validation_compares_variants_with_fp32_on_labelled_images(model_file):
+    root = FIXTURES / "kvasir"
+    pairs = bench.read_labelled_split(root, "train")
+    base = ModelSettings(device="cpu")
+    results = bench.validate(model_file, base, ["config", "bf16-cl"], pairs)
+
+    same, bf16 = results
+    assert same.images == len(pairs) == 6
+    assert same.mask_agreement_pct == 100.0 and same.dice_difference == 0.0
+    assert same.max_probability_difference == 0.0
+    assert 0.0 <= bf16.worst_image_agreement_pct <= bf16.mask_agreement_pct <= 100.0
+    assert bf16.runs == "bf16, channels_last"
+
+    # The fp32 Dice, recomputed here from first principles.
+    segmenter = Segmenter.from_file(model_file, CPU, Precision(None))
+    counts = np.zeros(3)
+    for index, (_stem, image_path, mask_path) in enumerate(pairs):
+        pixels, truth = bench._read_pair(image_path, mask_path)
+        mask = segmenter(Frame(index, 0.0, pixels)).mask.numpy()
+        counts += [(mask & truth).sum(), (mask & ~truth).sum(), (~mask & truth).sum()]
+    assert same.reference_dice == pytest.approx(bench.dice(*counts))
+
+
+def test_validation_names_a_missing_split(tmp_path):
+    with pytest.raises(bench.BenchError, match="no split file"):
+        bench.read_labelled_split(tmp_path, "test")
+    assert bench.dice(0, 0, 0) == 1.0 and bench.dice(1, 1, 0) == pytest.approx(2 / 3)
+
+
+# --- command line -------------------------------------------------------------
+
+
+def test_cli_bench_writes_tables_and_json(clip, model_file, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "--model",
+            str(model_file),
+            "--clip",
+            str(clip),
+            "--frames",
+            "6",
+            "--variants",
+            "fp32",
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "--no-live",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--set",
+            "model.batch_size=2",
+        ]
+    )
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert [r["batch_size"] for r in data["model_only"]] == [1, 2]
+    assert [r["mode"] for r in data["pipeline"]] == ["file"]
+    assert data["settings"]["model_section"]["batch_size"] == 2
+    printed = capsys.readouterr().out
+    assert "Model only" in printed and "Naive loop" in printed
+
+
+def test_cli_bench_validate_writes_agreement(model_file, tmp_path):
+    out = tmp_path / "validate.json"
+    code = main(
+        [
+            "bench",
+            "--validate",
+            "--model",
+            str(model_file),
+            "--data",
+            str(FIXTURES / "kvasir"),
+            "--variants",
+            "bf16-cl",
+            "--limit",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    (agreement,) = json.loads(out.read_text())["validation"]
+    assert agreement["variant"] == "bf16-cl" and agreement["images"] == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--variants", "turbo"], "variant 'turbo'"),
+        (["--validate"], "--validate needs --data"),
+        (["--synthetic", "4k"], "720p, 1080p or WIDTHxHEIGHT"),
+        (["--set", "model.backend=tensorrt"], "backend"),
+    ],
+)
+def test_cli_bench_usage_errors(model_file, tmp_path, capsys, arguments, message):
+    code = main(
+        ["bench", "--model", str(model_file), "--work-dir", str(tmp_path), *arguments]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_bench_smoke_on_the_gpu(clip, model_file, tmp_path):
+    config = StreamConfig(model=ModelSettings(path=model_file, device="cuda"))
+    settings = bench.BenchSettings(
+        model=str(model_file),
+        clips=(clip,),
+        frames=8,
+        iterations=3,
+        warmup=1,
+        work_dir=tmp_path,
+    )
+    report = bench.run_benchmark(settings, config)
+    # "config" (precision auto = fp16 on CUDA, eager) is measured as "fp16".
+    variants = {r.variant for r in report.model_only}
+    assert variants == set(bench.DEFAULT_VARIANTS["cuda"])
+    assert report.machine["gpu"]
+    assert dataclasses.asdict(report)["ratios"]

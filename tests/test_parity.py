@@ -1,0 +1,41 @@
+"""The runtime's Segmenter and the training evaluation path agree bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from streamseg.device import select_device
+from streamseg.frames import Frame
+from streamseg.model import build_network, save_model
+from streamseg.segmenter import Segmenter
+from streamseg.transforms import resize, to_tensor
+from training.data import PolypDataset, PolypFolder, read_split
+from training.evaluate import predict_image
+
+KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
+
+
+def test_segmenter_equals_the_evaluation_path(tiny_spec, tmp_path):
+    torch.manual_seed(0)
+    path = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
+    device = select_device("cpu")
+    segmenter = Segmenter.from_file(path, device)
+    folder = PolypFolder.open(KVASIR)
+    for stem in read_split(KVASIR / "splits" / "test.txt"):
+        pixels = folder.load_image(stem)
+        runtime = segmenter(Frame(0, 0.0, pixels)).probabilities
+        evaluation = predict_image(
+            segmenter.network, pixels, tiny_spec.input_hw, device
+        )
+        assert runtime.shape == pixels.shape[:2]
+        assert torch.equal(runtime, evaluation)
+
+
+def test_validation_batches_are_what_the_runtime_feeds_the_network(tiny_spec):
+    folder = PolypFolder.open(KVASIR)
+    stem = folder.paired_stems[0]
+    image, _ = PolypDataset(folder, [stem], tiny_spec.input_hw)[0]
+    runtime_input = resize(to_tensor(folder.load_image(stem)), tiny_spec.input_hw)
+    assert torch.equal(image[None], runtime_input)

@@ -1,0 +1,221 @@
+"""End to end on real fixture images: train, resume, calibrate, load, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamseg.config import ConfigError
+from streamseg.model import load_model, read_spec
+from training.callbacks import load_training_state
+from training.config import TrainConfig, load_train_config
+from training.evaluate import evaluate_model
+from training.train import build_training_network, make_spec, train
+
+KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
+TINY = [
+    "model.architecture=Unet",
+    "model.encoder_name=resnet18",
+    "model.input_hw=[64, 64]",
+    "model.model_kwargs={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
+    "optimization.batch_size=2",
+    "data.num_workers=1",  # a worker process: its seeding is part of what is checked
+    "calibration.thresholds=[0.3, 0.5, 0.7]",
+]
+
+
+def _config(*overrides: str) -> TrainConfig:
+    return load_train_config(None, [*TINY, *overrides], data_root=KVASIR)
+
+
+def _log_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "log.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "straight"
+    result = train(
+        _config("optimization.epochs=2"), run_dir, device="cpu", progress=False
+    )
+    return run_dir, result
+
+
+def test_training_writes_a_loadable_calibrated_model(two_epochs):
+    run_dir, result = two_epochs
+    assert result.model_path == run_dir / "model.safetensors"
+    for name in (
+        "config.yaml",
+        "splits/train.txt",
+        "splits/val.txt",
+        "log.csv",
+        "best.safetensors",
+        "state.pt",
+        "calibration.csv",
+        "summary.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    _, spec = load_model(result.model_path)
+    assert spec.threshold == result.threshold and result.threshold in (0.3, 0.5, 0.7)
+    assert spec.input_hw == (64, 64) and spec.architecture == "Unet"
+    for key in (
+        "dataset",
+        "train_split",
+        "val_split",
+        "epochs",
+        "best_epoch",
+        "val_dice",
+        "git_revision",
+        "date",
+        "encoder_init",
+        "config",
+    ):
+        assert spec.provenance.get(key), key
+    assert spec.provenance["epochs"] == "2"
+    assert "random" in spec.provenance["encoder_init"]
+    assert [row["epoch"] for row in _log_rows(run_dir)] == ["1", "2"]
+    assert {"loss", "val_loss", "val_dice", "val_iou", "lr"} <= set(
+        _log_rows(run_dir)[0]
+    )
+    # The best checkpoint is itself a model file (threshold not yet calibrated).
+    assert read_spec(run_dir / "best.safetensors").provenance[
+        "checkpoint_epoch"
+    ] == str(result.best_epoch)
+
+
+def test_the_model_file_evaluates_on_the_test_split(two_epochs):
+    _, result = two_epochs
+    report, thumbnails = evaluate_model(result.model_path, KVASIR, "test", device="cpu")
+    assert report.split == "test" and len(report.images) == 2
+    assert set(thumbnails) == {r.stem for r in report.images}
+    assert 0.0 <= report.micro.dice <= 1.0 and report.threshold == result.threshold
+
+
+def test_resume_continues_where_it_stopped_and_matches_a_straight_run(
+    two_epochs, tmp_path
+):
+    straight_dir, _ = two_epochs
+    run_dir = tmp_path / "resumed"
+    train(_config("optimization.epochs=1"), run_dir, device="cpu", progress=False)
+    assert load_training_state(run_dir / "state.pt")["epoch"] == 1
+    # Simulate a kill after epoch 2 was logged but before its state was written:
+    # the resumed run must drop that row and redo the epoch.
+    with open(run_dir / "log.csv", "a", newline="") as file:
+        row = _log_rows(run_dir)[0]
+        csv.DictWriter(file, fieldnames=list(row)).writerow(
+            {**row, "epoch": "2", "loss": "9"}
+        )
+    resumed = train(
+        _config("optimization.epochs=2"),
+        run_dir,
+        device="cpu",
+        resume=True,
+        progress=False,
+    )
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs == 2
+    rows, expected = _log_rows(run_dir), _log_rows(straight_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    # Same seed, restored RNG (worker seeds included) and optimizer state: the same
+    # numbers as the run that was never interrupted.
+    for got, want in zip(rows, expected, strict=True):
+        for key in ("loss", "val_loss", "val_dice"):
+            assert float(got[key]) == pytest.approx(
+                float(want[key]), rel=1e-5, abs=1e-6
+            ), key
+    a = load_training_state(run_dir / "state.pt")["network"]
+    b = load_training_state(straight_dir / "state.pt")["network"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    assert (run_dir / "splits" / "val.txt").read_text() == (
+        straight_dir / "splits" / "val.txt"
+    ).read_text()
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(two_epochs):
+    run_dir, _ = two_epochs
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_config("optimization.epochs=2"), run_dir, device="cpu", progress=False)
+
+
+def test_resume_with_another_recipe_is_refused(two_epochs):
+    run_dir, _ = two_epochs
+    with pytest.raises(ConfigError, match=r"optimization\.lr"):
+        train(
+            _config("optimization.epochs=2", "optimization.lr=0.1"),
+            run_dir,
+            device="cpu",
+            resume=True,
+            progress=False,
+        )
+
+
+def test_missing_data_root_is_a_config_error(tmp_path):
+    config = load_train_config(None, TINY)
+    with pytest.raises(ConfigError, match="--data"):
+        train(config, tmp_path / "run", device="cpu", progress=False)
+
+
+def test_imagenet_weights_fail_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = _config("model.encoder_weights=imagenet")
+    start = time.monotonic()
+    # Asked for the encoder's statistics (smp reads them from the hub) ...
+    with pytest.raises(RuntimeError, match="encoder_weights=null"):
+        make_spec(config.model)
+    # ... or for the weights themselves: one clear error, no minute of retries.
+    spec, _ = make_spec(_config().model)
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE=1"):
+        build_training_network(spec, "imagenet")
+    assert time.monotonic() - start < 5.0
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("training.pretrained") is None,
+    reason="no training/pretrained.py",
+)
+def test_lite_imagenet_on_an_unsupported_encoder_is_a_config_error():
+    with pytest.raises(ConfigError, match="lite-imagenet"):
+        make_spec(_config("model.encoder_weights=lite-imagenet").model)
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    result = train(
+        _config(
+            "optimization.epochs=1",
+            "optimization.precision=bf16",
+            "optimization.channels_last=true",
+            "data.num_workers=0",
+        ),
+        tmp_path / "bf16",
+        device="cpu",
+        progress=False,
+    )
+    assert (
+        load_model(result.model_path)[1].provenance["training_device"] == "cpu (bf16)"
+    )
+
+
+def test_model_files_whose_header_length_starts_with_0x80_load(tiny_spec, tmp_path):
+    # Regression: a safetensors file begins with its header length (u64 LE); a length
+    # whose low byte is 0x80 was once mistaken for pickle's magic and refused.
+    from streamseg.model import build_network, save_model
+
+    path = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    padded = (
+        length + (0x80 - length % 256) % 256
+    )  # spaces after the JSON are valid padding
+    path.write_bytes(
+        padded.to_bytes(8, "little")
+        + data[8 : 8 + length]
+        + b" " * (padded - length)
+        + data[8 + length :]
+    )
+    assert path.read_bytes()[0] == 0x80
+    assert load_model(path)[1] == tiny_spec

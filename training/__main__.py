@@ -1,0 +1,344 @@
+"""``python -m training {train,evaluate,eda}``: parse, call one typed function, report.
+
+Exit codes: 0 success; 1 runtime failure (data, model file, weights, I/O);
+2 usage or configuration error; 130 interrupted. Errors print one line
+(``--debug`` adds the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# Nothing downloads behind the user's back: albumentations' update check off.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+log = logging.getLogger("training")
+console = Console()
+errors = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="debug logging and tracebacks"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and explore streamseg polyp segmentation models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model (Poutyne), calibrate it, write the model file",
+    )
+    train.add_argument(
+        "--config", type=Path, help="YAML recipe, e.g. configs/kvasir_unetpp_b2.yaml"
+    )
+    train.add_argument("--data", type=Path, help="dataset folder (overrides data.root)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optimization.epochs=5 (repeatable)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the run folder from its last finished epoch "
+        "(starts fresh when there is nothing to resume)",
+    )
+    train.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        help="run folder (default: output.runs_dir/output.name; name defaults to "
+        "the config file's stem)",
+    )
+    train.add_argument(
+        "--quiet", action="store_true", help="no per-epoch progress output"
+    )
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score a model file on a split at full resolution",
+    )
+    evaluate.add_argument(
+        "--model", type=Path, required=True, help="streamseg .safetensors model file"
+    )
+    evaluate.add_argument("--data", type=Path, required=True, help="dataset folder")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        help="test (default), train, or a split file such as <run>/splits/val.txt",
+    )
+    evaluate.add_argument(
+        "--tta", action="store_true", help="average over horizontal/vertical flips"
+    )
+    evaluate.add_argument(
+        "--out", type=Path, help="report folder (default: <model folder>/eval)"
+    )
+    evaluate.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+    evaluate.add_argument(
+        "--precision", default="fp32", help="fp32 (default), bf16, fp16 or auto"
+    )
+    evaluate.add_argument(
+        "--threshold", type=float, help="replace the model file's calibrated threshold"
+    )
+    evaluate.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (default: torch's choice; 1 is far faster on a "
+        "machine whose cores are busy with other work)",
+    )
+    evaluate.add_argument(
+        "--cases",
+        type=int,
+        default=4,
+        help="best and worst cases in the PNG (default 4)",
+    )
+
+    eda = commands.add_parser(
+        "eda", parents=[common], help="dataset counts, sizes, polyp areas, picture grid"
+    )
+    eda.add_argument("--data", type=Path, required=True, help="dataset folder")
+    eda.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/eda"),
+        help="report folder (default out/eda)",
+    )
+    eda.add_argument(
+        "--grid", type=int, default=16, help="images in the grid PNG (default 16)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=errors, show_path=False, show_time=False)],
+    )  # a no-op where logging is already set up (e.g. under pytest)
+    from streamseg.config import ConfigError
+    from streamseg.model import ModelFileError
+    from training.data import DatasetError
+
+    try:
+        if args.command == "train":
+            return run_train(args)
+        if args.command == "evaluate":
+            return run_evaluate(args)
+        return run_eda(args)
+    except KeyboardInterrupt:
+        errors.print(
+            "interrupted; a training run continues with the same command plus --resume"
+        )
+        return 130
+    except (ConfigError, UsageError) as error:
+        return _fail(args, error, 2)
+    except (DatasetError, ModelFileError, RuntimeError, OSError, ValueError) as error:
+        return _fail(args, error, 1)
+    except Exception as error:  # the CLI edge: one line unless --debug
+        return _fail(args, error, 1, prefix=f"{type(error).__name__}: ")
+
+
+def _fail(
+    args: argparse.Namespace, error: BaseException, code: int, prefix: str = ""
+) -> int:
+    if args.debug:
+        errors.print_exception()
+    errors.print(
+        f"[bold red]error:[/] {prefix}{error}",
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return code
+
+
+def _check_device(name: str, precision: str) -> None:
+    from streamseg.device import resolve_precision, select_device
+
+    try:
+        resolve_precision(select_device(name), precision)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.config import load_train_config
+    from training.train import default_run_dir, train
+
+    config_path = args.config
+    if config_path is None:
+        saved = args.run_dir / "config.yaml" if args.run_dir else None
+        if not (args.resume and saved is not None and saved.is_file()):
+            raise UsageError(
+                "--config is required (it may be left out only with --resume and a "
+                "--run-dir "
+                "that holds config.yaml)"
+            )
+        config_path = saved
+    config = load_train_config(config_path, args.overrides, data_root=args.data)
+    _check_device(args.device, config.optimization.precision)
+    run_dir = args.run_dir or default_run_dir(config, config_path)
+    log.info("run folder %s", run_dir)
+    result = train(
+        config, run_dir, device=args.device, resume=args.resume, progress=not args.quiet
+    )
+
+    table = Table(title=f"Training run {result.run_dir}", show_header=False)
+    table.add_row("model file", str(result.model_path))
+    table.add_row(
+        "epochs",
+        f"{result.epochs} (resumed after {result.resumed_from_epoch})"
+        if result.resumed_from_epoch
+        else str(result.epochs),
+    )
+    table.add_row("best epoch", str(result.best_epoch))
+    table.add_row(
+        "val Dice, input size, threshold 0.5 (micro)",
+        f"{result.best_val_dice_at_05:.4f}",
+    )
+    table.add_row(
+        "val Dice, full resolution, threshold 0.5 (micro)",
+        f"{result.val_dice_at_05:.4f}",
+    )
+    table.add_row(
+        f"val Dice, full resolution, threshold {result.threshold:.2f} (micro)",
+        f"{result.val_dice:.4f}",
+    )
+    table.add_row("encoder init", result.encoder_init)
+    table.add_row("wall time", f"{result.wall_s:.1f} s")
+    console.print(table)
+    data = config.data.root
+    console.print(
+        f"next: python -m training evaluate --model {result.model_path} "
+        f"--data {data} --split test",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import EMPTY, MACRO, MICRO, evaluate_model, write_report
+
+    _check_device(args.device, args.precision)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads: expected >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report, thumbnails = evaluate_model(
+        args.model,
+        args.data,
+        args.split,
+        device=args.device,
+        precision=args.precision,
+        tta=args.tta,
+        threshold=args.threshold,
+    )
+    out = args.out or args.model.parent / "eval"
+    paths = write_report(report, thumbnails, out, cases=args.cases)
+    table = Table(
+        title=(
+            f"split '{report.split}' ({len(report.images)} images, "
+            f"{report.split_file}), "
+            f"full resolution, threshold {report.threshold:.2f}"
+            f"{', flip TTA' if report.tta else ''}"
+        ),
+        caption=f"{MICRO}\n{MACRO}\nempty masks: {EMPTY}",
+    )
+    for column in ("averaging", "Dice", "IoU", "precision", "recall"):
+        table.add_column(column, justify="left" if column == "averaging" else "right")
+    for name, scores in (("micro", report.micro), ("macro", report.macro)):
+        table.add_row(
+            name,
+            *(
+                f"{v:.4f}"
+                for v in (scores.dice, scores.iou, scores.precision, scores.recall)
+            ),
+        )
+    console.print(table)
+    for kind, path in paths.items():
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"wall time {report.wall_s:.1f} s on {report.device} ({report.precision})",
+        highlight=False,
+    )
+    return 0
+
+
+def run_eda(args: argparse.Namespace) -> int:
+    from training.eda import analyze, write_eda
+
+    report, facts = analyze(args.data)
+    paths = write_eda(report, facts, args.out, grid_count=args.grid)
+
+    counts = Table(title=f"Dataset {report.root}", show_header=False)
+    counts.add_row(
+        "images / masks / pairs", f"{report.images} / {report.masks} / {report.pairs}"
+    )
+    for name, value in report.split_counts.items():
+        counts.add_row(f"split {name}", str(value))
+    counts.add_row("stems in both official splits", str(report.split_overlap))
+    counts.add_row("split stems without a pair", str(report.split_unknown_stems))
+    counts.add_row(
+        "height range (px)", f"{report.height_range[0]} .. {report.height_range[1]}"
+    )
+    counts.add_row(
+        "width range (px)", f"{report.width_range[0]} .. {report.width_range[1]}"
+    )
+    counts.add_row(
+        "most common sizes (WxH)",
+        ", ".join(f"{k} ({v})" for k, v in report.common_sizes.items()),
+    )
+    counts.add_row("empty masks", str(report.empty_masks))
+    counts.add_row(
+        "polyp regions per image",
+        ", ".join(f"{k}: {v}" for k, v in report.polyps_per_image.items()),
+    )
+    if report.size_mismatches:
+        counts.add_row("mask size != image size", ", ".join(report.size_mismatches))
+    console.print(counts)
+
+    areas = Table(title="Polyp area fraction (share of image pixels), quantiles")
+    names = list(next(iter(report.area_quantiles.values())).keys())
+    areas.add_column("images")
+    for name in names:
+        areas.add_column(name, justify="right")
+    for split, values in report.area_quantiles.items():
+        areas.add_row(split, *(f"{values[n]:.3f}" for n in names))
+    console.print(areas)
+    for kind, path in paths.items():
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

