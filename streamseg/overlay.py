@@ -1,13 +1,18 @@
 """Draw a prediction over its own frame: translucent fill, contour, boxes and a HUD.
 
-:func:`render` computes the fill and the contour on the probabilities'
-device (the GPU when there is one), copies the result to the host once,
-then draws the boxes and the HUD text with OpenCV. The input frame is never
-modified; pixels outside the mask change only where a box or the HUD is drawn.
+On a GPU, :func:`render` computes the fill and the contour on the
+probabilities' device, copies the image and the mask to the host in one
+transfer, then draws the boxes and the HUD text with OpenCV. On the CPU
+(:func:`render_host`) everything is drawn with OpenCV and a uint8 lookup
+table, only inside the bounding box of the mask, so the cost follows the
+size of the mask rather than of the frame; both paths give identical pixels.
+The input frame is never modified; pixels outside the mask change only where
+a box or the HUD is drawn.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +99,23 @@ def render(
         A new (H, W, 3) uint8 RGB array; ``prediction.frame.pixels`` is untouched.
     """
     mask = prediction.mask
+    if mask.device.type == "cpu":
+        return render_host(
+            prediction.frame.pixels, mask.numpy(), style, hud or HudText()
+        )
+    return render_tensor(prediction, style, hud)
+
+
+@torch.inference_mode()
+def render_tensor(
+    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+) -> np.ndarray:
+    """:func:`render` with the fill and contour as tensors on the mask's device.
+
+    The GPU path; on the CPU it gives the same pixels as :func:`render_host`
+    (tests compare them), only slower.
+    """
+    mask = prediction.mask
     device = mask.device
     source = prediction.frame.pixels
     if (
@@ -136,6 +158,73 @@ def render(
             hud or HudText(),
             style,
         )
+    return host
+
+
+def render_host(
+    pixels: np.ndarray, mask: np.ndarray, style: OverlayStyle, hud: HudText
+) -> np.ndarray:
+    """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
+
+    The fill uses a per-channel uint8 lookup table computed with the same
+    float32 ``lerp`` and rounding as the tensor path, so the pixels are
+    identical to it.
+
+    Args:
+        pixels: (H, W, 3) uint8 RGB frame (not modified).
+        mask: (H, W) bool mask.
+        style: Colours, opacity and what to draw.
+        hud: Figures for the HUD (drawn only if ``style.hud``).
+
+    Returns:
+        A new (H, W, 3) uint8 RGB array.
+    """
+    import cv2
+
+    image = np.array(pixels, dtype=np.uint8, order="C", copy=True)
+    mask_u8 = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    x, y, width, height = cv2.boundingRect(mask_u8)  # all 0 for an empty mask
+    present = width > 0
+    if present and (style.fill_opacity > 0 or style.contour_px > 0 or style.boxes):
+        # Pad the box by the contour width so that the erosion sees the
+        # background (or the frame border, which erodes nothing) around the mask.
+        pad = style.contour_px
+        top, left = max(y - pad, 0), max(x - pad, 0)
+        bottom = min(y + height + pad, mask_u8.shape[0])
+        right = min(x + width + pad, mask_u8.shape[1])
+        roi = image[top:bottom, left:right]  # a view: drawing on it draws on image
+        roi_mask = mask_u8[top:bottom, left:right]
+        if style.fill_opacity > 0:
+            table = _fill_table(tuple(style.fill_rgb), float(style.fill_opacity))
+            blended = cv2.LUT(roi, table)
+            cv2.copyTo(blended, roi_mask, roi)
+        if style.contour_px > 0:
+            size = 2 * style.contour_px + 1
+            eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
+            roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
+        if style.boxes:
+            boxes = tuple(
+                (bx + left, by + top, bw, bh)
+                for bx, by, bw, bh in region_boxes(roi_mask)
+            )
+            draw_boxes(image, boxes, style)
+    if style.hud:
+        draw_hud(image, present, hud, style)
+    return image
+
+
+@functools.lru_cache(maxsize=8)
+def _fill_table(fill_rgb: RGB, opacity: float) -> np.ndarray:
+    """(1, 256, 3) uint8 table: ``round(lerp(v, fill, opacity))`` per channel.
+
+    Computed with torch's float32 ``lerp`` and ``round`` (the tensor path's
+    arithmetic), so a lookup equals the tensor blend bit for bit.
+    """
+    values = torch.arange(256, dtype=torch.float32)[:, None].expand(256, 3)
+    fill = torch.tensor(fill_rgb, dtype=torch.float32)
+    table = torch.lerp(values, fill, opacity).round_().to(torch.uint8)
+    host = np.ascontiguousarray(table.numpy()[None])
+    host.setflags(write=False)  # cached and shared between calls
     return host
 
 

@@ -14,6 +14,8 @@ from streamseg.overlay import (
     inner_edge,
     inner_edge_pooled,
     render,
+    render_host,
+    render_tensor,
 )
 
 PLAIN = OverlayStyle(boxes=False, hud=False)
@@ -123,6 +125,65 @@ def test_the_opencv_and_the_tensor_edge_paths_agree():
     edge = inner_edge(mask, 1)
     assert not edge[0, 10], "the frame border is not a region edge"
     assert edge[19:22, 29:32].sum() == 8, "a hole has an edge around it"
+
+
+def _blobs(hw, seed):
+    """A mask with a disc, a ring (hole), speckle and a region on the frame border."""
+    height, width = hw
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    radius = np.hypot(yy - height * 0.5, xx - width * 0.4)
+    mask = radius < height * 0.2
+    mask |= (radius > height * 0.28) & (radius < height * 0.33)
+    mask |= rng.random(hw) > 0.998
+    mask[: height // 6, -width // 5 :] = True  # touches the top and right borders
+    return torch.from_numpy(mask)
+
+
+@pytest.mark.parametrize(
+    ("mask_kind", "style"),
+    [
+        (0, OverlayStyle()),
+        (1, OverlayStyle(hud=False, contour_px=1)),
+        (2, OverlayStyle(fill_opacity=1.0, contour_px=3)),
+        (3, OverlayStyle(fill_opacity=0.0, box_px=1)),
+        (4, OverlayStyle(contour_px=0, boxes=False)),
+        (5, OverlayStyle(fill_rgb=(200, 40, 90), fill_opacity=0.7)),
+        ("full", OverlayStyle()),
+        ("empty", OverlayStyle()),
+    ],
+)
+def test_the_opencv_host_path_draws_exactly_what_the_tensor_path_draws(
+    real_frame, mask_kind, style
+):
+    """render() on the CPU (OpenCV, bounding box only) vs the GPU path on the CPU."""
+    if mask_kind == "full":
+        mask = torch.ones(real_frame.hw, dtype=torch.bool)
+    elif mask_kind == "empty":
+        mask = torch.zeros(real_frame.hw, dtype=torch.bool)
+    else:
+        mask = _blobs(real_frame.hw, mask_kind)
+    original = real_frame.pixels.copy()
+    prediction = Prediction(real_frame, mask.float(), 0.5)
+    hud = HudText(25.0, 40.0)
+    host = render(prediction, style, hud)
+    reference = render_tensor(prediction, style, hud)
+    assert host.dtype == np.uint8 and host.shape == reference.shape
+    assert np.array_equal(host, reference)
+    assert np.array_equal(real_frame.pixels, original)
+    assert not np.shares_memory(host, real_frame.pixels)
+
+
+def test_the_host_path_accepts_a_read_only_frame_and_a_strided_mask(real_frame):
+    pixels = real_frame.pixels.copy()
+    pixels.setflags(write=False)
+    mask = _blobs((real_frame.hw[1], real_frame.hw[0]), 7).T.numpy()  # not C-contiguous
+    image = render_host(pixels, mask, OverlayStyle(), HudText())
+    reference = render_tensor(
+        Prediction(Frame(0, 0.0, pixels), torch.from_numpy(mask).float(), 0.5),
+        OverlayStyle(),
+    )
+    assert np.array_equal(image, reference)
 
 
 @pytest.mark.parametrize(
