@@ -52,7 +52,14 @@ from streamseg.overlay import (
     render,
 )
 from streamseg.segmenter import Segmenter
-from streamseg.sinks import OutputSettings, Sink, Sinks, check_display, open_sinks
+from streamseg.sinks import (
+    OutputSettings,
+    Sink,
+    Sinks,
+    check_display,
+    check_outputs,
+    open_sinks,
+)
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
 from streamseg.sources import (
     MAX_RECONNECT_BACKOFF_S,
@@ -190,6 +197,7 @@ def run(
     source = open_source(config.source)
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
+    check_outputs(config.output)
     segmenter = _load_segmenter(config.model)
     try:
         smoother = TemporalSmoother(
@@ -279,7 +287,36 @@ def run(
                 f"{source.name}: no frame for {stall_limit_s:g} s; check "
                 "the connection, or raise source.stall_timeout_s"
             ) from error
+    if stats.frames_out == 0 and stopped == "end of source" and not source.live:
+        raise SourceError(
+            f"{source.name}: no video frames could be decoded (empty, damaged or "
+            "unsupported video); check it plays, or re-encode it to H.264 MP4"
+        )
+    _check_complete(source, stats, stopped)
     return stats.finish(stopped)
+
+
+def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:
+    """Fail when a file ended well short of the frame count its header announces.
+
+    A truncated MP4 whose index survived decodes without an FFmpeg error and
+    simply stops; the outputs (already finalized) hold the frames read. A
+    small shortfall is tolerated: estimated counts (duration x rate) and edit
+    lists can be off by a frame or two.
+
+    Raises:
+        SourceError: Fewer than the announced frames, beyond the tolerance.
+    """
+    expected = source.frame_count
+    if source.live or source.kind != "file" or stopped != "end of source":
+        return
+    if expected is None or stats.frames_in >= expected - max(2, expected // 100):
+        return
+    raise SourceError(
+        f"{source.name}: ended after {stats.frames_in} of the {expected} frames its "
+        "header announces; the file is truncated or damaged: copy or re-encode it "
+        f"again (the outputs hold the {stats.frames_out} frames that were read)"
+    )
 
 
 # Handed over by the source queue while a live source delivers nothing.

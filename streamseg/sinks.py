@@ -24,6 +24,7 @@ source delivers nothing (see :meth:`Sinks.show_no_signal`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -167,7 +168,9 @@ class VideoRecorder:
         self.preset = preset
         self.queue_size = queue_size
         self.frames_written = 0
+        self.frames_encoded = 0
         _prepare_parent(self.path)
+        check_video_path(self.path)
         self._inbox = None
         self._size_wh: tuple[int, int] | None = None
         self._first_timestamp_s = 0.0
@@ -202,7 +205,7 @@ class VideoRecorder:
         if self._inbox is not None:
             inbox, self._inbox = self._inbox, None
             inbox.close()
-            log.info("wrote %s (%d frames)", self.path, self.frames_written)
+            log.info("wrote %s (%d frames)", self.path, self.frames_encoded)
 
     def _start(self, image: np.ndarray) -> None:
         import av
@@ -236,11 +239,25 @@ class VideoRecorder:
                     frame.pts = pts
                     frame.time_base = VIDEO_TIME_BASE
                     container.mux(stream.encode(frame))
+                    self.frames_encoded += 1
                 container.mux(
                     stream.encode(None)
                 )  # flush the frames the encoder holds back
-            finally:
-                container.close()
+                container.close()  # the index: the file becomes playable
+            except OSError as error:  # av.FFmpegError is an OSError too (ENOSPC, EIO)
+                kept = (
+                    "the frames before it are kept"
+                    if _close_quietly(container)
+                    else "the file could not be finalized"
+                )
+                raise OutputError(
+                    f"{self.path}: writing the video failed after "
+                    f"{self.frames_encoded} frames ({_strerror(error)}); {kept}; free "
+                    "disk space or pick another output path"
+                ) from error
+            except BaseException:
+                _close_quietly(container)
+                raise
 
         self._inbox = to_background(
             encode, maxsize=self.queue_size, name="streamseg-encoder"
@@ -545,6 +562,69 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_video_path(path: str | Path) -> None:
+    """Raise :class:`OutputError` unless FFmpeg has a muxer for ``path``'s extension."""
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in _muxer_extensions():
+        raise OutputError(
+            f"{path}: no video format for the extension {Path(path).suffix!r}; "
+            "pick a path ending in .mp4, .mkv or .mov"
+        )
+
+
+@functools.cache
+def _muxer_extensions() -> frozenset[str]:
+    """File extensions FFmpeg can write (mp4, mkv, mov, avi, ...)."""
+    import av
+
+    extensions: set[str] = set()
+    for name in av.formats_available:
+        try:
+            extensions |= set(av.format.ContainerFormat(name, "w").extensions)
+        except ValueError:  # an input-only format
+            continue
+    return frozenset(extensions)
+
+
+def check_outputs(settings: OutputSettings) -> None:
+    """Check that the file outputs can be created, before any heavy work starts.
+
+    Creates the outputs' folders (as the sinks would) and checks they are
+    writable, so a wrong path fails in a second, not after the model loaded.
+
+    Raises:
+        OutputError: An output path cannot be written, with the fix.
+    """
+    for path in (settings.video, settings.events):
+        if path is not None:
+            _prepare_parent(Path(path))
+    if settings.video is not None:
+        check_video_path(settings.video)
+    if settings.masks is not None:
+        folder = Path(settings.masks)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(
+                f"{folder}: cannot create the mask folder ({error.strerror}); "
+                "pick a writable path"
+            ) from error
+
+
+def _close_quietly(container) -> bool:
+    """Close a PyAV output container (writes its index); False if that failed."""
+    try:
+        container.close()
+    except OSError as error:
+        log.debug("closing the video failed: %s", error)
+        return False
+    return True
+
+
+def _strerror(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
 def _decode_jpeg(data: bytes) -> np.ndarray:
     import cv2
 
@@ -559,6 +639,11 @@ def _prepare_parent(path: Path) -> None:
         raise OutputError(f"{path}: is a folder; pass a file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise OutputError(
+            f"{path}: cannot create the output folder (a part of this path is a "
+            "file, not a folder); pick another output path"
+        ) from error
     except OSError as error:
         raise OutputError(
             f"{path.parent}: cannot create the output folder ({error.strerror}); "

@@ -230,7 +230,7 @@ def open_source(settings: SourceSettings) -> Source:
         if uri.lower().startswith(("rtsp://", "rtsps://")):
             options.setdefault("rtsp_transport", "tcp")  # UDP is lost behind most NATs
         source = Source(
-            uri,
+            redact_uri(uri),
             kind,
             True,
             None,
@@ -434,9 +434,44 @@ def read_video(path: str) -> Iterator[Frame]:
             if timestamp_s is None:
                 timestamp_s = 0.0 if previous_s is None else previous_s + period_s
             previous_s = timestamp_s
-            yield Frame(index, float(timestamp_s), decoded.to_ndarray(format="rgb24"))
+            degrees = round(getattr(decoded, "rotation", 0) or 0)
+            if degrees % 90:
+                if index == 0:
+                    log.warning(
+                        "%s: display rotation of %d degrees ignored (only multiples "
+                        "of 90 are applied)",
+                        path,
+                        degrees,
+                    )
+                degrees = 0
+            rgb = _upright(decoded.to_ndarray(format="rgb24"), degrees)
+            yield Frame(index, float(timestamp_s), rgb)
     finally:
         container.close()
+
+
+def _upright(rgb: np.ndarray, degrees: int) -> np.ndarray:
+    """``rgb`` (H, W, 3) turned ``degrees`` counter-clockwise (a multiple of 90).
+
+    ``degrees`` is PyAV's ``VideoFrame.rotation``: the display matrix that
+    phones write instead of rotating the pixels.
+    """
+    if degrees % 360 == 0:
+        return rgb
+    return np.ascontiguousarray(np.rot90(rgb, k=(degrees // 90) % 4))
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without the password (and user) of ``scheme://user:pass@host/...``.
+
+    Messages and logs name sources by this form, so credentials embedded in
+    a stream URL never reach the terminal or a log file.
+
+    Example:
+        >>> redact_uri("rtsp://admin:secret@10.0.0.5:554/live")
+        'rtsp://***@10.0.0.5:554/live'
+    """
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@", r"\1***@", uri)
 
 
 def read_stream(
@@ -470,7 +505,7 @@ def read_stream(
             yield Frame(index, time.monotonic(), decoded.to_ndarray(format="rgb24"))
     finally:
         container.close()
-    log.warning("%s: the stream ended (the sender stopped sending)", url)
+    log.warning("%s: the stream ended (the sender stopped sending)", redact_uri(url))
 
 
 def _open_container(
@@ -478,27 +513,33 @@ def _open_container(
 ):
     import av
 
+    name = redact_uri(path)
     try:
         return av.open(path, mode="r", options=options, timeout=timeout)
     except FileNotFoundError as error:
-        raise SourceError(f"{path}: no such file; check the path") from error
+        raise SourceError(f"{name}: no such file; check the path") from error
     except IsADirectoryError as error:
         raise SourceError(
-            f"{path}: is a folder; pass --set source.kind=folder for image frames"
+            f"{name}: is a folder; pass --set source.kind=folder for image frames"
         ) from error
     except PermissionError as error:
         raise SourceError(
-            f"{path}: permission denied; make the file readable"
+            f"{name}: permission denied; make the file readable"
         ) from error
     except (av.FFmpegError, OSError) as error:
         if "://" in path:
+            # FFmpeg's error names the full URL: keep it out of --debug tracebacks
+            # when the URL carries credentials.
+            cause = error if name == path else None
             raise SourceError(
-                f"{path}: cannot open the stream ({_reason(error)}); check the URL, "
+                f"{name}: cannot open the stream ({_reason(error)}); check the URL, "
                 "the network and that the sender is running"
-            ) from error
+            ) from cause
         raise SourceError(
-            f"{path}: not a video FFmpeg can read ({_reason(error)}); pass a video "
-            "file (.mp4, .mkv, .avi, ...), a folder of images, a camera index or a URL"
+            f"{name}: not a video FFmpeg can read ({_reason(error)}); if it is a "
+            "video it may be damaged or incomplete: re-encode or copy it again; "
+            "otherwise pass a video file (.mp4, .mkv, .avi, ...), a folder of images, "
+            "a camera index or a URL"
         ) from error
 
 
@@ -506,8 +547,8 @@ def _video_stream(container, path: str):
     if not container.streams.video:
         found = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
         raise SourceError(
-            f"{path}: has no video stream (found {found}); pass a file that contains "
-            "video"
+            f"{redact_uri(path)}: has no video stream (found {found}); pass a file "
+            "that contains video"
         )
     return container.streams.video[0]
 
@@ -515,6 +556,7 @@ def _video_stream(container, path: str):
 def _decode(container, stream, path: str, *, live: bool = False) -> Iterator:
     import av
 
+    name = redact_uri(path)
     index = 0
     try:
         for decoded in container.decode(stream):
@@ -523,12 +565,12 @@ def _decode(container, stream, path: str, *, live: bool = False) -> Iterator:
     except av.FFmpegError as error:
         if live:
             raise SourceError(
-                f"{path}: the stream failed after {index} frames ({_reason(error)}); "
+                f"{name}: the stream failed after {index} frames ({_reason(error)}); "
                 "check the network and the sender, or raise source.stall_timeout_s"
             ) from error
         raise SourceError(
-            f"{path}: decoding failed after frame {index} ({_reason(error)}); the file "
-            "may be truncated or damaged: re-encode or copy it again"
+            f"{name}: decoding failed after frame {index} ({_reason(error)}); the "
+            "file may be truncated or damaged: re-encode or copy it again"
         ) from error
 
 
