@@ -203,6 +203,10 @@ def save_model(
     os.close(handle)
     try:
         save_file(state, temporary, metadata={"format": FORMAT, "spec": spec.to_json()})
+        # mkstemp creates 0600; give the model file the usual permissions (umask applies).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 
 import pytest
@@ -136,3 +137,13 @@ def test_spec_json_round_trip(tiny_spec):
         ModelSpec.from_json(
             '{"architecture": "Unet", "encoder_name": "x", "input_hw": [32, 32], "bogus": 1}'
         )
+
+
+def test_model_file_is_readable_by_others(tiny_spec, tmp_path):
+    # mkstemp's 0600 must not leak into shipped model files; the umask still applies.
+    previous = os.umask(0o022)
+    try:
+        path = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
