@@ -1,0 +1,59 @@
+"""The bundled default model: present, loadable, and still segmenting real polyps.
+
+A regression lock on the shipped artifact: if a later commit swaps in a broken
+or mismatched file, these tests fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from streamseg.frames import Frame
+from streamseg.model import default_model_path, read_spec
+from streamseg.segmenter import Segmenter
+from conftest import FIXTURES
+
+# Kvasir-SEG official *test* split stems (never trained on), downscaled fixtures.
+TEST_STEMS = (FIXTURES / "kvasir" / "splits" / "test.txt").read_text().split()
+
+
+def test_bundled_model_is_packaged_and_described():
+    path = default_model_path()
+    assert path is not None, "streamseg/assets/default.safetensors is missing"
+    assert path.stat().st_size < 25_000_000
+    spec = read_spec(path)
+    assert spec.input_hw[0] % 32 == 0 and 0 < spec.threshold < 1
+    assert spec.provenance.get("dataset", "").lower().startswith("kvasir")
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return Segmenter.from_file(default_model_path(), torch.device("cpu"))
+
+
+# Golden values for the bundled file on the 96-px thumbnails (Dice of the thresholded
+# mask, mean probability). Update them, with the model card, when the model changes.
+GOLDEN = {
+    "cju0s690hkp960855tjuaqvv0": (0.406, 0.2889),
+    "cju85nr8elly209872w9n5m0s": (0.884, 0.2051),
+}
+
+
+@pytest.mark.parametrize("stem", TEST_STEMS)
+def test_bundled_model_output_is_locked_on_test_images(segmenter, stem):
+    pixels = np.asarray(Image.open(FIXTURES / "kvasir" / "images" / f"{stem}.jpg").convert("RGB"))
+    truth = np.asarray(Image.open(FIXTURES / "kvasir" / "masks" / f"{stem}.png")) > 127
+    prediction = segmenter(Frame(0, 0.0, pixels.copy()))
+    mask = prediction.mask.numpy()
+    assert mask.shape == truth.shape
+    dice = 2 * np.count_nonzero(mask & truth) / (np.count_nonzero(mask) + np.count_nonzero(truth))
+    expected_dice, expected_mean = GOLDEN[stem]
+    # Tolerances cover float16 storage and CPU kernel differences, not a changed model.
+    assert dice == pytest.approx(expected_dice, abs=0.02), f"{stem}: Dice {dice:.3f}"
+    assert float(prediction.probabilities.mean()) == pytest.approx(expected_mean, abs=0.005)
+    # A working model is far above chance on these test images (a blank or shifted
+    # mask scores near 0).
+    assert dice > 0.3
