@@ -455,6 +455,22 @@ def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
         help="sweep values, e.g. --grid time_constants_s=0,0.1 (repeatable)",
     )
     parser.add_argument(
+        "--joint-with",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="the --out folder of another model's sweep (same grid): choose a "
+        "default that meets the target there too (repeatable)",
+    )
+    parser.add_argument(
+        "--choice-max-gap",
+        type=float,
+        metavar="GAP",
+        help="choose the default among variants with on - off <= GAP (default "
+        "0.2; see docs/temporal.md)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         metavar="DIR",
@@ -502,8 +518,8 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         grid = video_eval.SweepGrid.from_overrides(args.grid) if args.sweep else None
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    if args.grid and not args.sweep:
-        raise ConfigError("evaluate-video: --grid needs --sweep")
+    if (args.grid or args.joint_with) and not args.sweep:
+        raise ConfigError("evaluate-video: --grid and --joint-with need --sweep")
     datasets = []
     if args.source is not None:
         datasets.append(
@@ -527,6 +543,12 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                 lead_in=not args.no_lead_in,
                 min_detection_iou=args.detection_iou,
                 sweep=grid,
+                choice_max_hysteresis_gap=(
+                    video_eval.CHOICE_MAX_HYSTERESIS_GAP
+                    if args.choice_max_gap is None
+                    else args.choice_max_gap
+                ),
+                joint_sweeps=args.joint_with,
                 on_progress=on_progress,
             )
     console = Console(width=max(110, Console().width))

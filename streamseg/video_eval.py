@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = "streamseg-video-eval-cache/1"
 DEFAULT_LONG_SIDE_PX = 256
 DEFAULT_FPS = 25.0
+# Defaults are chosen among sweep variants with on - off <= this (see choose()).
+CHOICE_MAX_HYSTERESIS_GAP = 0.2
 PER_FRAME = "per-frame"
 SMOOTHED = "smoothed"
 
@@ -427,24 +429,40 @@ class ModelRunner:
         self.digest = _file_digest(self.path)
         self._segmenter: Any = None
 
+    def configure_backend(self) -> None:
+        """Pick the device and set the process-wide backend flags (threads) once.
+
+        Called by :func:`evaluate_video` before anything runs, as ``app.run``
+        does: replaying the cache is also torch work, and on a busy CPU one
+        thread is several times faster than two (measured: 0.7 s vs 1.8 s per
+        variant on CVC with the load at 9 on 2 cores).
+
+        Raises:
+            ConfigError: Unknown device or unsupported precision.
+        """
+        from streamseg.device import configure_backend
+
+        configure_backend(
+            self._device_and_precision()[0], threads=self.settings.threads
+        )
+
+    def _device_and_precision(self) -> tuple[Any, Any]:
+        from streamseg.config import ConfigError
+        from streamseg.device import resolve_precision, select_device
+
+        try:
+            device = select_device(self.settings.device)
+            return device, resolve_precision(device, self.settings.precision)
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from error
+
     @property
     def segmenter(self) -> Any:
         """The :class:`~streamseg.segmenter.Segmenter`, loaded on first use."""
         if self._segmenter is None:
-            from streamseg.config import ConfigError
-            from streamseg.device import (
-                configure_backend,
-                resolve_precision,
-                select_device,
-            )
             from streamseg.segmenter import Segmenter
 
-            try:
-                device = select_device(self.settings.device)
-                precision = resolve_precision(device, self.settings.precision)
-            except ValueError as error:
-                raise ConfigError(f"model: {error}") from error
-            configure_backend(device, threads=self.settings.threads)
+            device, precision = self._device_and_precision()
             self._segmenter = Segmenter.from_file(
                 self.path,
                 device,
@@ -457,14 +475,8 @@ class ModelRunner:
     @property
     def precision_name(self) -> str:
         """What the cache key records about numerics (device kind and precision)."""
-        from streamseg.device import resolve_precision, select_device
-
-        try:
-            device = select_device(self.settings.device)
-            precision = resolve_precision(device, self.settings.precision)
-            return f"{device.type}/{precision.name}"
-        except ValueError:
-            return f"{self.settings.device}/{self.settings.precision}"
+        device, precision = self._device_and_precision()
+        return f"{device.type}/{precision.name}"
 
 
 def default_cache_dir() -> Path:
@@ -959,10 +971,35 @@ class SweepRow:
     def mean_dice_change(self) -> float:
         return float(np.mean([c.dice_macro_change for c in self.comparisons.values()]))
 
-    def rank_key(self, target: Target) -> tuple[float, float, float]:
-        """Feasible first (violation 0), then steadier, then more accurate."""
+    def margin(self, target: Target) -> float:
+        """The smallest slack to the target, each relative to its limit.
+
+        Over every dataset: ``(limit - value) / limit`` for the flicker ratio
+        (where judged), the Dice loss and the added delay. Positive: met with
+        that much to spare; 0: on the limit; negative: missed.
+        """
+        slacks = []
+        for c in self.comparisons.values():
+            if c.flicker_judged:
+                slacks.append(
+                    (target.flicker_ratio - c.flicker_ratio) / target.flicker_ratio
+                )
+            slacks.append(
+                (target.max_dice_loss + c.dice_macro_change) / target.max_dice_loss
+            )
+            slacks.append(
+                (target.max_added_delay_ms - c.added_delay_ms_mean)
+                / target.max_added_delay_ms
+            )
+        return min(slacks, default=0.0)
+
+    def rank_key(self, target: Target) -> tuple[float, float, float, float]:
+        """Feasible first (violation 0), then the largest margin to the target
+        (a default must survive the next model and video), then steadier, then
+        more accurate."""
         return (
             round(self.violation(target), 9),
+            -round(self.margin(target), 9),
             round(self.worst_flicker_ratio(), 9),
             -self.mean_dice_change(),
         )
@@ -1010,13 +1047,52 @@ def run_sweep(
     return rows
 
 
-def choose(rows: Sequence[SweepRow], target: Target) -> SweepRow:
-    """The variant to use as default: it meets the target on every dataset with
-    the steadiest output (lowest worst-case flicker ratio, then best Dice); when
-    none meets it, the one that misses it by the least (relative shortfalls)."""
+def choose(
+    rows: Sequence[SweepRow],
+    target: Target,
+    *,
+    max_hysteresis_gap: float | None = None,
+) -> SweepRow:
+    """The variant to use as default.
+
+    Among the variants that meet the target on every dataset, the one with
+    the largest margin (:meth:`SweepRow.margin`: the smallest relative slack
+    over datasets and targets), then the steadiest, then the most accurate.
+    A variant that only just meets the target on one dataset is a poor
+    default for the next model. When none meets it, the one that misses it
+    by the least (sum of relative shortfalls).
+
+    Args:
+        rows: The scored sweep.
+        target: What the smoothing must achieve.
+        max_hysteresis_gap: Only variants with ``on - off`` at most this are
+            candidates (None: all; if none qualifies, all). A low off
+            threshold holds a mask after the model stops seeing it: on data
+            with a polyp in nearly every frame that is rewarded and never
+            penalised (a mask that lingers after the polyp has gone, or a
+            false positive that is held, needs polyp-free frames to show), so
+            the sweep alone would drive the gap to the edge of the grid.
+    """
     if not rows:
         raise ValueError("no sweep rows to choose from; the grid is empty")
-    return min(rows, key=lambda row: row.rank_key(target))
+    candidates = within_gap(rows, max_hysteresis_gap)
+    return min(candidates or rows, key=lambda row: row.rank_key(target))
+
+
+def within_gap(
+    rows: Sequence[SweepRow], max_hysteresis_gap: float | None
+) -> list[SweepRow]:
+    """The rows whose ``on - off`` is at most ``max_hysteresis_gap`` (None: all)."""
+    if max_hysteresis_gap is None:
+        return list(rows)
+    return [r for r in rows if _gap(r.settings) <= max_hysteresis_gap + 1e-9]
+
+
+def _gap(settings: SmoothingSettings) -> float:
+    """``on - off`` of the settings (``hysteresis_gap`` unless both are given)."""
+    if settings.on_threshold is not None and settings.off_threshold is not None:
+        return settings.on_threshold - settings.off_threshold
+    return settings.hysteresis_gap
 
 
 def best_per_group(rows: Sequence[SweepRow], target: Target) -> list[SweepRow]:
@@ -1029,6 +1105,100 @@ def best_per_group(rows: Sequence[SweepRow], target: Target) -> list[SweepRow]:
     return sorted(
         groups.values(), key=lambda r: (family(r.settings), r.settings.time_constant_s)
     )
+
+
+def variant_key(
+    settings: SmoothingSettings, model_threshold: float
+) -> tuple[str, float, float, float, float]:
+    """What a variant is, independent of the model's threshold.
+
+    (family, time constant, on - model threshold, on - off, area), so the same
+    grid point can be matched across sweeps of models with other thresholds.
+    """
+    on, off = settings.thresholds(model_threshold)
+    return (
+        family(settings),
+        round(settings.time_constant_s, 6),
+        round(on - model_threshold, 3),
+        round(on - off, 3),
+        round(settings.min_area_fraction, 6),
+    )
+
+
+def load_joint_sweep(
+    path: Path,
+) -> tuple[str, dict[tuple[str, float, float, float, float], dict[str, Comparison]]]:
+    """The comparisons of an earlier sweep (its ``report.json``), keyed by variant.
+
+    Used to choose defaults that meet the target for several models: the
+    earlier sweep's comparisons are added to the matching rows of this one,
+    named ``<model file stem>:<dataset>``.
+
+    Raises:
+        ConfigError: No such report, or it holds no sweep.
+    """
+    from streamseg.config import ConfigError
+
+    report = path / "report.json" if path.is_dir() else path
+    try:
+        data = json.loads(report.read_text())
+        threshold = float(data["evaluation"]["model_threshold"])
+        label = Path(data["model"]["path"]).stem
+        rows = data["sweep"]["rows"]
+    except OSError as error:
+        raise ConfigError(
+            f"--joint-with {report}: cannot read it ({error.strerror or error}); pass "
+            "the --out folder of an earlier evaluate-video --sweep"
+        ) from error
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"--joint-with {report}: not an evaluate-video --sweep report ({error!r}); "
+            "rerun that sweep with --out"
+        ) from error
+    fields = [f.name for f in dataclasses.fields(Comparison)]
+    table = {}
+    for row in rows:
+        settings = SmoothingSettings(**row["settings"])
+        table[variant_key(settings, threshold)] = {
+            f"{label}:{name}": Comparison(
+                **{k: math.nan if values[k] is None else values[k] for k in fields}
+            )
+            for name, values in row["datasets"].items()
+        }
+    return label, table
+
+
+def join_sweeps(
+    rows: Sequence[SweepRow], model_threshold: float, joint_path: Path
+) -> list[SweepRow]:
+    """This sweep's rows with the matching comparisons of another model's sweep.
+
+    Rows that the other sweep lacks are dropped (logged): they could not be
+    checked on that model.
+    """
+    label, table = load_joint_sweep(joint_path)
+    joined = []
+    for row in rows:
+        extra = table.get(variant_key(row.settings, model_threshold))
+        if extra is not None:
+            joined.append(
+                dataclasses.replace(row, comparisons={**row.comparisons, **extra})
+            )
+    if not joined:
+        from streamseg.config import ConfigError
+
+        raise ConfigError(
+            f"--joint-with {joint_path}: none of this sweep's variants is in that "
+            "sweep; run both with the same --grid"
+        )
+    if len(joined) < len(rows):
+        log.warning(
+            "%d of %d variants are not in the sweep of %s and were dropped",
+            len(rows) - len(joined),
+            len(rows),
+            label,
+        )
+    return joined
 
 
 # --- the whole evaluation ------------------------------------------------------
@@ -1062,9 +1232,20 @@ class VideoEvaluation:
     target: Target
     datasets: tuple[DatasetReport, ...]
     sweep: tuple[SweepRow, ...] = ()
+    choice_max_hysteresis_gap: float | None = None
 
     @property
     def chosen(self) -> SweepRow | None:
+        """The sweep's choice (:func:`choose`), None without a sweep."""
+        if not self.sweep:
+            return None
+        return choose(
+            self.sweep, self.target, max_hysteresis_gap=self.choice_max_hysteresis_gap
+        )
+
+    @property
+    def steadiest(self) -> SweepRow | None:
+        """The choice without the hysteresis-gap bound (for comparison)."""
         return choose(self.sweep, self.target) if self.sweep else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -1104,7 +1285,11 @@ class VideoEvaluation:
             data["sweep"] = {
                 "variants": len(self.sweep),
                 "meeting_target": sum(r.meets(self.target) for r in self.sweep),
+                "choice_max_hysteresis_gap": self.choice_max_hysteresis_gap,
                 "chosen": _row_dict(chosen, self.target) if chosen else None,
+                "steadiest_unbounded": _row_dict(self.steadiest, self.target)
+                if self.steadiest
+                else None,
                 "rows": [_row_dict(r, self.target) for r in self.sweep],
             }
         return _plain(data)
@@ -1135,6 +1320,8 @@ def evaluate_video(
     min_detection_iou: float = 0.0,
     target: Target = Target(),
     sweep: SweepGrid | None = None,
+    choice_max_hysteresis_gap: float | None = CHOICE_MAX_HYSTERESIS_GAP,
+    joint_sweeps: Sequence[Path] = (),
     on_progress: ProgressCallback | None = None,
     on_sweep_progress: ProgressCallback | None = None,
 ) -> VideoEvaluation:
@@ -1150,6 +1337,11 @@ def evaluate_video(
         min_detection_iou: IoU with the truth at which a frame detects.
         target: What the smoothing must achieve.
         sweep: A grid to sweep (None: no sweep).
+        choice_max_hysteresis_gap: Bound on ``on - off`` of the chosen
+            default (see :func:`choose`; None: unbounded).
+        joint_sweeps: ``--out`` folders (or ``report.json``) of sweeps of
+            other models on the same grid: the choice must also meet the
+            target there (:func:`join_sweeps`).
         on_progress: Called with (frames done, frames total) during inference.
         on_sweep_progress: Called with (variants done, variants total).
 
@@ -1173,6 +1365,7 @@ def evaluate_video(
     if len(set(names)) != len(names):
         raise ValueError(f"dataset names must differ, got {names}")
     model = ModelRunner(model_settings)
+    model.configure_backend()
     threshold = model.spec.threshold
     per_frame_settings = dataclasses.replace(smoothing, enabled=False)
     try:  # fail fast on thresholds that do not fit the model's
@@ -1224,6 +1417,8 @@ def evaluate_video(
             on_progress=on_sweep_progress,
             **options,
         )
+        for path in joint_sweeps:
+            rows = join_sweeps(rows, threshold, Path(path))
     return VideoEvaluation(
         model=_model_dict(model),
         smoothing=smoothing,
@@ -1234,6 +1429,7 @@ def evaluate_video(
         target=target,
         datasets=tuple(reports),
         sweep=tuple(rows),
+        choice_max_hysteresis_gap=choice_max_hysteresis_gap,
     )
 
 
@@ -1280,6 +1476,11 @@ def _row_dict(row: SweepRow, target: Target) -> dict[str, Any]:
                 **dataclasses.asdict(row.comparisons[name]),
             }
             for name, r in row.results.items()
+        },
+        "joint": {
+            name: dataclasses.asdict(c)
+            for name, c in row.comparisons.items()
+            if name not in row.results
         },
     }
 
@@ -1388,7 +1589,7 @@ def sweep_csv(evaluation: VideoEvaluation) -> str:
 def sweep_markdown(evaluation: VideoEvaluation) -> str:
     """Markdown: per-frame baselines, the best variant per (family, tau), the choice."""
     target = evaluation.target
-    names = [d.name for d in evaluation.datasets]
+    names = list(evaluation.sweep[0].comparisons) if evaluation.sweep else []
     lines = [
         "| variant | "
         + " | ".join(f"{n}: Dice Δ / excess-flicker ratio / +delay ms" for n in names)
@@ -1400,7 +1601,10 @@ def sweep_markdown(evaluation: VideoEvaluation) -> str:
     def cells(comparisons: dict[str, Comparison]) -> str:
         texts = []
         for name in names:
-            c = comparisons[name]
+            c = comparisons.get(name)
+            if c is None:  # the configured settings were not run on that model
+                texts.append("-")
+                continue
             missed = (
                 f", {c.newly_missed_episodes} missed" if c.newly_missed_episodes else ""
             )
@@ -1416,7 +1620,8 @@ def sweep_markdown(evaluation: VideoEvaluation) -> str:
         f"| configured: {describe(evaluation.smoothing, evaluation.model_threshold)} "
         f"| {cells(configured)} | {'yes' if meets else 'no'} |"
     )
-    for row in best_per_group(evaluation.sweep, target):
+    candidates = within_gap(evaluation.sweep, evaluation.choice_max_hysteresis_gap)
+    for row in best_per_group(candidates or evaluation.sweep, target):
         mark = " **(chosen)**" if row is chosen else ""
         lines.append(
             f"| {row.label}{mark} | {cells(row.comparisons)} "
@@ -1444,13 +1649,20 @@ def sweep_markdown(evaluation: VideoEvaluation) -> str:
                 f"{r.mean_delay_ms:.1f} ({r.episodes - r.missed_episodes} of "
                 f"{r.episodes} found) |"
             )
-    judged = [d.name for d in evaluation.datasets if d.comparison.flicker_judged]
+    judged = [n for n, c in evaluation.sweep[0].comparisons.items() if c.flicker_judged]
     lines.append(
         "\nRatios in parentheses: the flicker target is not judged on that dataset "
         f"(judged on: {', '.join(judged) or 'none'})."
     )
     text = "\n".join(baseline_lines) + "\n\n" + "\n".join(lines) + "\n"
     if chosen is not None:
+        bound = evaluation.choice_max_hysteresis_gap
+        steadiest = evaluation.steadiest
+        if bound is not None:
+            text += f"\nChosen among variants with on - off <= {bound:g}."
+            if steadiest is not None and steadiest is not chosen:
+                text += f" Without that bound: `{steadiest.label}`."
+            text += "\n"
         text += f"\nChosen: `{chosen.label}`"
         if not chosen.meets(target):
             misses = {
@@ -1555,10 +1767,18 @@ def plot_dice_flicker(evaluation: VideoEvaluation, path: Path) -> Path:
         )
         draw.text((ax0, ay1 - 6), "macro Dice", fill="black", font=font, anchor="ld")
         draw.text(
-            ((ax0 + ax1) / 2, 10),
-            f"{name}: {dataset.frames} frames, {dataset.timing}",
+            ((ax0 + ax1) / 2, 4),
+            f"{name}: {dataset.frames} frames",
             fill="black",
             font=title_font,
+            anchor="ma",
+        )
+        draw.text(
+            ((ax0 + ax1) / 2, 22),
+            dataset.timing
+            + ("" if dataset.comparison.flicker_judged else "; flicker not judged"),
+            fill=(80, 80, 80),
+            font=font,
             anchor="ma",
         )
         for x, y, row in points:
@@ -1713,7 +1933,10 @@ def report_tables(evaluation: VideoEvaluation, *, top: int = 12) -> list[Any]:
         tables.append(table)
     if evaluation.sweep:
         target = evaluation.target
-        ranked = sorted(evaluation.sweep, key=lambda r: r.rank_key(target))[:top]
+        candidates = within_gap(
+            evaluation.sweep, evaluation.choice_max_hysteresis_gap
+        ) or list(evaluation.sweep)
+        ranked = sorted(candidates, key=lambda r: r.rank_key(target))[:top]
         meeting = sum(r.meets(target) for r in evaluation.sweep)
         table = Table(
             title=(
@@ -1722,12 +1945,18 @@ def report_tables(evaluation: VideoEvaluation, *, top: int = 12) -> list[Any]:
                 f"{target.max_dice_loss:g}, "
                 f"+delay <= {target.max_added_delay_ms:g} ms); "
                 f"best {len(ranked)}"
+                + (
+                    ""
+                    if evaluation.choice_max_hysteresis_gap is None
+                    else f" with on - off <= {evaluation.choice_max_hysteresis_gap:g}"
+                )
             ),
             title_justify="left",
         )
         table.add_column("variant")
-        for d in evaluation.datasets:
-            table.add_column(f"{d.name}\nDice Δ / flicker x / +ms", justify="right")
+        names = list(evaluation.sweep[0].comparisons)
+        for name in names:
+            table.add_column(f"{name}\nDice Δ / flicker x / +ms", justify="right")
         table.add_column("target")
         for row in ranked:
             cells = [
@@ -1738,7 +1967,7 @@ def report_tables(evaluation: VideoEvaluation, *, top: int = 12) -> list[Any]:
                     if c.newly_missed_episodes
                     else ""
                 )
-                for c in (row.comparisons[d.name] for d in evaluation.datasets)
+                for c in (row.comparisons[name] for name in names)
             ]
             table.add_row(row.label, *cells, "met" if row.meets(target) else "missed")
         tables.append(table)

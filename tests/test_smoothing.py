@@ -164,7 +164,8 @@ def test_state_resets_after_gap_non_increasing_time_or_size_change(
 
 def test_no_reset_within_the_gap_limit():
     smoother = TemporalSmoother(
-        SmoothingSettings(max_gap_s=0.5, min_area_fraction=0), model_threshold=0.5
+        SmoothingSettings(time_constant_s=0.15, max_gap_s=0.5, min_area_fraction=0),
+        model_threshold=0.5,
     )
     smoother(_prediction(0, 0.0, torch.zeros(HW)))
     out = smoother(
@@ -282,7 +283,7 @@ def test_uncertainty_weights_formula_and_edges():
 
 
 def test_hysteresis_gap_sets_the_off_threshold():
-    assert SmoothingSettings().thresholds(0.5) == (0.5, pytest.approx(0.35))
+    assert SmoothingSettings().thresholds(0.5) == (0.5, pytest.approx(0.3))
     assert SmoothingSettings(hysteresis_gap=0).thresholds(0.5) == (0.5, 0.5)
     assert SmoothingSettings(hysteresis_gap=0.3).thresholds(0.4) == (
         0.4,

@@ -236,6 +236,11 @@ def test_choose_prefers_variants_meeting_the_target(tmp_path):
     best = choose(rows, Target())
     assert best.meets(Target())
     assert best.comparisons["blink"].flicker_ratio == 0
+    # A bound on on - off restricts the candidates (and falls back to all).
+    bounded = choose(rows, Target(), max_hysteresis_gap=0.0)
+    assert bounded.settings.hysteresis_gap == 0
+    assert bounded.rank_key(Target()) >= best.rank_key(Target())
+    assert choose(rows, Target(), max_hysteresis_gap=-1) is best
     # tau 0.5 s with the lead-in is late by far more than 100 ms.
     slow = next(
         r
@@ -534,3 +539,77 @@ def test_the_flicker_target_is_judged_only_where_there_is_excess(
     assert comparison.flicker_judged is judged
     # An unjudged dataset never reports a flicker shortfall.
     assert ("flicker_ratio" in comparison.shortfalls(Target())) is judged
+
+
+def test_a_joint_sweep_checks_the_choice_on_another_model(clip, model_file, tmp_path):
+    from streamseg.config import ConfigError
+
+    video, masks = clip
+    dataset = open_video_dataset(str(video), masks)
+    grid = SweepGrid(
+        time_constants_s=(0.0, 0.1),
+        modes=("ema",),
+        on_offsets=(0.0,),
+        hysteresis_gaps=(0.0, 0.1),
+        min_area_fractions=(0.0,),
+    )
+    # "Another model": the same file with another threshold, swept first.
+    other = evaluate_video(
+        [dataset],
+        ModelSettings(path=model_file, device="cpu", threshold=0.4),
+        SmoothingSettings(),
+        cache_dir=tmp_path / "cache",
+        sweep=grid,
+    )
+    write_outputs(other, tmp_path / "other")
+    joint = evaluate_video(
+        [dataset],
+        ModelSettings(path=model_file, device="cpu"),
+        SmoothingSettings(),
+        cache_dir=tmp_path / "cache",
+        sweep=grid,
+        joint_sweeps=[tmp_path / "other"],
+    )
+    stem = model_file.stem
+    assert len(joint.sweep) == 4
+    for row in joint.sweep:
+        assert set(row.comparisons) == {"clip.mp4", f"{stem}:clip.mp4"}
+        # Matched by grid point, not by absolute thresholds (0.5 vs 0.4).
+        twin = next(
+            r
+            for r in other.sweep
+            if r.settings.time_constant_s == row.settings.time_constant_s
+            and r.settings.hysteresis_gap == row.settings.hysteresis_gap
+        )
+        assert row.comparisons[f"{stem}:clip.mp4"].dice_macro_change == pytest.approx(
+            twin.comparisons["clip.mp4"].dice_macro_change
+        )
+    report = joint.as_dict()
+    assert f"{stem}:clip.mp4" in report["sweep"]["rows"][0]["joint"]
+    assert f"{stem}:clip.mp4" in write_outputs(joint, tmp_path / "j")[2].read_text()
+    with pytest.raises(ConfigError, match="joint-with"):
+        evaluate_video(
+            [dataset],
+            ModelSettings(path=model_file, device="cpu"),
+            SmoothingSettings(),
+            cache_dir=tmp_path / "cache",
+            sweep=grid,
+            joint_sweeps=[tmp_path / "missing"],
+        )
+
+
+def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
+    from streamseg.video_eval import Comparison, SweepRow
+
+    def row(dice_change, ratio, delay_ms):
+        comparison = Comparison(dice_change, True, ratio, delay_ms, delay_ms, 0, 0)
+        return SweepRow(SmoothingSettings(), f"{ratio}", {}, {"d": comparison})
+
+    on_the_limit = row(-0.005, 0.10, 0.0)  # steadiest, but no Dice to spare
+    with_slack = row(+0.002, 0.30, 20.0)  # margins 1.4, 0.4, 0.8 -> 0.4
+    missing = row(-0.02, 0.05, 0.0)
+    assert on_the_limit.margin(Target()) == pytest.approx(0.0)
+    assert with_slack.margin(Target()) == pytest.approx(0.4)
+    assert missing.margin(Target()) < 0 and not missing.meets(Target())
+    assert choose([on_the_limit, with_slack, missing], Target()) is with_slack
+    assert choose([missing], Target()) is missing  # the least shortfall, reported
