@@ -1132,7 +1132,8 @@ def load_joint_sweep(
 
     Used to choose defaults that meet the target for several models: the
     earlier sweep's comparisons are added to the matching rows of this one,
-    named ``<model file stem>:<dataset>``.
+    named ``<folder>:<dataset>`` (the folder holding the report, e.g.
+    ``lite2:demo.mp4`` for ``--joint-with runs/temporal/lite2``).
 
     Raises:
         ConfigError: No such report, or it holds no sweep.
@@ -1143,7 +1144,7 @@ def load_joint_sweep(
     try:
         data = json.loads(report.read_text())
         threshold = float(data["evaluation"]["model_threshold"])
-        label = Path(data["model"]["path"]).stem
+        label = report.parent.resolve().name
         rows = data["sweep"]["rows"]
     except OSError as error:
         raise ConfigError(
