@@ -103,3 +103,53 @@ def tiny_model_file(spec: ModelSpec, folder: Path) -> Path:
             folder / f"tiny{len(_MODEL_FILES)}.safetensors", network, spec
         )
     return _MODEL_FILES[key]
+
+
+def signal_run_midway(
+    clip: Path, model: Path, folder: Path, signum: int
+) -> tuple[int, str, str, Path, Path]:
+    """Run ``streamseg run`` on ``clip`` in real time in a subprocess; send ``signum``
+    once 3 frames are out.
+
+    Returns:
+        (exit code, stdout, stderr, annotated MP4 path, JSONL path).
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out, events = folder / "out.mp4", folder / "events.jsonl"
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "streamseg",
+        "run",
+        str(clip),
+        "--model",
+        str(model),
+    ]
+    command += ["--device", "cpu", "--output", str(out), "--events", str(events)]
+    command += ["--set", "source.realtime=true"]
+    process = subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if events.exists() and len(events.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        if process.poll() is not None:
+            raise AssertionError(f"finished before the signal: {process.communicate()}")
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return process.returncode, stdout, stderr, out, events

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from stream_media import decode_video, moving_disc, tiny_model_file, write_video
+from stream_media import (
+    decode_video,
+    moving_disc,
+    signal_run_midway,
+    tiny_model_file,
+    write_video,
+)
 
 from streamseg.cli import main
 from streamseg.sinks import gui_backend
@@ -164,44 +166,10 @@ def test_info_on_a_bad_file_is_one_line(tmp_path, capsys):
 def test_sigterm_mid_run_leaves_a_playable_video(tmp_path, model_file):
     # 4 s of video played in real time; terminate it once a few frames are out.
     clip = write_video(tmp_path / "long.mp4", [f.pixels for f in moving_disc(100)])
-    out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamseg",
-            "run",
-            str(clip),
-            "--model",
-            str(model_file),
-            "--device",
-            "cpu",
-            "--output",
-            str(out),
-            "--events",
-            str(events),
-            "--set",
-            "source.realtime=true",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, stdout, stderr, out, events = signal_run_midway(
+        clip, model_file, tmp_path, signal.SIGTERM
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            if events.exists() and len(events.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, f"finished early: {process.communicate()}"
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert "interrupted" in stdout
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     images, times = decode_video(out)

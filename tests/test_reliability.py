@@ -26,7 +26,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from stream_media import decode_video, disc_image, moving_disc, tiny_model_file
+from stream_media import (
+    decode_video,
+    disc_image,
+    moving_disc,
+    signal_run_midway,
+    tiny_model_file,
+)
 from stream_media import write_video as write_clip
 
 from streamseg.cli import main
@@ -564,44 +570,10 @@ def test_paths_from_the_command_line_and_config_are_never_executed(
 def test_sigint_mid_run_finalizes_the_outputs(tmp_path, model_file):
     # SIGTERM: tests/test_cli.py::test_sigterm_mid_run_leaves_a_playable_video.
     clip = write_clip(tmp_path / "long.mp4", [f.pixels for f in moving_disc(100)])
-    out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamseg",
-            "run",
-            str(clip),
-            "--model",
-            str(model_file),
-            "--device",
-            "cpu",
-            "--output",
-            str(out),
-            "--events",
-            str(events),
-            "--set",
-            "source.realtime=true",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    returncode, _, stderr, out, events = signal_run_midway(
+        clip, model_file, tmp_path, signal.SIGINT
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            if events.exists() and len(events.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, f"finished early: {process.communicate()}"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+    assert returncode == 130, stderr
     assert "Traceback" not in stderr
     images, _ = decode_video(out)
     assert 3 <= len(images) < 100
