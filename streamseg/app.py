@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from streamseg.alerts import Alerter, AlertSettings
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
 from streamseg.device import (
+    Precision,
     configure_backend,
     resolve_precision,
     select_device,
@@ -85,10 +87,11 @@ class ModelSettings:
     Attributes:
         path: Model file (``.safetensors``); ``None``: the bundled default.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``bf16``
-            or ``fp16`` (CUDA only).
+        precision: ``auto`` (fp16 on CUDA; bf16 on a CPU with native bf16,
+            AMX or AVX-512 BF16, with the torch backend; else fp32), ``fp32``,
+            ``bf16`` or ``fp16`` (CUDA only).
         channels_last: NHWC memory format (faster on tensor cores and with
-            bf16 on recent CPUs).
+            bf16 on recent CPUs; the same speed for fp32 on a CPU).
         threshold: Overrides the model file's calibrated threshold
             (``None``: use the file's).
         batch_size: Frames per forward pass for files and folders (throughput);
@@ -111,7 +114,7 @@ class ModelSettings:
     path: Path | None = None
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = False
+    channels_last: bool = True
     threshold: float | None = None
     batch_size: int = 4
     threads: int | None = None
@@ -131,6 +134,16 @@ class ModelSettings:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+
+    def resolved_precision(self, device: torch.device) -> Precision:
+        """The autocast dtype these settings mean on ``device`` (``auto`` resolved).
+
+        Raises:
+            ValueError: An unknown precision, or fp16 without CUDA.
+        """
+        return resolve_precision(
+            device, self.precision, cpu_auto_bf16=self.backend == "torch"
+        )
 
 
 @dataclass(frozen=True)
@@ -383,7 +396,7 @@ def _load_segmenter(settings: ModelSettings) -> Segmenter:
     """Pick the device and precision (once, at the edge) and load the model file."""
     try:
         device = select_device(settings.device)
-        precision = resolve_precision(device, settings.precision)
+        precision = settings.resolved_precision(device)
     except ValueError as error:
         raise ConfigError(f"model: {error}") from error
     configure_backend(device, threads=settings.threads)

@@ -54,7 +54,6 @@ import torch
 from streamseg.app import ModelSettings, StreamConfig, _load_segmenter, run
 from streamseg.device import (
     configure_backend,
-    resolve_precision,
     select_device,
     synchronize,
 )
@@ -151,6 +150,7 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         _variant("fp32", "fp32"),
         _variant("fp32-cl", "fp32", channels_last=True),
+        _variant("bf16", "bf16"),
         _variant("bf16-cl", "bf16", channels_last=True),
         _variant("bf16-cl-compile", "bf16", channels_last=True, compile_mode="default"),
         _variant("fp32-compile", "fp32", compile_mode="default"),
@@ -208,7 +208,7 @@ def resolve_variant(name: str, base: ModelSettings) -> ModelSettings:
 
 def settings_key(settings: ModelSettings, device: torch.device) -> tuple:
     """What decides how the network runs (two variants with one key are one run)."""
-    precision = resolve_precision(device, settings.precision).name
+    precision = settings.resolved_precision(device).name
     onnx = settings.backend == "onnx"
     return (
         precision,
@@ -721,7 +721,7 @@ def run_pipeline(
 def describe_settings(settings: ModelSettings) -> str:
     """How these settings run the network, as ``Segmenter.describe()`` words it."""
     device = select_device(settings.device)
-    parts = [resolve_precision(device, settings.precision).name]
+    parts = [settings.resolved_precision(device).name]
     if settings.channels_last and settings.backend == "torch":
         parts.append("channels_last")
     if settings.backend == "onnx":

@@ -284,7 +284,7 @@ class ClipRecorder:
         buffer_bytes: int = 256_000_000,
         nominal_fps: float | None = None,
         crf: int = 20,
-        preset: str = "veryfast",
+        preset: str = "ultrafast",
         queue_size: int = 16,
         now: Callable[[], datetime.datetime] = datetime.datetime.now,
     ) -> None:

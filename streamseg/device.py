@@ -56,16 +56,42 @@ def select_device(name: str = "auto") -> torch.device:
     raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
 
 
-def resolve_precision(device: torch.device, name: str = "auto") -> Precision:
-    """Pick the autocast dtype: fp16 on CUDA, bf16 on CPU when asked or 'auto'.
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX-512 BF16).
 
-    ``auto`` means fp16 on CUDA and fp32 on CPU (bf16 on CPU is faster but is
-    chosen explicitly, after its accuracy has been checked for the model).
+    Without either, bf16 autocast on a CPU is emulated and slower than fp32.
+    """
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    for name in checks:
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # pragma: no cover - defensive: odd builds
+            continue
+    return False
+
+
+def resolve_precision(
+    device: torch.device, name: str = "auto", *, cpu_auto_bf16: bool = False
+) -> Precision:
+    """Pick the autocast dtype for ``name`` on ``device``.
+
+    ``auto`` means fp16 on CUDA; on a CPU it means fp32, or bf16 where
+    ``cpu_auto_bf16`` is set and the CPU has native bf16
+    (:func:`cpu_has_native_bf16`). The runtime sets ``cpu_auto_bf16``: bf16
+    was checked against fp32 for the bundled model on the Kvasir-SEG test
+    split (docs/benchmarks.md). Training and evaluation keep fp32 for
+    ``auto`` on a CPU.
     """
     if name == "fp32":
         return Precision(None)
     if name == "auto":
-        return Precision(torch.float16 if device.type == "cuda" else None)
+        if device.type == "cuda":
+            return Precision(torch.float16)
+        if cpu_auto_bf16 and cpu_has_native_bf16():
+            return Precision(torch.bfloat16)
+        return Precision(None)
     if name == "bf16":
         return Precision(torch.bfloat16)
     if name == "fp16":

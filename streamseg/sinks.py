@@ -76,6 +76,9 @@ class OutputSettings:
             clips' pre-roll buffer.
         video_crf: x264 quality (0 lossless .. 51 worst; 18-23 is visually good).
         video_preset: x264 speed/size trade-off (ultrafast .. veryslow).
+            ``ultrafast`` by default: on a CPU the encoder shares the cores
+            with inference, and it needs a third of ``veryfast``'s CPU time
+            for files about 2.5x larger (docs/benchmarks.md).
         video_queue: Frames that may wait for the encoder before the
             pipeline waits for it.
     """
@@ -88,7 +91,7 @@ class OutputSettings:
     recordings: Path = Path("recordings")
     jpeg_quality: int = 85
     video_crf: int = 20
-    video_preset: str = "veryfast"
+    video_preset: str = "ultrafast"
     video_queue: int = 16
 
     def __post_init__(self) -> None:
@@ -159,7 +162,7 @@ class VideoRecorder:
         *,
         nominal_fps: float | None = None,
         crf: int = 20,
-        preset: str = "veryfast",
+        preset: str = "ultrafast",
         queue_size: int = 16,
     ) -> None:
         self.path = Path(path)

@@ -448,11 +448,11 @@ class ModelRunner:
 
     def _device_and_precision(self) -> tuple[Any, Any]:
         from streamseg.config import ConfigError
-        from streamseg.device import resolve_precision, select_device
+        from streamseg.device import select_device
 
         try:
             device = select_device(self.settings.device)
-            return device, resolve_precision(device, self.settings.precision)
+            return device, self.settings.resolved_precision(device)
         except ValueError as error:
             raise ConfigError(f"model: {error}") from error
 

@@ -40,7 +40,13 @@ def clip(tmp_path):
 def _config(source, model_file, **sections):
     config = StreamConfig(
         source=SourceSettings(uri=str(source)),
-        model=ModelSettings(path=model_file, device="cpu", batch_size=4),
+        model=ModelSettings(
+            path=model_file,
+            device="cpu",
+            batch_size=4,
+            precision="fp32",  # compared with fp32 segmenters below
+            channels_last=False,
+        ),
     )
     return dataclasses.replace(config, **sections)
 

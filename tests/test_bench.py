@@ -20,7 +20,7 @@ from stream_media import decode_video, moving_disc, tiny_model_file, write_video
 from streamseg import bench
 from streamseg.app import ModelSettings, StreamConfig
 from streamseg.cli import main
-from streamseg.device import Precision
+from streamseg.device import Precision, cpu_has_native_bf16
 from streamseg.frames import Frame
 from streamseg.model import load_model
 from streamseg.segmenter import Segmenter
@@ -44,7 +44,14 @@ def clip(tmp_path):
 
 @pytest.fixture
 def config(model_file):
-    return StreamConfig(model=ModelSettings(path=model_file, device="cpu"))
+    # fp32 eager, as the harness's own checks below expect "config" to run; the
+    # runtime default (bf16 + channels_last on CPUs with native bf16) is covered
+    # in test_variants_set_every_fast_path_option.
+    return StreamConfig(model=fp32_settings(path=model_file))
+
+
+def fp32_settings(**fields):
+    return ModelSettings(device="cpu", precision="fp32", channels_last=False, **fields)
 
 
 # --- statistics ---------------------------------------------------------------
@@ -138,12 +145,14 @@ def test_variants_set_every_fast_path_option():
     keys = {bench.settings_key(v.apply(base), cuda) for v in bench.VARIANTS.values()}
     assert len(keys) == len(bench.VARIANTS)  # no two variants run the same way
     assert bench.resolve_variant("config", base) is base
-    # "config" on a CPU (precision auto = fp32, eager) is the fp32 variant.
+    # "config" on a CPU (precision auto, channels_last) is bf16-cl where the CPU
+    # has native bf16, else fp32 (channels_last).
+    same_as = "bf16-cl" if cpu_has_native_bf16() else "fp32-cl"
     assert bench.settings_key(base, CPU) == bench.settings_key(
-        bench.resolve_variant("fp32", base), CPU
+        bench.resolve_variant(same_as, base), CPU
     )
     with pytest.raises(bench.BenchError, match="bf16-cl"):
-        bench.resolve_variant("bf16", base)
+        bench.resolve_variant("bf17", base)
 
 
 def test_cuda_variants_are_refused_on_the_cpu(config, tmp_path):
@@ -304,7 +313,7 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
 def test_validation_compares_variants_with_fp32_on_labelled_images(model_file):
     root = FIXTURES / "kvasir"
     pairs = bench.read_labelled_split(root, "train")
-    base = ModelSettings(device="cpu")
+    base = fp32_settings()
     results = bench.validate(model_file, base, ["config", "bf16-cl"], pairs)
 
     same, bf16 = results
@@ -359,6 +368,10 @@ def test_cli_bench_writes_tables_and_json(clip, model_file, tmp_path, capsys):
             str(tmp_path / "work"),
             "--set",
             "model.batch_size=2",
+            "--set",
+            "model.precision=fp32",
+            "--set",
+            "model.channels_last=false",
         ]
     )
     assert code == 0

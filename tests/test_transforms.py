@@ -67,3 +67,28 @@ def test_device_and_precision_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             select_device("cuda")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_runtime_auto_precision_is_bf16_only_on_cpus_with_native_bf16(
+    monkeypatch, native
+):
+    import streamseg.device as device_module
+    from streamseg.app import ModelSettings
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if native else None
+    assert resolve_precision(cpu, "auto", cpu_auto_bf16=True).dtype is expected
+    # Training and evaluation keep fp32 for auto on a CPU.
+    assert resolve_precision(cpu, "auto").dtype is None
+    assert ModelSettings().resolved_precision(cpu).dtype is expected
+    # ONNX Runtime runs the fp32 graph: auto stays fp32 there.
+    assert ModelSettings(backend="onnx").resolved_precision(cpu).dtype is None
+    assert ModelSettings(precision="fp32").resolved_precision(cpu).dtype is None
+
+
+def test_native_bf16_probe_answers_a_bool():
+    from streamseg.device import cpu_has_native_bf16
+
+    assert isinstance(cpu_has_native_bf16(), bool)
