@@ -241,7 +241,10 @@ def hysteresis(
 def remove_small_regions(mask: torch.Tensor, min_area_px: int) -> torch.Tensor:
     """Remove 8-connected regions smaller than ``min_area_px`` pixels.
 
-    Connected components run on the CPU (OpenCV), on a uint8 copy of the mask.
+    Connected components run on the CPU (OpenCV) over the bounding box of the
+    mask's pixels only, with 16-bit labels unless there are more than 65535
+    regions (then 32-bit). Exact either way, and at 1080p several times
+    faster than labelling the whole frame with 32-bit labels.
 
     Args:
         mask: (H, W) bool tensor, any device.
@@ -255,15 +258,50 @@ def remove_small_regions(mask: torch.Tensor, min_area_px: int) -> torch.Tensor:
 
     if min_area_px <= 1:
         return mask
-    host = mask.to("cpu", torch.uint8).numpy()
-    if not host.any():
+    host = mask.to("cpu", torch.bool).contiguous().numpy().view(np.uint8)
+    x, y, width, height = cv2.boundingRect(host)
+    if width == 0 or height == 0:
         return mask
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(host, connectivity=8)
+    box = (slice(y, y + height), slice(x, x + width))
+    crop = np.ascontiguousarray(host[box])
+    labels, stats = _components(crop)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
     keep[0] = False  # label 0 is the background
     if keep[1:].all():
         return mask
-    return torch.from_numpy(_keep_labels(labels, stats, keep)).to(mask.device)
+    result = np.zeros(host.shape, dtype=bool)
+    result[box] = _keep_labels(labels, stats, keep)
+    return torch.from_numpy(result).to(mask.device)
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected component labels and stats of a uint8 mask (OpenCV).
+
+    16-bit labels write half the memory of 32-bit ones. They fit for certain
+    when the mask cannot hold more than 65535 regions (two 8-connected
+    regions cannot touch, so each 2x2 cell holds at most one: at most
+    ceil(h/2) * ceil(w/2) regions); otherwise they are tried, and OpenCV
+    raises on overflow, after which 32-bit labels are used.
+    """
+    import cv2
+
+    height, width = mask.shape
+    most = -(-height // 2) * -(-width // 2)
+    if most > np.iinfo(np.uint16).max:
+        try:
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(
+                mask, connectivity=8, ltype=cv2.CV_16U
+            )
+            return labels, stats
+        except cv2.error:  # more than 65535 regions
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(
+                mask, connectivity=8, ltype=cv2.CV_32S
+            )
+            return labels, stats
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask, connectivity=8, ltype=cv2.CV_16U
+    )
+    return labels, stats
 
 
 def _keep_labels(labels: np.ndarray, stats: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -273,7 +311,7 @@ def _keep_labels(labels: np.ndarray, stats: np.ndarray, keep: np.ndarray) -> np.
     inside their boxes is several times cheaper than a gather over the frame.
 
     Args:
-        labels: (H, W) int32 component labels (0: background).
+        labels: (H, W) component labels (0: background).
         stats: (N, 5) OpenCV component stats (x, y, width, height, area).
         keep: (N,) bool, the components to keep (``keep[0]`` is False).
 

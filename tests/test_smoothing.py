@@ -306,3 +306,43 @@ def test_hysteresis_gap_sets_the_off_threshold():
 def test_invalid_new_settings_name_the_key(settings, message):
     with pytest.raises(ValueError, match=message):
         SmoothingSettings(**settings)
+
+
+def _reference_area_filter(mask: np.ndarray, min_area_px: int) -> np.ndarray:
+    """Whole-frame, 32-bit labelling: the plain definition of the area filter."""
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    keep[0] = False
+    return keep[labels]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_area_filter_on_the_mask_box_equals_whole_frame_labelling(seed):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((120, 200), dtype=bool)
+    # Blobs and specks somewhere inside the frame (the box is not the frame).
+    for _ in range(rng.integers(1, 6)):
+        y, x = rng.integers(10, 100), rng.integers(10, 180)
+        h, w = rng.integers(1, 20), rng.integers(1, 20)
+        mask[y : y + h, x : x + w] = True
+    mask &= rng.random(mask.shape) > 0.1  # holes split some blobs
+    for min_area in (2, 30, 150):
+        kept = remove_small_regions(torch.from_numpy(mask), min_area).numpy()
+        assert np.array_equal(kept, _reference_area_filter(mask, min_area))
+
+
+def test_area_filter_with_more_regions_than_16_bit_labels_hold():
+    # 260x520 isolated pixels + one big block: 67600 regions > 65535, so the
+    # 16-bit labelling overflows and the 32-bit one must take over.
+    mask = np.zeros((522, 1042), dtype=bool)
+    mask[::2, ::2] = True
+    mask[:40, :40] = True
+    assert np.count_nonzero(_reference_area_filter(mask, 1)) == np.count_nonzero(mask)
+    kept = remove_small_regions(torch.from_numpy(mask), 50).numpy()
+    assert np.array_equal(kept, _reference_area_filter(mask, 50))
+    # The block plus the grid pixels touching it: row 40 (21) and column 40 (20 more).
+    assert kept[:40, :40].all() and kept.sum() == 40 * 40 + 41
