@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from streamseg.frames import Prediction
+from streamseg.regions import label_regions
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +242,8 @@ def hysteresis(
 def remove_small_regions(mask: torch.Tensor, min_area_px: int) -> torch.Tensor:
     """Remove 8-connected regions smaller than ``min_area_px`` pixels.
 
-    Connected components run on the CPU (OpenCV) over the bounding box of the
-    mask's pixels only, with 16-bit labels unless there are more than 65535
-    regions (then 32-bit). Exact either way, and at 1080p several times
-    faster than labelling the whole frame with 32-bit labels.
+    Labelling runs on the CPU (:func:`streamseg.regions.label_regions`: only
+    the bounding box of the mask's pixels, exact).
 
     Args:
         mask: (H, W) bool tensor, any device.
@@ -254,54 +253,19 @@ def remove_small_regions(mask: torch.Tensor, min_area_px: int) -> torch.Tensor:
         (H, W) bool tensor on the mask's device (the input itself if nothing
         was removed).
     """
-    import cv2
-
     if min_area_px <= 1:
         return mask
-    host = mask.to("cpu", torch.bool).contiguous().numpy().view(np.uint8)
-    x, y, width, height = cv2.boundingRect(host)
-    if width == 0 or height == 0:
+    host = mask.to("cpu", torch.bool).contiguous().numpy()
+    regions = label_regions(host)
+    if regions is None:
         return mask
-    box = (slice(y, y + height), slice(x, x + width))
-    crop = np.ascontiguousarray(host[box])
-    labels, stats = _components(crop)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    keep = regions.areas_px >= min_area_px
     keep[0] = False  # label 0 is the background
     if keep[1:].all():
         return mask
     result = np.zeros(host.shape, dtype=bool)
-    result[box] = _keep_labels(labels, stats, keep)
+    result[regions.box] = _keep_labels(regions.labels, regions.stats, keep)
     return torch.from_numpy(result).to(mask.device)
-
-
-def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-connected component labels and stats of a uint8 mask (OpenCV).
-
-    16-bit labels write half the memory of 32-bit ones. They fit for certain
-    when the mask cannot hold more than 65535 regions (two 8-connected
-    regions cannot touch, so each 2x2 cell holds at most one: at most
-    ceil(h/2) * ceil(w/2) regions); otherwise they are tried, and OpenCV
-    raises on overflow, after which 32-bit labels are used.
-    """
-    import cv2
-
-    height, width = mask.shape
-    most = -(-height // 2) * -(-width // 2)
-    if most > np.iinfo(np.uint16).max:
-        try:
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(
-                mask, connectivity=8, ltype=cv2.CV_16U
-            )
-            return labels, stats
-        except cv2.error:  # more than 65535 regions
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(
-                mask, connectivity=8, ltype=cv2.CV_32S
-            )
-            return labels, stats
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask, connectivity=8, ltype=cv2.CV_16U
-    )
-    return labels, stats
 
 
 def _keep_labels(labels: np.ndarray, stats: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -346,3 +346,26 @@ def test_area_filter_with_more_regions_than_16_bit_labels_hold():
     assert np.array_equal(kept, _reference_area_filter(mask, 50))
     # The block plus the grid pixels touching it: row 40 (21) and column 40 (20 more).
     assert kept[:40, :40].all() and kept.sum() == 40 * 40 + 41
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_region_boxes_equal_whole_frame_labelling(seed):
+    import cv2
+
+    from streamseg.events import region_boxes
+
+    rng = np.random.default_rng(100 + seed)
+    mask = np.zeros((90, 160), dtype=bool)
+    for _ in range(rng.integers(1, 5)):
+        y, x = rng.integers(5, 80), rng.integers(5, 150)
+        mask[y : y + rng.integers(1, 15), x : x + rng.integers(1, 25)] = True
+    _, _, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    expected = sorted(
+        (tuple(int(v) for v in row[:4]) for row in stats[1:]),
+        key=lambda box: box,
+    )
+    assert sorted(region_boxes(mask)) == expected
+    assert sorted(region_boxes(mask.astype(np.uint8) * 255)) == expected
+    assert region_boxes(np.zeros((4, 4), bool)) == ()
