@@ -21,7 +21,10 @@ T = TypeVar("T")
 
 
 class ConfigError(Exception):
-    """A configuration file or override is invalid; the message names the key and the fix."""
+    """A configuration file or override is invalid.
+
+    The message names the key and the fix.
+    """
 
 
 def load_config(
@@ -62,7 +65,8 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(
-                f"{path}: expected a mapping at the top level, got {type(loaded).__name__}"
+                f"{path}: expected a mapping at the top level, "
+                f"got {type(loaded).__name__}"
             )
         data = loaded
     for override in overrides:
@@ -164,7 +168,8 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
                 f"{name}: expected {len(args)} values, got {len(value)}: {value!r}"
             )
         return tuple(
-            _convert(a, v, f"{name}[{i}]") for i, (a, v) in enumerate(zip(args, value))
+            _convert(a, v, f"{name}[{i}]")
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
     if origin in (dict, Mapping) or hint in (dict, Mapping):
         if not isinstance(value, Mapping):
@@ -199,7 +204,10 @@ def _describe(hint: Any) -> str:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A dataclass config as plain YAML-friendly data (Paths as strings, tuples as lists)."""
+    """A dataclass config as plain YAML-friendly data.
+
+    Paths become strings and tuples become lists.
+    """
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):

@@ -44,7 +44,8 @@ def select_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(
-                f"device {name!r} requested but CUDA is not available here; use --device cpu or auto"
+                f"device {name!r} requested but CUDA is not available here; "
+                "use --device cpu or auto"
             )
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():

@@ -28,7 +28,8 @@ from torch import nn
 from streamseg.transforms import Normalize
 
 FORMAT = "streamseg-model/1"
-# ImageNet statistics (RGB, pixels in [0, 1]); what smp reports for every ImageNet encoder.
+# ImageNet statistics (RGB, pixels in [0, 1]); what smp reports for every ImageNet
+# encoder.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL_NAME = "default.safetensors"
@@ -57,7 +58,10 @@ class ModelSpec:
             git revision, date, encoder initialization.
 
     Example:
-        >>> ModelSpec("Unet", "resnet18", (64, 64), IMAGENET_MEAN, IMAGENET_STD, 0.5).input_hw
+        >>> spec = ModelSpec(
+        ...     "Unet", "resnet18", (64, 64), IMAGENET_MEAN, IMAGENET_STD, 0.5
+        ... )
+        >>> spec.input_hw
         (64, 64)
     """
 
@@ -119,7 +123,8 @@ class SegmentationNetwork(nn.Module):
 
     def __init__(self, spec: ModelSpec, encoder_weights: str | None = None) -> None:
         super().__init__()
-        import segmentation_models_pytorch as smp  # heavy; imported when a network is built
+        # heavy; imported when a network is built
+        import segmentation_models_pytorch as smp
 
         self.normalize = Normalize(spec.mean, spec.std)
         self.segmentation = smp.create_model(
@@ -153,17 +158,19 @@ def build_network(
         return SegmentationNetwork(spec, encoder_weights=encoder_weights)
     except KeyError as error:
         raise ValueError(
-            f"unknown architecture {spec.architecture!r} or encoder {spec.encoder_name!r} "
-            f"({error}); see segmentation_models_pytorch's list of architectures/encoders"
+            f"unknown architecture {spec.architecture!r} "
+            f"or encoder {spec.encoder_name!r} ({error}); "
+            "see segmentation_models_pytorch's list of architectures/encoders"
         ) from error
     except OSError as error:
         if encoder_weights is None:
             raise
         raise RuntimeError(
             f"could not download {encoder_weights!r} weights for encoder "
-            f"{spec.encoder_name!r} ({type(error).__name__}). This machine has no route to "
-            "the weight hub: set encoder_weights to null (random init) or use an offline "
-            "initialization such as 'lite-imagenet' for timm-tf_efficientnet_lite encoders"
+            f"{spec.encoder_name!r} ({type(error).__name__}). This machine has no "
+            "route to the weight hub: set encoder_weights to null (random init) or "
+            "use an offline initialization such as 'lite-imagenet' for "
+            "timm-tf_efficientnet_lite encoders"
         ) from error
 
 
@@ -174,7 +181,7 @@ def save_model(
     *,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write ``network``'s weights and ``spec`` to one ``.safetensors`` file, atomically.
+    """Write ``network``'s weights and ``spec`` to one ``.safetensors`` file atomically.
 
     The file appears complete or not at all (written beside it, then renamed),
     so a run killed mid-save never leaves a half-written model behind.
@@ -203,7 +210,8 @@ def save_model(
     os.close(handle)
     try:
         save_file(state, temporary, metadata={"format": FORMAT, "spec": spec.to_json()})
-        # mkstemp creates 0600; give the model file the usual permissions (umask applies).
+        # mkstemp creates 0600; give the model file the usual permissions (umask
+        # applies).
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
@@ -242,9 +250,10 @@ def load_model(
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         problems = _describe_mismatch(network.state_dict(), state)
         raise ModelFileError(
-            f"{path}: weights do not fit a {spec.architecture}/{spec.encoder_name} network "
-            f"({problems or first}); the file's spec and tensors disagree: re-export it "
-            "with streamseg's save_model"
+            f"{path}: weights do not fit a "
+            f"{spec.architecture}/{spec.encoder_name} network "
+            f"({problems or first}); the file's spec and tensors disagree: "
+            "re-export it with streamseg's save_model"
         ) from error
     return network.to(device).eval(), spec
 
@@ -294,7 +303,8 @@ def _open(
     if not is_safetensors and (head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"):
         raise ModelFileError(
             f"{path}: looks like a pickle/torch.save checkpoint, which streamseg never "
-            "unpickles (it can run code); convert it with save_model to a .safetensors model file"
+            "unpickles (it can run code); "
+            "convert it with save_model to a .safetensors model file"
         )
     try:
         with safe_open(str(path), framework="pt") as file:
@@ -302,7 +312,8 @@ def _open(
             if header.get("format") != FORMAT:
                 raise ModelFileError(
                     f"{path}: expected a {FORMAT!r} file, found format "
-                    f"{header.get('format')!r}; it is a .safetensors file but not a streamseg "
+                    f"{header.get('format')!r}; "
+                    "it is a .safetensors file but not a streamseg "
                     "model: save it with streamseg.model.save_model"
                 )
             try:
@@ -318,8 +329,8 @@ def _open(
             )
     except SafetensorError as error:
         raise ModelFileError(
-            f"{path}: not a readable .safetensors file ({error}); it may be truncated or "
-            "of another format: download or export it again"
+            f"{path}: not a readable .safetensors file ({error}); "
+            "it may be truncated or of another format: download or export it again"
         ) from error
     except OSError as error:
         raise ModelFileError(f"{path}: cannot read ({error})") from error

@@ -35,8 +35,8 @@ def to_tensor(pixels: np.ndarray, device: torch.device | str = "cpu") -> torch.T
     """
     if pixels.dtype != np.uint8 or pixels.shape[-1] != 3 or pixels.ndim not in (3, 4):
         raise ValueError(
-            f"expected (H, W, 3) or (N, H, W, 3) uint8 RGB pixels, got shape {pixels.shape} "
-            f"dtype {pixels.dtype}"
+            "expected (H, W, 3) or (N, H, W, 3) uint8 RGB pixels, "
+            f"got shape {pixels.shape} dtype {pixels.dtype}"
         )
     batch = pixels[None] if pixels.ndim == 3 else pixels
     device = torch.device(device)

@@ -66,14 +66,14 @@ def flicker(masks: Sequence[np.ndarray]) -> float:
     """
     if len(masks) < 2:
         return 0.0
-    return float(np.mean([1 - mask_iou(a, b) for a, b in zip(masks[:-1], masks[1:])]))
+    return float(np.mean([1 - mask_iou(a, b) for a, b in itertools.pairwise(masks)]))
 
 
 def toggles_per_minute(present: Sequence[bool], timestamps_s: Sequence[float]) -> float:
     """How often 'polyp present' switches on or off, per minute of video."""
     if len(present) < 2:
         return 0.0
-    toggles = sum(a != b for a, b in zip(present[:-1], present[1:]))
+    toggles = sum(a != b for a, b in itertools.pairwise(present))
     duration_s = _duration_s(timestamps_s)
     return 60.0 * toggles / duration_s if duration_s > 0 else 0.0
 
@@ -118,13 +118,16 @@ def detection_episodes(
         timestamps_s: Per frame presentation time.
 
     Example:
-        >>> detection_episodes([0, 0, 1, 1], [0, 1, 1, 1], [0.0, 0.04, 0.08, 0.12])[0].delay_frames
+        >>> episodes = detection_episodes(
+        ...     [0, 0, 1, 1], [0, 1, 1, 1], [0.0, 0.04, 0.08, 0.12]
+        ... )
+        >>> episodes[0].delay_frames
         1
     """
     if not len(detected) == len(truth_present) == len(timestamps_s):
         raise ValueError(
-            "detected, truth_present and timestamps_s must have one entry per frame, got "
-            f"{len(detected)}, {len(truth_present)}, {len(timestamps_s)}"
+            "detected, truth_present and timestamps_s must have one entry per frame, "
+            f"got {len(detected)}, {len(truth_present)}, {len(timestamps_s)}"
         )
     episodes = []
     start = None
@@ -169,8 +172,9 @@ class VideoScores:
     mean_delay_ms: float = math.nan
     max_delay_ms: float = math.nan
     conventions: str = (
-        "micro: pixels pooled over frames; macro: mean of per-frame scores (empty truth and "
-        "empty prediction = 1); flicker: mean 1-IoU of consecutive masks"
+        "micro: pixels pooled over frames; macro: mean of per-frame scores "
+        "(empty truth and empty prediction = 1); "
+        "flicker: mean 1-IoU of consecutive masks"
     )
 
     def as_dict(self) -> dict[str, object]:
@@ -214,7 +218,8 @@ class VideoScorer:
         """Score one frame: (H, W) bool prediction and truth at the same size."""
         if predicted.shape != truth.shape:
             raise ValueError(
-                f"prediction shape {predicted.shape} differs from truth shape {truth.shape}"
+                f"prediction shape {predicted.shape} differs from "
+                f"truth shape {truth.shape}"
             )
         predicted = predicted.astype(bool, copy=False)
         truth = truth.astype(bool, copy=False)
@@ -247,7 +252,7 @@ class VideoScorer:
         no_truth = [not t for t in self._truth_present]
         scores.frames_without_polyp = sum(no_truth)
         scores.false_positive_frames = sum(
-            p and n for p, n in zip(self._present, no_truth)
+            p and n for p, n in zip(self._present, no_truth, strict=True)
         )
         toggles = sum(
             sum(p != q for p, q in itertools.pairwise(self._present[a:b]))

@@ -1,19 +1,23 @@
-"""Shared test fixtures: offline environment, a tiny model spec, real downscaled images."""
+"""Shared test fixtures.
+
+Offline environment, a tiny model spec, real downscaled images.
+"""
 
 from __future__ import annotations
 
 import os
 
-# Fail fast instead of reaching for the network (smp weights, albumentations update check).
+# Fail fast instead of reaching for the network (smp weights, albumentations update
+# check).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from streamseg.model import ModelSpec  # noqa: E402
+from streamseg.model import ModelSpec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -36,7 +40,10 @@ def _few_threads():
 
 @pytest.fixture
 def tiny_spec() -> ModelSpec:
-    """A small, fast network: Unet/resnet18 at 64x64, random weights (nothing downloaded)."""
+    """A small, fast network: Unet/resnet18 at 64x64.
+
+    Random weights (nothing downloaded).
+    """
     return ModelSpec(
         architecture="Unet",
         encoder_name="resnet18",

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 from PIL import Image
 
 from streamseg.frames import Frame
 from streamseg.model import default_model_path, read_spec
 from streamseg.segmenter import Segmenter
-from conftest import FIXTURES
 
 # Kvasir-SEG official *test* split stems (never trained on), downscaled fixtures.
 TEST_STEMS = (FIXTURES / "kvasir" / "splits" / "test.txt").read_text().split()
@@ -44,16 +44,24 @@ GOLDEN = {
 
 @pytest.mark.parametrize("stem", TEST_STEMS)
 def test_bundled_model_output_is_locked_on_test_images(segmenter, stem):
-    pixels = np.asarray(Image.open(FIXTURES / "kvasir" / "images" / f"{stem}.jpg").convert("RGB"))
+    pixels = np.asarray(
+        Image.open(FIXTURES / "kvasir" / "images" / f"{stem}.jpg").convert("RGB")
+    )
     truth = np.asarray(Image.open(FIXTURES / "kvasir" / "masks" / f"{stem}.png")) > 127
     prediction = segmenter(Frame(0, 0.0, pixels.copy()))
     mask = prediction.mask.numpy()
     assert mask.shape == truth.shape
-    dice = 2 * np.count_nonzero(mask & truth) / (np.count_nonzero(mask) + np.count_nonzero(truth))
+    dice = (
+        2
+        * np.count_nonzero(mask & truth)
+        / (np.count_nonzero(mask) + np.count_nonzero(truth))
+    )
     expected_dice, expected_mean = GOLDEN[stem]
     # Tolerances cover float16 storage and CPU kernel differences, not a changed model.
     assert dice == pytest.approx(expected_dice, abs=0.02), f"{stem}: Dice {dice:.3f}"
-    assert float(prediction.probabilities.mean()) == pytest.approx(expected_mean, abs=0.005)
+    assert float(prediction.probabilities.mean()) == pytest.approx(
+        expected_mean, abs=0.005
+    )
     # A working model is far above chance on these test images (a blank or shifted
     # mask scores near 0).
     assert dice > 0.3

@@ -86,7 +86,7 @@ def test_errors_name_the_key_and_the_fix(tmp_path, text, message):
 
 
 def test_bad_override_syntax():
-    with pytest.raises(ConfigError, match="expected key.path=value"):
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_config(Outer, None, ["inner.enabled"])
 
 

@@ -1,4 +1,6 @@
-"""Model file: round trip, fp16 storage, and one clear error for each kind of bad file."""
+"""Model file: round trip, fp16 storage, and one clear error for each kind of bad
+file.
+"""
 
 from __future__ import annotations
 
@@ -135,7 +137,8 @@ def test_spec_json_round_trip(tiny_spec):
     assert ModelSpec.from_json(tiny_spec.to_json()) == tiny_spec
     with pytest.raises(ValueError, match="unknown spec fields"):
         ModelSpec.from_json(
-            '{"architecture": "Unet", "encoder_name": "x", "input_hw": [32, 32], "bogus": 1}'
+            '{"architecture": "Unet", "encoder_name": "x", '
+            '"input_hw": [32, 32], "bogus": 1}'
         )
 
 
@@ -143,7 +146,9 @@ def test_model_file_is_readable_by_others(tiny_spec, tmp_path):
     # mkstemp's 0600 must not leak into shipped model files; the umask still applies.
     previous = os.umask(0o022)
     try:
-        path = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
+        path = save_model(
+            tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec
+        )
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644

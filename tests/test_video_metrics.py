@@ -85,7 +85,7 @@ def test_scorer_summary_on_known_sequence():
         ON,
         ON,
     ]  # one false-positive frame, detection 1 frame late
-    for i, (p, t) in enumerate(zip(predicted, truth)):
+    for i, (p, t) in enumerate(zip(predicted, truth, strict=True)):
         scorer.add(p, t, i * 0.04)
     scores = scorer.summary()
     assert scores.frames == 6
