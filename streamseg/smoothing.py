@@ -80,7 +80,7 @@ class SmoothingSettings:
     confidence_power: float = 2.0
     on_threshold: float | None = None
     off_threshold: float | None = None
-    hysteresis_gap: float = 0.1
+    hysteresis_gap: float = 0.05
     min_area_fraction: float = 0.005
     max_gap_s: float = 0.5
 
