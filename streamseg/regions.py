@@ -45,6 +45,29 @@ class Regions:
 
         return self.stats[:, cv2.CC_STAT_AREA]
 
+    def mask_of(self, keep: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
+        """(H, W) bool mask of the regions where ``keep[label]`` is True.
+
+        Typically one or two regions survive among many specks; comparing
+        labels inside their boxes is several times cheaper than a gather over
+        the whole box.
+
+        Args:
+            keep: (N + 1,) bool per label (``keep[0]``, the background, False).
+            hw: The full mask's (height, width).
+        """
+        result = np.zeros(hw, dtype=bool)
+        kept = np.flatnonzero(keep)
+        if len(kept) > 16:
+            result[self.box] = keep[self.labels]
+            return result
+        inside = result[self.box]  # a view: writes land in result
+        for label in kept:
+            x, y, width, height = self.stats[label, :4]
+            box = (slice(y, y + height), slice(x, x + width))
+            inside[box] |= self.labels[box] == label
+        return result
+
     def boxes_xywh(self) -> tuple[tuple[int, int, int, int], ...]:
         """``(x, y, width, height)`` per region in mask pixels, largest first."""
         import cv2
