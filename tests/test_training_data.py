@@ -162,3 +162,17 @@ def test_mask_resize_keeps_a_centred_square_centred():
         cols.min().item(),
         cols.max().item(),
     ) == (20, 29, 20, 29)
+
+
+def test_images_decode_to_rgb_also_on_opencv_without_imread_color_rgb(
+    folder, monkeypatch
+):
+    import training.data as data
+
+    stem = folder.paired_stems[0]
+    direct = data.read_image(folder.images[stem])
+    monkeypatch.setattr(data, "_IMREAD_RGB", None)  # OpenCV before 4.11
+    fallback = data.read_image(folder.images[stem])
+    bgr = cv2.imread(str(folder.images[stem]), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(fallback, direct)
+    np.testing.assert_array_equal(fallback, bgr[..., ::-1])

@@ -1,6 +1,6 @@
-"""Training, test-set evaluation and data exploration for streamseg models.
+"""Training, test-set evaluation, data exploration and packing for streamseg models.
 
-An in-repo package run as ``python -m training {train,evaluate,eda}``. It
+An in-repo package run as ``python -m training {train,evaluate,eda,pack}``. It
 imports :mod:`streamseg` (the model file, shared transforms and the one
 inference path), never the reverse, and it is the only place that imports
 poutyne and albumentations.

@@ -1,4 +1,4 @@
-"""``python -m training {train,evaluate,eda}``: parse, call one typed function, report.
+"""``python -m training {train,evaluate,eda,pack}``: parse, call one function, report.
 
 Exit codes: 0 success; 1 runtime failure (data, model file, weights, I/O);
 2 usage or configuration error; 130 interrupted. Errors print one line
@@ -132,6 +132,32 @@ def build_parser() -> argparse.ArgumentParser:
     eda.add_argument(
         "--grid", type=int, default=16, help="images in the grid PNG (default 16)"
     )
+
+    pack = commands.add_parser(
+        "pack",
+        parents=[common],
+        help="pack one split (images, masks, split file) into a verified, "
+        "uncompressed .tar for copying to another machine",
+    )
+    pack.add_argument("--data", type=Path, required=True, help="dataset folder")
+    pack.add_argument(
+        "--split",
+        required=True,
+        help="split file relative to --data (e.g. splits/train.txt) or an absolute "
+        "path; train and test name the dataset's own split files",
+    )
+    pack.add_argument(
+        "--out", type=Path, required=True, help=".tar file to write (uncompressed)"
+    )
+    pack.add_argument(
+        "--name", help="folder at the top of the tar (default: --out's stem)"
+    )
+    pack.add_argument(
+        "--optimize-jpeg",
+        action="store_true",
+        help="transcode JPEG images losslessly with jpegtran -copy none -optimize "
+        "-progressive (smaller; needs libjpeg-turbo-progs)",
+    )
     return parser
 
 
@@ -151,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(args)
         if args.command == "evaluate":
             return run_evaluate(args)
+        if args.command == "pack":
+            return run_pack(args)
         return run_eda(args)
     except KeyboardInterrupt:
         errors.print(
@@ -337,6 +365,60 @@ def run_eda(args: argparse.Namespace) -> int:
     console.print(areas)
     for kind, path in paths.items():
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from training.pack import check_target, pack_split
+
+    try:
+        name = check_target(args.out, args.name)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    result = pack_split(
+        args.data,
+        args.split,
+        args.out,
+        optimize_jpeg=args.optimize_jpeg,
+        name=name,
+    )
+
+    def size(count: int) -> str:
+        return f"{count:,} B ({count / 2**20:.1f} MiB)"
+
+    table = Table(title=f"Pack {result.out}", show_header=False)
+    table.add_row("pairs", str(result.count))
+    table.add_row("split file", str(result.split_file))
+    table.add_row(
+        "source images + masks",
+        f"{size(result.source_bytes)} = {result.source_image_bytes:,} + "
+        f"{result.source_mask_bytes:,}",
+    )
+    table.add_row(
+        "packed images + masks",
+        f"{result.packed_image_bytes:,} + {result.packed_mask_bytes:,} B",
+    )
+    table.add_row(
+        "images",
+        f"{result.transcoded} JPEGs through jpegtran (lossless)"
+        if args.optimize_jpeg
+        else "copied byte for byte",
+    )
+    table.add_row("tar size", size(result.packed_bytes))
+    table.add_row("verified", "all pixels equal the source")
+    table.add_row("wall time", f"{result.seconds:.1f} s")
+    console.print(table)
+    split_set = (
+        ""
+        if result.split_file.name == "train.txt"
+        else f" --set data.train_split=splits/{result.split_file.name}"
+    )
+    console.print(
+        f"next: tar xf {result.out.name} && python -m training train "
+        f"--config configs/kvasir_unetpp_b2.yaml --data {result.name}{split_set}",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 

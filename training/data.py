@@ -133,13 +133,21 @@ class PolypFolder:
         return image, mask
 
 
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB.
 
     Raises:
         DatasetError: The file cannot be decoded.
     """
-    pixels = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+    if _IMREAD_RGB is not None:
+        pixels = cv2.imread(str(path), _IMREAD_RGB)
+    else:  # OpenCV before 4.11 decodes to BGR only
+        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if pixels is not None:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
     if pixels is None:
         raise DatasetError(
             f"{path}: cannot decode image (missing, truncated or not an image)"
