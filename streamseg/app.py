@@ -167,7 +167,7 @@ class _Decoded:
     decoded_s: float
 
 
-ProgressCallback = Callable[[int, int | None], None]
+ProgressCallback = Callable[..., None]
 
 
 def run(
@@ -183,7 +183,7 @@ def run(
         sinks: Extra sinks besides those ``config.output`` asks for (tests
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
-            expected or None).
+            expected or None, the :class:`~streamseg.stats.Figures` shown).
 
     Returns:
         The run's statistics (``stopped`` says why it ended; an interrupt
@@ -235,7 +235,8 @@ def run(
     expected = source.frame_count
     if settings.max_frames is not None and expected is not None:
         expected = min(expected, settings.max_frames)
-    stats = StatsRecorder(source.name, live=source.live)
+    stats = StatsRecorder(source.name, live=source.live, frames_total=expected)
+    hud_inset_px = config.alerts.border_px if config.alerts.flash else 0
     alerter = Alerter(config.alerts)
     stall_limit_s = _stall_limit_s(source, settings)
     frames = _in_background(source, settings, stall_limit_s)
@@ -269,7 +270,7 @@ def run(
                     with stats.time("smoothing"):
                         prediction = smoother(prediction)
                     with stats.time("overlay"):
-                        hud = HudText(stats.recent_fps, _ms(stats.last_latency_s))
+                        hud = HudText.of(stats.figures(item.frame), hud_inset_px)
                         image = render(prediction, config.overlay, hud)
                         _alert(alerter, prediction, image)
                     for sink in outputs:
@@ -277,10 +278,11 @@ def run(
                             sink.write(prediction, image)
                     origin_s = item.frame.timestamp_s if source.live else item.decoded_s
                     last_frame_s = time.monotonic()
-                    stats.frame_out(last_frame_s - origin_s)
+                    stats.frame_out(last_frame_s - origin_s, item.frame.timestamp_s)
                     last_hw = item.frame.hw
                     if on_progress is not None:
-                        on_progress(stats.frames_out, expected)
+                        on_progress(stats.frames_out, expected, stats.shown)
+                stats.batch_out()
                 if outputs.stopped_by_user:
                     stopped = "closed by user"
                     break
@@ -360,11 +362,15 @@ def _live_status(
     """The run figures for the browser view's status panel."""
 
     def figures() -> dict[str, object]:
+        shown = stats.shown  # the figures the HUD of this frame shows
         return {
             "source": source.name,
             "live": source.live,
-            "fps": stats.recent_fps,
-            "latency_ms": _ms(stats.last_latency_s),
+            "fps": shown.fps,
+            "latency_ms": shown.latency_ms,
+            "frames_done": shown.frames_done,
+            "frames_total": shown.frames_total,
+            "speed_x": shown.speed_x,
             "frames_out": stats.frames_out,
             "frames_dropped": stats.frames_dropped,
             "alerts": alerter.count,
@@ -496,7 +502,3 @@ def _batches(
             batch = []
     if batch:
         yield batch
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else 1000.0 * seconds

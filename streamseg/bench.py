@@ -62,6 +62,7 @@ from streamseg.model import ModelSpec, build_network, load_model, save_model
 from streamseg.overlay import HudText, OverlayStyle, render
 from streamseg.segmenter import Segmenter
 from streamseg.sources import probe_video, read_video
+from streamseg.stats import Checkpoint, windowed_rate
 from streamseg.transforms import resize, to_tensor
 
 log = logging.getLogger(__name__)
@@ -482,8 +483,10 @@ def steady_throughput(
     first = -(-skip // batch_size) * batch_size - 1 if skip > 0 else 0
     if first < 0 or len(times_s) - first < 2:
         first = 0
-    span = times_s[-1] - times_s[first]
-    return (len(times_s) - 1 - first) / span if span > 0 else math.nan
+    # The run's own definition (streamseg.stats): frames between two batch ends.
+    ends = [Checkpoint(times_s[i], i + 1, 0.0) for i in (first, len(times_s) - 1)]
+    fps, _, _ = windowed_rate(ends, window_s=0.0, min_frames=0)
+    return math.nan if fps is None else fps
 
 
 # --- 1. model only ------------------------------------------------------------

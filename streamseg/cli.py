@@ -284,22 +284,28 @@ def _progress_bar() -> Iterator[Any]:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[fps]} fps"),
+        TextColumn("{task.fields[fps]} fps{task.fields[speed]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
     )
     task: list[Any] = []
 
-    def update(done: int, total: int | None) -> None:
+    def update(done: int, total: int | None, figures: Any = None) -> None:
         if total is None:
             return
         if not task:
             progress.start()
-            task.append(progress.add_task("frames", total=total, fps="  -.-"))
-        speed = progress.tasks[0].speed
+            task.append(progress.add_task("frames", total=total, fps="  -.-", speed=""))
+        # The run's own figures (streamseg.stats) when it gives them: rich's
+        # speed estimate counts the frames of one batch as a burst.
+        speed = progress.tasks[0].speed if figures is None else figures.fps
+        speed_x = getattr(figures, "speed_x", None)
         progress.update(
-            task[0], completed=done, fps=f"{speed:5.1f}" if speed else "  -.-"
+            task[0],
+            completed=done,
+            fps=f"{speed:5.1f}" if speed else "  -.-",
+            speed=f" ({speed_x:.2f}x real time)" if speed_x else "",
         )
 
     try:

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from streamseg.events import region_boxes
 from streamseg.frames import Prediction
+from streamseg.stats import Figures
 
 RGB = tuple[int, int, int]
 
@@ -75,13 +76,62 @@ class OverlayStyle:
 class HudText:
     """Run figures shown by the HUD (``None``: not shown).
 
+    Files show progress and speed, live sources frame rate and latency
+    (:class:`streamseg.stats.Figures` holds the definitions).
+
     Attributes:
-        fps: Frames written per second, recently.
-        latency_ms: End-to-end latency of a recent frame.
+        fps: Frames processed per second (``None`` with a known mode: "--").
+        latency_ms: Live: grab -> overlay latency of this frame.
+        frames_done: Files: frames processed, counting this one.
+        frames_total: Files: frames in the file (``None``: unknown).
+        speed_x: Files: video seconds processed per wall-clock second.
+        inset_px: Distance kept from the image's edges (the alert border's
+            width), so that a flashing border never covers the HUD.
     """
 
     fps: float | None = None
     latency_ms: float | None = None
+    frames_done: int | None = None
+    frames_total: int | None = None
+    speed_x: float | None = None
+    inset_px: int = 0
+
+    @classmethod
+    def of(cls, figures: Figures, inset_px: int = 0) -> HudText:
+        """The HUD for ``figures``: progress and speed (files) or fps and latency."""
+        if figures.live:
+            return cls(figures.fps, figures.latency_ms, inset_px=inset_px)
+        return cls(
+            figures.fps,
+            None,
+            figures.frames_done,
+            figures.frames_total,
+            figures.speed_x,
+            inset_px,
+        )
+
+    def text(self) -> str:
+        """The figures as one line, e.g. ``"120/300  5.8 fps  0.23x real time"``.
+
+        Example:
+            >>> HudText(24.96, 85.2).text()
+            '25.0 fps  latency 85 ms'
+            >>> HudText(5.8, None, 120, 300, 0.232).text()
+            '120/300  5.8 fps  0.23x real time'
+        """
+        parts = []
+        if self.frames_done is not None:
+            total = "" if self.frames_total is None else f"/{self.frames_total}"
+            parts.append(f"{self.frames_done}{total}")
+        if self.fps is not None:
+            parts.append(f"{self.fps:.1f} fps")
+        elif self.frames_done is not None or self.latency_ms is not None:
+            parts.append("-- fps")
+        if self.speed_x is not None:
+            parts.append(f"{self.speed_x:.2f}x real time")
+        if self.latency_ms is not None:
+            parts.append(f"latency {self.latency_ms:.0f} ms")
+        return "  ".join(parts)
 
 
 @torch.inference_mode()
@@ -288,7 +338,11 @@ def draw_boxes(
 def draw_hud(
     image: np.ndarray, polyp_present: bool, hud: HudText, style: OverlayStyle
 ) -> None:
-    """Draw the polyp indicator and the run figures in the top-left corner, in place."""
+    """Draw the polyp indicator and the run figures in the top-left corner, in place.
+
+    Everything stays ``hud.inset_px`` away from the edges (inside the alert
+    border).
+    """
     import cv2
 
     height = image.shape[0]
@@ -296,7 +350,7 @@ def draw_hud(
     thickness = max(round(2 * scale), 1)
     font = cv2.FONT_HERSHEY_SIMPLEX
     pad = max(int(8 * scale), 3)
-    x, y = pad, pad
+    x = y = pad + max(hud.inset_px, 0)
     if polyp_present:
         (text_w, text_h), baseline = cv2.getTextSize(
             "POLYP", font, 1.2 * scale, thickness + 1
@@ -319,13 +373,8 @@ def draw_hud(
             cv2.LINE_AA,
         )
         y += text_h + baseline + 2 * pad
-    parts = []
-    if hud.fps is not None:
-        parts.append(f"{hud.fps:.1f} fps")
-    if hud.latency_ms is not None:
-        parts.append(f"{hud.latency_ms:.0f} ms")
-    if parts:
-        text = "  ".join(parts)
+    text = hud.text()
+    if text:
         (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
         origin = (x, y + text_h + pad // 2)
         # A dark outline keeps the text readable on bright mucosa.

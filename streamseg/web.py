@@ -8,7 +8,7 @@ route                  method  what
 ``/``                  GET     the page: live video, status panel, buttons
 ``/stream.mjpg``       GET     ``multipart/x-mixed-replace`` JPEG stream
 ``/frame.jpg``         GET     the newest frame, once
-``/status``            GET     JSON: fps, latency, drops, polyp, recording...
+``/status``            GET     JSON: fps, progress/speed or latency, drops...
 ``/record/start``      POST    start a recording (MP4 + JSONL)
 ``/record/stop``       POST    stop it
 ``/snapshot``          POST    save the newest frame as PNG + one JSON line
@@ -510,7 +510,9 @@ PAGE = """<!doctype html>
   <table>
     <tr><td>signal</td><td id="signal">-</td></tr>
     <tr><td>fps</td><td id="fps">-</td></tr>
-    <tr><td>latency</td><td id="latency">-</td></tr>
+    <tr id="progress-row"><td>frames</td><td id="progress">-</td></tr>
+    <tr id="speed-row"><td>speed</td><td id="speed">-</td></tr>
+    <tr id="latency-row"><td>latency</td><td id="latency">-</td></tr>
     <tr><td>dropped</td><td id="dropped">-</td></tr>
     <tr><td>recording</td><td id="recording">-</td></tr>
     <tr><td>clips saved</td><td id="saved">-</td></tr>
@@ -534,6 +536,13 @@ function show(s) {
   $("fps").textContent = s.fps == null ? "-" : s.fps.toFixed(1);
   $("latency").textContent =
     s.latency_ms == null ? "-" : s.latency_ms.toFixed(0) + " ms";
+  $("progress").textContent = s.frames_done == null ? "-"
+    : s.frames_done + (s.frames_total == null ? "" : " / " + s.frames_total);
+  $("speed").textContent =
+    s.speed_x == null ? "-" : s.speed_x.toFixed(2) + "x real time";
+  // Files: progress and speed; live sources: latency (grab -> overlay).
+  $("progress-row").hidden = $("speed-row").hidden = s.live === true;
+  $("latency-row").hidden = s.live === false;
   $("dropped").textContent = s.frames_dropped == null ? "-" : s.frames_dropped;
   $("recording").textContent = s.recording
     ? (s.recording_file || "starting") + " (" + (s.recording_frames || 0) + ")" : "off";
