@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from streamseg.events import StreamClock
+
 log = logging.getLogger(__name__)
 
 
@@ -106,6 +108,8 @@ class Alerter:
         settings: What to do and how often.
         ring: Called on each alert when ``settings.sound == "bell"``
             (``None``: :func:`terminal_bell`).
+        clock: Gives the times of the alert messages (stream time, and the
+            wall-clock time for live sources); ``None``: the raw timestamps.
 
     Attributes:
         count: Alerts so far (the browser view beeps when it increases).
@@ -120,11 +124,15 @@ class Alerter:
     """
 
     def __init__(
-        self, settings: AlertSettings, ring: Callable[[], None] | None = None
+        self,
+        settings: AlertSettings,
+        ring: Callable[[], None] | None = None,
+        clock: StreamClock | None = None,
     ) -> None:
         self.settings = settings
         self.count = 0
         self._ring = ring
+        self._clock = clock
         self._was_present = False
         self._last_alert_s: float | None = None
 
@@ -141,7 +149,12 @@ class Alerter:
         if alert:
             self.count += 1
             self._last_alert_s = timestamp_s
-            log.info("alert %d: polyp appeared at %.2f s", self.count, timestamp_s)
+            when = (
+                f"{timestamp_s:.2f} s"
+                if self._clock is None
+                else self._clock.describe(timestamp_s)
+            )
+            log.info("alert %d: polyp appeared at %s", self.count, when)
             if self.settings.sound == "bell":
                 (self._ring or terminal_bell)()
         return alert

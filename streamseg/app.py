@@ -44,6 +44,7 @@ from streamseg.device import (
     select_device,
     synchronize,
 )
+from streamseg.events import StreamClock
 from streamseg.frames import Frame, Prediction
 from streamseg.model import ModelFileError, default_model_path
 from streamseg.overlay import (
@@ -237,7 +238,8 @@ def run(
         expected = min(expected, settings.max_frames)
     stats = StatsRecorder(source.name, live=source.live, frames_total=expected)
     hud_inset_px = config.alerts.border_px if config.alerts.flash else 0
-    alerter = Alerter(config.alerts)
+    clock = StreamClock(source.live)  # stream and wall-clock times for people
+    alerter = Alerter(config.alerts, clock=clock)
     stall_limit_s = _stall_limit_s(source, settings)
     frames = _in_background(source, settings, stall_limit_s)
     stopped = "end of source"
@@ -251,6 +253,7 @@ def run(
             extra=sinks,
             clips=config.clips,
             status=_live_status(source, stats, alerter),
+            clock=clock,
         ) as outputs,
     ):
         try:
@@ -267,6 +270,7 @@ def run(
                     predictions = segmenter.segment([item.frame for item in batch])
                     synchronize(segmenter.device)
                 for item, prediction in zip(batch, predictions, strict=True):
+                    clock.start(item.frame.timestamp_s)
                     with stats.time("smoothing"):
                         prediction = smoother(prediction)
                     with stats.time("overlay"):

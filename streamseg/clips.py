@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.background import to_background
-from streamseg.events import describe
+from streamseg.events import StreamClock, describe
 from streamseg.frames import Prediction
 from streamseg.sinks import OutputError, OutputSettings, VideoRecorder
 
@@ -269,6 +269,8 @@ class ClipRecorder:
         queue_size: Frames that may wait for a clip's encoder (besides the
             pre-roll, which is queued at once when a clip starts).
         now: Wall clock for clip names (tests inject one).
+        clock: Stream and wall-clock times for the clips' JSON lines and
+            messages (``None``: the frames' own timestamps).
     """
 
     name = "clips"
@@ -287,8 +289,10 @@ class ClipRecorder:
         preset: str = "ultrafast",
         queue_size: int = 16,
         now: Callable[[], datetime.datetime] = datetime.datetime.now,
+        clock: StreamClock | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.clock = clock
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -324,7 +328,7 @@ class ClipRecorder:
     # --- the pipeline thread --------------------------------------------------
 
     def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        event = describe(prediction) if self.auto else None
+        event = describe(prediction, self.clock) if self.auto else None
         now_s = prediction.frame.timestamp_s
         with self._lock:
             if event is not None and event.polyp_present:
@@ -340,7 +344,7 @@ class ClipRecorder:
             if not need_jpeg:
                 return
             if event is None:
-                event = describe(prediction)
+                event = describe(prediction, self.clock)
             frame = EncodedFrame(now_s, self.jpeg(image), event.to_json())
             if want and self._clip is None:
                 self._start(now_s, manual=self._manual)
@@ -409,9 +413,10 @@ class ClipRecorder:
         )
         self._clip = _Clip(stem, recorder)
         log.info(
-            "%s: %s started with %.1f s of pre-roll",
+            "%s: %s started at %s with %.1f s of pre-roll",
             self._clip.video_path,
             "recording" if manual else "clip",
+            f"{now_s:.2f} s" if self.clock is None else self.clock.describe(now_s),
             now_s - pre_roll[0].timestamp_s if pre_roll else 0.0,
         )
         for frame in pre_roll:
@@ -452,6 +457,7 @@ def open_recorder(
     clips: ClipSettings | None,
     *,
     nominal_fps: float | None = None,
+    clock: StreamClock | None = None,
 ) -> ClipRecorder:
     """The recorder for event clips and for the browser view's buttons.
 
@@ -466,6 +472,7 @@ def open_recorder(
         "crf": output.video_crf,
         "preset": output.video_preset,
         "queue_size": output.video_queue,
+        "clock": clock,
     }
     if clips is not None and clips.folder is not None:
         return ClipRecorder(

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from streamseg.background import to_background
-from streamseg.events import describe
+from streamseg.events import StreamClock, describe
 from streamseg.frames import Prediction
 
 if TYPE_CHECKING:
@@ -292,14 +292,17 @@ class VideoRecorder:
 class EventLog:
     """Write one JSON line per frame (line-buffered: interrupted runs keep whole lines).
 
-    Each line: ``index``, ``timestamp_s``, ``polyp_present``, ``area_fraction``,
-    ``boxes_xywh`` (source pixels), ``max_probability``.
+    Each line: ``index``, ``timestamp_s`` (stream time: seconds since the
+    first frame), ``polyp_present``, ``area_fraction``, ``boxes_xywh`` (source
+    pixels), ``max_probability``, and for live sources ``wall_time`` (ISO
+    8601); see :class:`~streamseg.events.StreamClock`.
     """
 
     name = "events"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: StreamClock | None = None) -> None:
         self.path = Path(path)
+        self.clock = clock
         _prepare_parent(self.path)
         try:
             self._file = open(self.path, "w", encoding="utf-8", buffering=1)
@@ -310,7 +313,7 @@ class EventLog:
             ) from error
 
     def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self._file.write(describe(prediction).to_json() + "\n")
+        self._file.write(describe(prediction, self.clock).to_json() + "\n")
 
     def close(self) -> None:
         self._file.close()
@@ -490,6 +493,7 @@ def open_sinks(
     extra: Sequence[Sink] = (),
     clips: ClipSettings | None = None,
     status: Callable[[], Mapping[str, object]] | None = None,
+    clock: StreamClock | None = None,
 ) -> Sinks:
     """Create the sinks ``settings`` (and ``clips``) ask for, plus ``extra`` ones.
 
@@ -503,6 +507,8 @@ def open_sinks(
         status: Run figures for the browser view's status panel (fps,
             latency, drops, alerts), called on the pipeline thread once per
             frame.
+        clock: Stream and wall-clock times for the JSON lines (event log,
+            clips, snapshots).
 
     Raises:
         OutputError: An output cannot be created.
@@ -515,14 +521,20 @@ def open_sinks(
         if settings.view == "web" or (clips is not None and clips.folder is not None):
             from streamseg.clips import open_recorder
 
-            recorder = open_recorder(settings, clips, nominal_fps=nominal_fps)
+            recorder = open_recorder(
+                settings, clips, nominal_fps=nominal_fps, clock=clock
+            )
             sinks.append(recorder)
         if settings.view == "web":
             from streamseg.web import WebView
 
             sinks.append(
                 WebView(
-                    settings.bind, jpeg=recorder.jpeg, recorder=recorder, status=status
+                    settings.bind,
+                    jpeg=recorder.jpeg,
+                    recorder=recorder,
+                    status=status,
+                    clock=clock,
                 )
             )
         if settings.video is not None:
@@ -536,7 +548,7 @@ def open_sinks(
                 )
             )
         if settings.events is not None:
-            sinks.append(EventLog(settings.events))
+            sinks.append(EventLog(settings.events, clock))
         if settings.masks is not None:
             sinks.append(MaskWriter(settings.masks))
     except BaseException:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.clips import ClipRecorder, JpegEncoder
-from streamseg.events import describe
+from streamseg.events import StreamClock, describe
 from streamseg.frames import Prediction
 from streamseg.sinks import OutputError, parse_bind
 
@@ -135,6 +135,7 @@ class WebView:
             into ``/status``; called on the pipeline thread once per frame.
         snapshots: Folder for snapshots (default: the recorder's folder, else
             ``recordings``).
+        clock: Stream and wall-clock times for the snapshots' JSON lines.
 
     Raises:
         OutputError: The address cannot be bound (in use, not local).
@@ -150,8 +151,10 @@ class WebView:
         recorder: ClipRecorder | None = None,
         status: Callable[[], Mapping[str, object]] | None = None,
         snapshots: str | Path | None = None,
+        clock: StreamClock | None = None,
     ) -> None:
         host, port = parse_bind(bind)
+        self.clock = clock
         self.frames = FrameBroadcast()
         self.recorder = recorder
         if snapshots is not None:
@@ -293,7 +296,7 @@ class WebView:
             raise OutputError(
                 f"{path}: cannot write the snapshot; check free space and permissions"
             )
-        line = json.loads(describe(prediction).to_json())
+        line = json.loads(describe(prediction, self.clock).to_json())
         line["image"] = path.name
         line["wall_time"] = now.isoformat(timespec="milliseconds")
         with open(self.snapshots / "snapshots.jsonl", "a", encoding="utf-8") as file:

@@ -8,15 +8,20 @@ are compared with the rate the test itself measures at the sink (wall clock).
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
+import logging
 import time
 
+import numpy as np
 import pytest
 from live_helpers import RedDiscSegmenter
-from stream_media import moving_disc, write_video
+from stream_media import disc_image, moving_disc, write_video
 
 import streamseg.app
+from streamseg.alerts import AlertSettings
 from streamseg.app import ModelSettings, StreamConfig, run
-from streamseg.sinks import FrameList
+from streamseg.sinks import FrameList, OutputSettings
 from streamseg.smoothing import SmoothingSettings
 from streamseg.sources import SourceSettings
 
@@ -141,3 +146,71 @@ def test_a_paced_live_source_shows_its_frame_rate_and_grab_to_overlay_latency(
         assert shown["fps"] == pytest.approx(measured, rel=0.25)
         assert 0 <= shown["latency_ms"] <= age_ms
     assert dataclasses.asdict(stats)["frames_dropped"] == stats.frames_dropped
+
+
+# --- times a person can use --------------------------------------------------
+
+
+def _polyp_clip(path, empty_frames=10, polyp_frames=10, fps=25.0):
+    hw = (48, 64)
+    empty = np.full((*hw, 3), (40, 20, 10), np.uint8)
+    disc = disc_image(hw, (24, 32), 10)
+    return write_video(path, [empty] * empty_frames + [disc] * polyp_frames, fps=fps)
+
+
+def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
+    tmp_path, tiny_spec, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="streamseg")
+    clip = _polyp_clip(tmp_path / "clip.mp4")
+    monkeypatch.setattr(
+        "streamseg.app._load_segmenter", lambda settings: RedDiscSegmenter(tiny_spec)
+    )
+    events = tmp_path / "events.jsonl"
+    config = dataclasses.replace(
+        _config(clip, realtime=True),
+        output=OutputSettings(events=events),
+        alerts=AlertSettings(flash=True),
+    )
+    before = datetime.datetime.now().astimezone()
+    stats = run(config)
+    after = datetime.datetime.now().astimezone()
+    rows = [json.loads(line) for line in events.read_text().splitlines()]
+    assert stats.live and len(rows) == stats.frames_out >= 5
+    times_s = [row["timestamp_s"] for row in rows]
+    assert times_s[0] == 0.0, "stream time: seconds since the first frame"
+    assert times_s == sorted(times_s) and times_s[-1] < 5.0
+    walls = [datetime.datetime.fromisoformat(row["wall_time"]) for row in rows]
+    assert all(wall.tzinfo is not None for wall in walls), "ISO 8601 with offset"
+    assert before <= walls[0] <= walls[-1] <= after
+    for row, wall in zip(rows, walls, strict=True):
+        elapsed_s = (wall - walls[0]).total_seconds()
+        assert elapsed_s == pytest.approx(row["timestamp_s"], abs=0.002)
+    (message,) = [r.getMessage() for r in caplog.records if "appeared" in r.message]
+    first = next(row for row in rows if row["polyp_present"])
+    assert f"at {first['timestamp_s']:.2f} s" in message, message
+    assert first["wall_time"][11:19] in message, message  # hh:mm:ss
+
+
+def test_file_rows_keep_the_presentation_time_and_no_wall_clock(
+    tmp_path, tiny_spec, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="streamseg")
+    clip = _polyp_clip(tmp_path / "clip.mp4")
+    monkeypatch.setattr(
+        "streamseg.app._load_segmenter", lambda settings: RedDiscSegmenter(tiny_spec)
+    )
+    events = tmp_path / "events.jsonl"
+    config = dataclasses.replace(
+        _config(clip),
+        output=OutputSettings(events=events),
+        alerts=AlertSettings(flash=True),
+    )
+    run(config)
+    rows = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [row["timestamp_s"] for row in rows] == pytest.approx(
+        [i / 25 for i in range(20)], abs=1e-3
+    )
+    assert not any("wall_time" in row for row in rows)
+    (message,) = [r.getMessage() for r in caplog.records if "appeared" in r.message]
+    assert "at 0.40 s" in message, message
