@@ -10,6 +10,7 @@ plays it) or the terminal bell (``sound: bell``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,10 +96,18 @@ def should_alert(
 
 
 def terminal_bell() -> None:
-    """Ring the bell of the terminal streamseg runs in (nothing without a terminal)."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\a")
-        sys.stderr.flush()
+    """Ring the bell of the terminal streamseg runs in (nothing without a terminal).
+
+    The bell goes straight to stderr's file descriptor: a progress display
+    that redirects ``sys.stderr`` (rich, on file runs) would drop the control
+    character, and its proxy does not even say it is a terminal.
+    """
+    try:
+        descriptor = sys.stderr.fileno()
+        if os.isatty(descriptor):
+            os.write(descriptor, b"\a")
+    except (AttributeError, OSError, ValueError):  # no terminal behind stderr
+        return
 
 
 class Alerter:
