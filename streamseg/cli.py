@@ -6,7 +6,7 @@ Subcommands:
   [--events OUT.jsonl] [--masks DIR] [--view window|web|none]
   [--bind HOST:PORT] [--clips DIR] [--device D] [--max-frames N]
   [--set key=value ...] [--debug]``
-* ``streamseg info MODEL``
+* ``streamseg info [MODEL]`` (default: the bundled model)
 * ``streamseg evaluate-video [SOURCE --truth MASKS] [--cvc ROOT] [--model FILE]
   [--fps F] [--config YAML] [--set key=value ...] [--sweep] [--out DIR]``
 * ``streamseg bench [--model M] [--clip PATH | --synthetic 720p|1080p] [--frames N]
@@ -115,11 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser(
         "info",
         parents=[common],
-        help="show what a model file holds",
-        description="Show what a model file holds.",
+        help="show what a model file holds (default: the bundled model)",
+        description="Show what a model file holds (default: the bundled model).",
     )
     info.add_argument(
-        "model", metavar="MODEL", type=Path, help="model file (.safetensors)"
+        "model",
+        metavar="MODEL",
+        type=Path,
+        nargs="?",
+        help="model file (.safetensors); default: the bundled model",
     )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
@@ -196,13 +200,23 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
     return config
 
 
-def _info(path: Path) -> int:
+def _info(path: Path | None) -> int:
     from rich.console import Console
     from rich.table import Table
     from safetensors import safe_open
 
+    from streamseg import model
     from streamseg.model import read_spec
 
+    title = str(path)
+    if path is None:
+        path = model.default_model_path()
+        if path is None:
+            raise ConfigError(
+                "info: this build has no bundled default model; pass MODEL "
+                "(a .safetensors model file)"
+            )
+        title = f"{path.name} (the bundled default model)"
     spec = read_spec(path)
     count, parameters, dtypes = 0, 0, set()
     with safe_open(str(path), framework="pt") as file:
@@ -215,7 +229,7 @@ def _info(path: Path) -> int:
                 size *= side
             parameters += size
             dtypes.add(tensor.get_dtype())
-    table = Table(title=str(path), show_header=False, title_justify="left")
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("file size", f"{path.stat().st_size / 1e6:.2f} MB")

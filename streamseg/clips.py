@@ -36,7 +36,12 @@ import numpy as np
 from streamseg.background import to_background
 from streamseg.events import StreamClock, describe
 from streamseg.frames import Prediction
-from streamseg.sinks import OutputError, OutputSettings, VideoRecorder
+from streamseg.sinks import (
+    OutputError,
+    OutputSettings,
+    VideoRecorder,
+    check_folder_creatable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -293,13 +298,8 @@ class ClipRecorder:
     ) -> None:
         self.folder = Path(folder)
         self.clock = clock
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the clips folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        # Created with the first clip: a run that records nothing leaves no folder.
+        check_folder_creatable(self.folder, "clips folder")
         self.auto = auto
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s
@@ -443,6 +443,13 @@ class ClipRecorder:
             )
 
     def _unique_stem(self, prefix: str) -> Path:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(
+                f"{self.folder}: cannot create the clips folder ({error.strerror}); "
+                "pick a writable path"
+            ) from error
         base = f"{prefix}_{self._now():%Y%m%dT%H%M%S}"
         stem, number = base, 1
         while stem in self._used_stems or (self.folder / f"{stem}.mp4").exists():

@@ -604,26 +604,48 @@ def _muxer_extensions() -> frozenset[str]:
 def check_outputs(settings: OutputSettings) -> None:
     """Check that the file outputs can be created, before any heavy work starts.
 
-    Creates the outputs' folders (as the sinks would) and checks they are
+    Checks that the outputs' folders exist or can be created, and are
     writable, so a wrong path fails in a second, not after the model loaded.
+    Nothing is created here: the sinks create their folders when they open.
 
     Raises:
         OutputError: An output path cannot be written, with the fix.
     """
     for path in (settings.video, settings.events):
         if path is not None:
-            _prepare_parent(Path(path))
+            if Path(path).is_dir():
+                raise OutputError(f"{path}: is a folder; pass a file path")
+            check_folder_creatable(Path(path).parent, "output folder")
     if settings.video is not None:
         check_video_path(settings.video)
     if settings.masks is not None:
-        folder = Path(settings.masks)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{folder}: cannot create the mask folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        check_folder_creatable(Path(settings.masks), "mask folder")
+
+
+def check_folder_creatable(folder: Path, what: str) -> None:
+    """Check that ``folder`` is, or can be made, a writable folder; create nothing.
+
+    Args:
+        folder: The folder.
+        what: How messages name it, e.g. "clips folder".
+
+    Raises:
+        OutputError: A part of the path is a file, or the nearest existing
+            folder is not writable.
+    """
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(
+            f"{folder}: cannot create the {what} (a part of this path is a file, "
+            "not a folder); pick another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{folder}: cannot create the {what} ({existing} is not writable); "
+            "pick a writable path"
+        )
 
 
 def _close_quietly(container) -> bool:

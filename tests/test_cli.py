@@ -176,3 +176,21 @@ def test_sigterm_mid_run_leaves_a_playable_video(tmp_path, model_file):
     assert 3 <= len(images) < 100
     assert len(images) == len(lines)
     assert times == sorted(times)
+
+
+def test_info_without_a_path_describes_the_bundled_model(capsys):
+    from streamseg.model import default_model_path
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert default_model_path().name in out
+    for text in ("UnetPlusPlus", "threshold", "tensors", "provenance."):
+        assert text in out
+
+
+def test_info_without_a_path_and_without_a_bundled_model_says_what_to_pass(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr("streamseg.model.default_model_path", lambda: None)
+    assert main(["info"]) == 2
+    assert "pass MODEL" in _error_line(capsys)

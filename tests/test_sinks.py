@@ -19,6 +19,7 @@ from streamseg.sinks import (
     OutputSettings,
     Sinks,
     VideoRecorder,
+    check_outputs,
     gui_backend,
     open_sinks,
 )
@@ -123,3 +124,25 @@ def test_unwritable_output_fails_clearly(tmp_path):
         EventLog(tmp_path / "file" / "events.jsonl")
     with pytest.raises(OutputError, match="is a folder"):
         VideoRecorder(tmp_path)
+
+
+def test_checking_the_outputs_creates_no_folder_and_still_catches_bad_paths(
+    tmp_path,
+):
+    settings = OutputSettings(
+        video=tmp_path / "a" / "out.mp4",
+        events=tmp_path / "b" / "events.jsonl",
+        masks=tmp_path / "c" / "masks",
+    )
+    check_outputs(settings)  # before the model loads: nothing is written yet
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    for bad in (
+        OutputSettings(video=tmp_path / "file" / "out.mp4"),
+        OutputSettings(events=tmp_path / "file" / "x" / "e.jsonl"),
+        OutputSettings(masks=tmp_path / "file" / "masks"),
+    ):
+        with pytest.raises(OutputError, match="a part of this path is a file"):
+            check_outputs(bad)
+    with pytest.raises(OutputError, match="is a folder"):
+        check_outputs(OutputSettings(events=tmp_path))

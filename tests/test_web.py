@@ -363,3 +363,38 @@ def test_each_frame_is_jpeg_encoded_once_for_the_view_and_the_clips(
     stats = run(config, sinks=[frames])
     assert stats.frames_out == 8
     assert len(calls) == 8, "one JPEG per frame, shared by the view and the clips"
+
+
+def test_a_web_run_creates_no_folder_until_something_is_written_there(
+    tmp_path, tiny_spec, monkeypatch
+):
+    from live_helpers import use_red_disc_segmenter
+    from stream_media import write_video
+
+    from streamseg.app import ModelSettings, StreamConfig, run
+    from streamseg.clips import ClipSettings
+    from streamseg.sources import SourceSettings
+
+    empty = np.full((*HW, 3), (40, 20, 10), np.uint8)  # no polyp: no event clip
+    clip = write_video(tmp_path / "clip.mp4", [empty] * 3)
+    use_red_disc_segmenter(monkeypatch, tiny_spec)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for clips in (ClipSettings(), ClipSettings(folder=work / "clips" / "today")):
+        config = StreamConfig(
+            source=SourceSettings(uri=str(clip), max_frames=2),
+            model=ModelSettings(device="cpu"),
+            output=OutputSettings(view="web", bind="127.0.0.1:0"),
+            clips=clips,
+        )
+        assert run(config).frames_out == 2
+        assert list(work.iterdir()) == [], "nothing recorded: no recordings/ folder"
+
+
+def test_a_clips_folder_that_cannot_be_created_still_fails_before_the_run(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot create the clips folder"):
+        ClipRecorder(blocker / "clips", jpeg=JpegEncoder())
+    assert not (tmp_path / "file").is_dir()
