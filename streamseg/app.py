@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from streamseg.alerts import Alerter, AlertSettings
-from streamseg.background import Stalled, WhenFull, in_background
+from streamseg.background import Background, Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
 from streamseg.device import (
@@ -208,17 +209,27 @@ def run(
         >>> stats.frames_out, stats.latency_ms[95]  # doctest: +SKIP
         (317, 1739.1)
     """
-    source = open_source(config.source)
+    stop = threading.Event()  # set when the run ends: a reconnecting source stops
+    source = open_source(config.source, stop=stop)
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
     check_outputs(config.output)
-    segmenter = _load_segmenter(config.model)
+    settings = config.source
+    stall_limit_s = _stall_limit_s(source, settings)
+    # A live source opens now, while the model loads: the frames it delivers
+    # meanwhile are dropped (the newest wins) and counted like any other drop.
+    frames = _in_background(source, settings, stall_limit_s, stop)
     try:
-        smoother = TemporalSmoother(
-            config.smoothing, model_threshold=segmenter.spec.threshold
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
+        segmenter = _load_segmenter(config.model)
+        try:
+            smoother = TemporalSmoother(
+                config.smoothing, model_threshold=segmenter.spec.threshold
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    except BaseException:
+        frames.close()
+        raise
     log.info(
         "%s (%s%s) -> %s/%s %dx%d on %s (%s)",
         source.name,
@@ -231,7 +242,6 @@ def run(
         segmenter.precision.name,
     )
 
-    settings = config.source
     batch_size = 1 if source.live else config.model.batch_size
     expected = source.frame_count
     if settings.max_frames is not None and expected is not None:
@@ -240,8 +250,6 @@ def run(
     hud_inset_px = config.alerts.border_px if config.alerts.flash else 0
     clock = StreamClock(source.live)  # stream and wall-clock times for people
     alerter = Alerter(config.alerts, clock=clock)
-    stall_limit_s = _stall_limit_s(source, settings)
-    frames = _in_background(source, settings, stall_limit_s)
     stopped = "end of source"
     last_hw: tuple[int, int] | None = None
     last_frame_s = time.monotonic()
@@ -340,6 +348,9 @@ def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:
 
 # Handed over by the source queue while a live source delivers nothing.
 NO_SIGNAL = object()
+# On close, wait this long for a live source's thread: one inside an attempt
+# to open a stream ends only with that attempt's timeout, and then by itself.
+LIVE_JOIN_TIMEOUT_S = 0.5
 
 
 def _stall_limit_s(source: Source, settings: SourceSettings) -> float | None:
@@ -429,13 +440,17 @@ def _load_segmenter(settings: ModelSettings) -> Segmenter:
 
 
 def _in_background(
-    source: Source, settings: SourceSettings, stall_limit_s: float | None
-) -> Generator[_Decoded, None, None]:
-    """Decode on a worker thread with the queue policy of the source's kind.
+    source: Source,
+    settings: SourceSettings,
+    stall_limit_s: float | None,
+    stop: threading.Event,
+) -> Background[_Decoded]:
+    """Decode on a worker thread (started now) with the queue policy of the source.
 
     Files: lossless, ``prefetch`` frames ahead (BLOCK). Live sources: the
     newest frame only (DROP_OLDEST), :data:`NO_SIGNAL` every ``no_signal_s``
-    while no frame comes, and a stall after ``stall_limit_s``.
+    while no frame comes, a stall after ``stall_limit_s``, and no long wait
+    on close for a producer inside an attempt to open the source.
     """
     if not source.live:
         return in_background(
@@ -443,6 +458,7 @@ def _in_background(
             maxsize=settings.prefetch,
             when_full=WhenFull.BLOCK,
             name="streamseg-source",
+            stop=stop,
         )
     return in_background(
         _stamped(source),
@@ -453,6 +469,8 @@ def _in_background(
         idle_s=settings.no_signal_s,
         idle_item=NO_SIGNAL,
         name="streamseg-source",
+        stop=stop,
+        join_timeout_s=LIVE_JOIN_TIMEOUT_S,
     )
 
 
@@ -497,6 +515,13 @@ def _batches(
         taken += 1
         stats.add("decode wait", time.perf_counter() - start_s)
         stats.frame_in(item.frame)
+        if stats.frames_in == 1 and item.frame.index > 0:
+            log.info(
+                "%s: %d frames arrived while the model was loading; dropped (the "
+                "newest frame wins) and counted as dropped",
+                stats.source,
+                item.frame.index,
+            )
         if batch and item.frame.hw != batch[0].frame.hw:
             yield batch
             batch = []

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from threading import Event
 from typing import Literal
 
 import numpy as np
@@ -76,7 +77,9 @@ class SourceSettings:
         device_fourcc: Pixel format requested from a camera, e.g. ``MJPG``
             (many USB capture devices deliver full HD only as MJPG).
         open_timeout_s: Seconds to wait for a camera or stream to deliver its
-            first frame.
+            first frame, counted from the start of the run (live sources
+            open while the model loads; the frames they deliver meanwhile
+            are dropped, newest frame wins, and counted as dropped).
         stall_timeout_s: Seconds without a frame after which a live source
             raises :class:`SourceError` (frames are never invented meanwhile).
         prefetch: Frames decoded ahead for files and folders (BLOCK queue).
@@ -179,13 +182,18 @@ class Source:
         return self.read()
 
 
-def open_source(settings: SourceSettings) -> Source:
+def open_source(settings: SourceSettings, *, stop: Event | None = None) -> Source:
     """Check that ``settings.uri`` can be read and describe it.
 
     Files and folders are probed here, so a missing or unreadable file fails
     before any model is loaded. Cameras and streams are opened by the
     iterating thread (the one that will own them); their errors arrive with
     the first frame.
+
+    Args:
+        settings: The ``source`` section.
+        stop: Once set, a live source stops waiting (between reconnection
+            attempts, or for a camera's next frame) and ends its iteration.
 
     Raises:
         SourceError: Missing or unreadable source, with the fix.
@@ -223,6 +231,7 @@ def open_source(settings: SourceSettings) -> Source:
                 fourcc=settings.device_fourcc,
                 open_timeout_s=open_timeout_s,
                 stall_timeout_s=settings.stall_timeout_s,
+                stop=stop,
             ),
         )
     elif kind == "stream":
@@ -266,6 +275,7 @@ def open_source(settings: SourceSettings) -> Source:
                 open_timeout_s=settings.open_timeout_s,
                 reconnect_timeout_s=settings.reconnect_timeout_s,
                 backoff_s=settings.reconnect_backoff_s,
+                stop=stop,
             ),
         )
     return source
@@ -299,7 +309,8 @@ def reconnecting(
     reconnect_timeout_s: float,
     backoff_s: float,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
+    stop: Event | None = None,
 ) -> Iterator[Frame]:
     """Read a live source, and re-open it whenever it fails after delivering frames.
 
@@ -321,7 +332,10 @@ def reconnecting(
         reconnect_timeout_s: Give up this long after the last frame.
         backoff_s: First wait between attempts.
         clock: Monotonic clock in seconds (tests inject a fake one).
-        sleep: Sleep function (tests inject a fake one).
+        sleep: Sleep function (tests inject a fake one; ``None``: wait on
+            ``stop``, or ``time.sleep`` without one).
+        stop: Once set, stop: no further attempt, and the wait between
+            attempts ends at once (the iteration then ends).
 
     Yields:
         The source's frames with indices that keep increasing across
@@ -331,12 +345,16 @@ def reconnecting(
     Raises:
         SourceError: The first connection fails, or reconnection gave up.
     """
+    if sleep is None:
+        sleep = stop.wait if stop is not None else time.sleep
     next_index = 0
     lost_s: float | None = None
     delay_s = backoff_s
     last_error: SourceError | None = None
     timeout_s = open_timeout_s
     while True:
+        if stop is not None and stop.is_set():
+            return
         frames = open_frames(open_timeout_s=timeout_s)
         try:
             for frame in frames:
@@ -351,6 +369,8 @@ def reconnecting(
                 next_index += 1
             return
         except SourceError as error:
+            if stop is not None and stop.is_set():
+                return  # stopped while waiting: the failure is moot
             if next_index == 0:
                 raise
             last_error = error
@@ -659,6 +679,7 @@ def read_device(
     fourcc: str | None = None,
     open_timeout_s: float = 10.0,
     stall_timeout_s: float = 5.0,
+    stop: Event | None = None,
 ) -> Iterator[Frame]:
     """Grab frames from a camera or capture card as fast as it delivers them.
 
@@ -673,6 +694,7 @@ def read_device(
         fourcc: Requested pixel format, e.g. "MJPG".
         open_timeout_s: Wait this long for the first frame.
         stall_timeout_s: Raise once no frame arrived for this long.
+        stop: Once set, stop retrying a camera that returns no frame.
 
     Yields:
         Frames numbered from 0, stamped with ``time.monotonic()`` at grab.
@@ -713,6 +735,8 @@ def read_device(
             ok, bgr = capture.read()
             now_s = time.monotonic()
             if not ok or bgr is None:
+                if stop is not None and stop.is_set():
+                    return
                 if now_s - last_frame_s > timeout_s:
                     what = "no first frame" if index == 0 else "no frame"
                     raise SourceError(

@@ -223,7 +223,7 @@ def test_a_hung_live_source_raises_after_the_stall_timeout(
         release.wait(10.0)  # a driver call that never returns
 
     fake = Source("fake camera", "device", True, None, None, hung)
-    monkeypatch.setattr("streamseg.app.open_source", lambda settings: fake)
+    monkeypatch.setattr("streamseg.app.open_source", lambda settings, **_: fake)
     config = _config(clip, model_file)
     config = dataclasses.replace(
         config, source=dataclasses.replace(config.source, stall_timeout_s=0.3)
