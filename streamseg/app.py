@@ -216,9 +216,13 @@ def run(
     check_outputs(config.output)
     settings = config.source
     stall_limit_s = _stall_limit_s(source, settings)
-    # A live source opens now, while the model loads: the frames it delivers
-    # meanwhile are dropped (the newest wins) and counted like any other drop.
-    frames = _in_background(source, settings, stall_limit_s, stop)
+    # Cameras and streams open now, while the model loads: the frames they
+    # deliver meanwhile are dropped (the newest wins) and counted like any
+    # other drop. Files (also when played as if live) start once the model is
+    # ready: waiting loses nothing.
+    frames = None
+    if source.kind in ("device", "stream"):
+        frames = _in_background(source, settings, stall_limit_s, stop)
     try:
         segmenter = _load_segmenter(config.model)
         try:
@@ -228,8 +232,11 @@ def run(
         except ValueError as error:
             raise ConfigError(str(error)) from error
     except BaseException:
-        frames.close()
+        if frames is not None:
+            frames.close()
         raise
+    if frames is None:
+        frames = _in_background(source, settings, stall_limit_s, stop)
     log.info(
         "%s (%s%s) -> %s/%s %dx%d on %s (%s)",
         source.name,

@@ -24,6 +24,8 @@ from streamseg.frames import Prediction
 from streamseg.stats import Figures
 
 RGB = tuple[int, int, int]
+# Behind the HUD's figures.
+HUD_BACKGROUND_RGB = (16, 16, 16)
 
 
 @dataclass(frozen=True)
@@ -375,25 +377,23 @@ def draw_hud(
         y += text_h + baseline + 2 * pad
     text = hud.text()
     if text:
-        (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
-        origin = (x, y + text_h + pad // 2)
-        # A dark outline keeps the text readable on bright mucosa.
-        cv2.putText(
+        size = 0.8 * scale
+        (text_w, text_h), baseline = cv2.getTextSize(text, font, size, thickness)
+        # A dark band behind the figures keeps them readable on bright mucosa
+        # (a thicker dark copy of the text does not: its glyphs drift apart).
+        cv2.rectangle(
             image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
+            (x, y),
+            (x + text_w + 2 * pad, y + text_h + baseline + pad),
+            HUD_BACKGROUND_RGB,
+            -1,
         )
         cv2.putText(
             image,
             text,
-            origin,
+            (x + pad, y + text_h + pad // 2),
             font,
-            0.8 * scale,
+            size,
             style.hud_rgb,
             thickness,
             cv2.LINE_AA,
