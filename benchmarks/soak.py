@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         config = load_config(StreamConfig, None, overrides)
 
-        def open_looping(settings):
+        def open_looping(settings, **_options):
             return Source(
                 f"{clip} (looped, {args.minutes:g} min)",
                 "file",

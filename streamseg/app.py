@@ -524,8 +524,8 @@ def _batches(
         stats.frame_in(item.frame)
         if stats.frames_in == 1 and item.frame.index > 0:
             log.info(
-                "%s: %d frames arrived while the model was loading; dropped (the "
-                "newest frame wins) and counted as dropped",
+                "%s: %d frames arrived while the model was loading (the newest "
+                "frame wins: they count as dropped)",
                 stats.source,
                 item.frame.index,
             )
