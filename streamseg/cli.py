@@ -367,7 +367,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
-    from streamseg.video_eval import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
+    from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 
     parser = commands.add_parser(
         "evaluate-video",
@@ -484,8 +484,8 @@ def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
 def _evaluate_video(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamseg import video_eval
     from streamseg.app import StreamConfig
+    from streamseg.evaluation import video_eval
 
     if args.source is None and args.cvc is None:
         raise ConfigError(
@@ -632,8 +632,8 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamseg import bench
     from streamseg.app import StreamConfig
+    from streamseg.evaluation import bench
     from streamseg.model import default_model_path
 
     config = load_config(StreamConfig, args.config, args.set)

@@ -17,10 +17,10 @@ import torch
 from conftest import FIXTURES
 from stream_media import decode_video, moving_disc, tiny_model_file, write_video
 
-from streamseg import bench
 from streamseg.app import ModelSettings, StreamConfig
 from streamseg.cli import main
 from streamseg.device import Precision, cpu_has_native_bf16
+from streamseg.evaluation import bench
 from streamseg.frames import Frame
 from streamseg.model import load_model
 from streamseg.segmenter import Segmenter

@@ -32,3 +32,27 @@ def test_runtime_imports_neither_poutyne_nor_albumentations():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"runtime imported {result.stdout.strip()}"
+
+
+CLI_PROBE = """
+import sys
+from streamseg.cli import build_parser
+build_parser().parse_args(["info", "model.safetensors"])
+tools = [m for m in sys.modules if m.startswith("streamseg.evaluation.")]
+print(",".join(sorted(tools)))
+"""
+
+
+def test_cli_parser_imports_no_tool():
+    """Building the parser must not import evaluate-video or bench (each is large)."""
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"the parser imported {result.stdout.strip()}"

@@ -13,8 +13,7 @@ from stream_media import disc_image, tiny_model_file, write_video
 
 from streamseg.app import ModelSettings
 from streamseg.cli import main
-from streamseg.smoothing import SmoothingSettings, ema_weight
-from streamseg.video_eval import (
+from streamseg.evaluation.video_eval import (
     CachedSequence,
     ModelRunner,
     SweepGrid,
@@ -30,7 +29,8 @@ from streamseg.video_eval import (
     score_variant,
     write_outputs,
 )
-from streamseg.video_metrics import VideoScorer, flicker
+from streamseg.evaluation.video_metrics import VideoScorer, flicker
+from streamseg.smoothing import SmoothingSettings, ema_weight
 
 HW = (48, 64)
 FPS = 25.0
@@ -220,7 +220,7 @@ def test_choose_prefers_variants_meeting_the_target(tmp_path):
     probabilities = truth * 0.9
     probabilities[3::4] = truth[3::4] * 0.3
     data = {"blink": [_sequence(probabilities, truth)]}
-    from streamseg.video_eval import run_sweep
+    from streamseg.evaluation.video_eval import run_sweep
 
     baseline = score_variant(data["blink"], SmoothingSettings(enabled=False), 0.5)
     grid = SweepGrid(
@@ -527,8 +527,8 @@ def test_truth_errors_are_source_errors():
 def test_the_flicker_target_is_judged_only_where_there_is_excess(
     predicted_flicker, truth_flicker, judged
 ):
-    from streamseg.video_eval import VariantResult
-    from streamseg.video_metrics import VideoScores
+    from streamseg.evaluation.video_eval import VariantResult
+    from streamseg.evaluation.video_metrics import VideoScores
 
     scores = VideoScores(
         flicker_predicted=predicted_flicker, flicker_truth=truth_flicker
@@ -599,7 +599,7 @@ def test_a_joint_sweep_checks_the_choice_on_another_model(clip, model_file, tmp_
 
 
 def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
-    from streamseg.video_eval import Comparison, SweepRow
+    from streamseg.evaluation.video_eval import Comparison, SweepRow
 
     def row(dice_change, ratio, delay_ms):
         comparison = Comparison(dice_change, True, ratio, delay_ms, delay_ms, 0, 0)

@@ -12,7 +12,7 @@ Pipeline::
          keyed by the model file's and the frames' contents
       -> every smoothing variant replayed from the cache through the
          runtime's own TemporalSmoother
-      -> VideoScorer (streamseg.video_metrics) -> report, sweep, plot
+      -> VideoScorer (streamseg.evaluation.video_metrics) -> report, sweep, plot
 
 Conventions (also written into every report):
 
@@ -57,6 +57,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
+from streamseg.evaluation.video_metrics import Episode, VideoScorer, VideoScores
 from streamseg.frames import Frame, Prediction
 from streamseg.model import ModelFileError, ModelSpec, default_model_path, read_spec
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
@@ -68,7 +70,6 @@ from streamseg.sources import (
     read_images,
     read_video,
 )
-from streamseg.video_metrics import Episode, VideoScorer, VideoScores
 
 if TYPE_CHECKING:
     from streamseg.app import ModelSettings
@@ -76,8 +77,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "streamseg-video-eval-cache/1"
-DEFAULT_LONG_SIDE_PX = 256
-DEFAULT_FPS = 25.0
 # Defaults are chosen among sweep variants with on - off <= this (see choose()).
 CHOICE_MAX_HYSTERESIS_GAP = 0.2
 PER_FRAME = "per-frame"
