@@ -13,23 +13,25 @@ from stream_media import disc_image, tiny_model_file, write_video
 
 from streamseg.app import ModelSettings
 from streamseg.cli import main
-from streamseg.evaluation.video_eval import (
-    CachedSequence,
-    ModelRunner,
+from streamseg.evaluation.sweep import (
     SweepGrid,
     Target,
-    TruthError,
     choose,
     compare,
+    score_variant,
+)
+from streamseg.evaluation.video_data import (
+    CachedSequence,
+    ModelRunner,
+    TruthError,
     eval_size,
-    evaluate_video,
     load_dataset,
     open_cvc_dataset,
     open_video_dataset,
-    score_variant,
-    write_outputs,
 )
+from streamseg.evaluation.video_eval import evaluate_video
 from streamseg.evaluation.video_metrics import VideoScorer, flicker
+from streamseg.evaluation.video_report import write_outputs
 from streamseg.smoothing import SmoothingSettings, ema_weight
 
 HW = (48, 64)
@@ -220,7 +222,7 @@ def test_choose_prefers_variants_meeting_the_target(tmp_path):
     probabilities = truth * 0.9
     probabilities[3::4] = truth[3::4] * 0.3
     data = {"blink": [_sequence(probabilities, truth)]}
-    from streamseg.evaluation.video_eval import run_sweep
+    from streamseg.evaluation.sweep import run_sweep
 
     baseline = score_variant(data["blink"], SmoothingSettings(enabled=False), 0.5)
     grid = SweepGrid(
@@ -527,7 +529,7 @@ def test_truth_errors_are_source_errors():
 def test_the_flicker_target_is_judged_only_where_there_is_excess(
     predicted_flicker, truth_flicker, judged
 ):
-    from streamseg.evaluation.video_eval import VariantResult
+    from streamseg.evaluation.sweep import VariantResult
     from streamseg.evaluation.video_metrics import VideoScores
 
     scores = VideoScores(
@@ -599,7 +601,7 @@ def test_a_joint_sweep_checks_the_choice_on_another_model(clip, model_file, tmp_
 
 
 def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
-    from streamseg.evaluation.video_eval import Comparison, SweepRow
+    from streamseg.evaluation.sweep import Comparison, SweepRow
 
     def row(dice_change, ratio, delay_ms):
         comparison = Comparison(dice_change, True, ratio, delay_ms, delay_ms, 0, 0)
