@@ -27,25 +27,15 @@ import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
 
 from streamseg.alerts import Alerter, AlertSettings
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
-from streamseg.device import (
-    Precision,
-    configure_backend,
-    resolve_precision,
-    select_device,
-    synchronize,
-)
+from streamseg.device import synchronize
 from streamseg.frames import Frame, Prediction
-from streamseg.model import ModelFileError, default_model_path
 from streamseg.overlay import (
     HudText,
     OverlayStyle,
@@ -53,7 +43,7 @@ from streamseg.overlay import (
     no_signal_image,
     render,
 )
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 from streamseg.sinks import (
     OutputSettings,
     Sink,
@@ -73,77 +63,6 @@ from streamseg.sources import (
 from streamseg.stats import RunStats, StatsRecorder
 
 log = logging.getLogger(__name__)
-
-NO_DEFAULT_MODEL = (
-    "no bundled default model in this build; pass --model FILE "
-    "(train one with python -m training train ...)"
-)
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """The ``model`` section of the stream config.
-
-    Attributes:
-        path: Model file (``.safetensors``); ``None``: the bundled default.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (fp16 on CUDA; bf16 on a CPU with native bf16,
-            AMX or AVX-512 BF16, with the torch backend; else fp32), ``fp32``,
-            ``bf16`` or ``fp16`` (CUDA only).
-        channels_last: NHWC memory format (faster on tensor cores and with
-            bf16 on recent CPUs; the same speed for fp32 on a CPU).
-        threshold: Overrides the model file's calibrated threshold
-            (``None``: use the file's).
-        batch_size: Frames per forward pass for files and folders (throughput);
-            live sources always use 1 (the newest frame, at once).
-        threads: CPU threads for torch (``None``: torch's default, one per
-            core). On a CPU shared with other work, fewer threads can be much
-            faster (measured on 2 busy cores: a small model ran 8x faster with
-            1 thread than with 2); on an idle machine more threads help.
-        backend: ``torch``, or ``onnx`` (ONNX Runtime on the CPU, fp32; needs
-            the ``onnx`` extra).
-        compile: Run the network through ``torch.compile`` (compiled at
-            start for batch 1 and ``batch_size``; the time is logged, and
-            Inductor caches the result on disk for the next start).
-        compile_mode: ``default``, ``reduce-overhead`` (CUDA graphs through
-            Inductor), ``max-autotune`` or ``max-autotune-no-cudagraphs``.
-        cuda_graphs: Capture and replay CUDA graphs (CUDA only; not with
-            ``compile``).
-    """
-
-    path: Path | None = None
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    threshold: float | None = None
-    batch_size: int = 4
-    threads: int | None = None
-    backend: Literal["torch", "onnx"] = "torch"
-    compile: bool = False
-    compile_mode: Literal[
-        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
-    ] = "default"
-    cuda_graphs: bool = False
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ValueError(
-                f"threshold: expected a value in (0, 1) or null, got {self.threshold}"
-            )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
-
-    def resolved_precision(self, device: torch.device) -> Precision:
-        """The autocast dtype these settings mean on ``device`` (``auto`` resolved).
-
-        Raises:
-            ValueError: An unknown precision, or fp16 without CUDA.
-        """
-        return resolve_precision(
-            device, self.precision, cpu_auto_bf16=self.backend == "torch"
-        )
 
 
 @dataclass(frozen=True)
@@ -173,6 +92,7 @@ ProgressCallback = Callable[[int, int | None], None]
 def run(
     config: StreamConfig,
     *,
+    segmenter: Segmenter | None = None,
     sinks: Sequence[Sink] = (),
     on_progress: ProgressCallback | None = None,
 ) -> RunStats:
@@ -180,6 +100,9 @@ def run(
 
     Args:
         config: All settings.
+        segmenter: Use this segmenter instead of loading ``config.model``
+            (tools and tests inject one; ``config.model.batch_size`` still
+            sets the file batch size).
         sinks: Extra sinks besides those ``config.output`` asks for (tests
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
@@ -211,7 +134,8 @@ def run(
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
     check_outputs(config.output)
-    segmenter = _load_segmenter(config.model)
+    if segmenter is None:
+        segmenter = Segmenter.from_settings(config.model, prepare_device(config.model))
     try:
         smoother = TemporalSmoother(
             config.smoothing, model_threshold=segmenter.spec.threshold
@@ -392,32 +316,6 @@ def _show_no_signal(
     outputs.show_no_signal(no_signal_image(hw, style, silent_s))
 
 
-def _load_segmenter(settings: ModelSettings) -> Segmenter:
-    """Pick the device and precision (once, at the edge) and load the model file."""
-    try:
-        device = select_device(settings.device)
-        precision = settings.resolved_precision(device)
-    except ValueError as error:
-        raise ConfigError(f"model: {error}") from error
-    configure_backend(device, threads=settings.threads)
-    path = _model_path(settings)
-    try:
-        return Segmenter.from_file(
-            path,
-            device,
-            precision,
-            threshold=settings.threshold,
-            channels_last=settings.channels_last,
-            backend=settings.backend,
-            compile=settings.compile,
-            compile_mode=settings.compile_mode,
-            cuda_graphs=settings.cuda_graphs,
-            batch_sizes=(1, settings.batch_size),
-        )
-    except ValueError as error:  # an option this device or install cannot honour
-        raise ConfigError(f"model: {error}") from error
-
-
 def _in_background(
     source: Source, settings: SourceSettings, stall_limit_s: float | None
 ) -> Generator[_Decoded, None, None]:
@@ -444,15 +342,6 @@ def _in_background(
         idle_item=NO_SIGNAL,
         name="streamseg-source",
     )
-
-
-def _model_path(settings: ModelSettings) -> Path:
-    if settings.path is not None:
-        return settings.path
-    path = default_model_path()
-    if path is None:
-        raise ModelFileError(NO_DEFAULT_MODEL)
-    return path
 
 
 def _stamped(frames: Iterable[Frame]) -> Iterator[_Decoded]:

@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 
 from streamseg.frames import Prediction
+from streamseg.model import check_threshold
 from streamseg.regions import label_regions
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,8 @@ class SmoothingSettings:
             )
         for name in ("on_threshold", "off_threshold"):
             value = getattr(self, name)
-            if value is not None and not 0 < value < 1:
-                raise ValueError(
-                    f"{name}: expected a value in (0, 1) or null, got {value}"
-                )
+            if value is not None:
+                check_threshold(value, name)
         if (
             self.on_threshold is not None
             and self.off_threshold is not None

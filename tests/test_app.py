@@ -19,9 +19,9 @@ from stream_media import (
     write_video,
 )
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.device import Precision
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.smoothing import SmoothingSettings
 from streamseg.sources import Source, SourceError, SourceSettings, read_video

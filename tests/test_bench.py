@@ -17,13 +17,13 @@ import torch
 from conftest import FIXTURES
 from stream_media import decode_video, moving_disc, tiny_model_file, write_video
 
-from streamseg.app import ModelSettings, StreamConfig
+from streamseg.app import StreamConfig
 from streamseg.cli import main
 from streamseg.device import Precision, cpu_has_native_bf16
 from streamseg.evaluation import bench, bench_inputs, bench_timing, bench_validate
 from streamseg.frames import Frame
 from streamseg.model import load_model
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter
 from streamseg.sources import probe_video
 
 CPU = torch.device("cpu")

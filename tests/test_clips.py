@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from live_helpers import use_red_disc_segmenter
+from live_helpers import RedDiscSegmenter, use_red_disc_segmenter
 from stream_media import decode_video, disc_image, write_video
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.clips import (
     ClipRecorder,
     ClipSettings,
@@ -23,6 +23,7 @@ from streamseg.clips import (
 )
 from streamseg.frames import Frame, Prediction
 from streamseg.overlay import OverlayStyle, render
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList
 from streamseg.sources import SourceSettings
 
@@ -227,7 +228,6 @@ def test_run_with_clips_saves_an_event_clip_with_pre_roll(
     empty = np.full((*HW, 3), (40, 20, 10), np.uint8)
     images = [empty] * 20 + [disc_image(HW, (24, 32), 10)] * 10 + [empty] * 20
     clip = write_video(tmp_path / "clip.mp4", images)
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     config = StreamConfig(
         source=SourceSettings(uri=str(clip)),
         model=ModelSettings(device="cpu"),
@@ -237,7 +237,7 @@ def test_run_with_clips_saves_an_event_clip_with_pre_roll(
         config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     (saved,) = (tmp_path / "clips").glob("clip_*.mp4")
     assert _clip_indices(saved) == list(range(15, 35))
     assert len(decode_video(saved)[0]) == 20

@@ -20,10 +20,11 @@ import pytest
 from live_helpers import free_port, get, get_json, sender, wait_until
 from stream_media import moving_disc, tiny_model_file
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.frames import Frame
 from streamseg.overlay import OverlayStyle
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.sources import SourceError, SourceSettings, reconnecting
 

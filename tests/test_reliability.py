@@ -428,7 +428,9 @@ def test_unwritable_outputs_fail_before_the_model_loads(
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("streamseg.app._load_segmenter", no_model)
+    monkeypatch.setattr(
+        "streamseg.segmenter.Segmenter.from_settings", classmethod(no_model)
+    )
     code, lines = _cli([clip, option, make(tmp_path)], capsys, model_file)
     assert code == 1
     _assert_one_clear_line(lines, fragment)

@@ -74,7 +74,7 @@ def test_runtime_auto_precision_is_bf16_only_on_cpus_with_native_bf16(
     monkeypatch, native
 ):
     import streamseg.device as device_module
-    from streamseg.app import ModelSettings
+    from streamseg.segmenter import ModelSettings
 
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")

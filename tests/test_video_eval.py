@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from stream_media import disc_image, tiny_model_file, write_video
 
-from streamseg.app import ModelSettings
 from streamseg.cli import main
 from streamseg.evaluation.sweep import (
     SweepGrid,
@@ -32,6 +31,7 @@ from streamseg.evaluation.video_data import (
 from streamseg.evaluation.video_eval import evaluate_video
 from streamseg.evaluation.video_metrics import VideoScorer, flicker
 from streamseg.evaluation.video_report import write_outputs
+from streamseg.segmenter import ModelSettings
 from streamseg.smoothing import SmoothingSettings, ema_weight
 
 HW = (48, 64)

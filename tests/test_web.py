@@ -340,8 +340,9 @@ def test_each_frame_is_jpeg_encoded_once_for_the_view_and_the_clips(
     from stream_media import moving_disc, tiny_model_file, write_video
 
     import streamseg.clips
-    from streamseg.app import ModelSettings, StreamConfig, run
+    from streamseg.app import StreamConfig, run
     from streamseg.clips import ClipSettings
+    from streamseg.segmenter import ModelSettings
     from streamseg.sinks import FrameList
     from streamseg.sources import SourceSettings
 

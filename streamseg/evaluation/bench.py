@@ -47,11 +47,7 @@ from typing import Any
 
 import torch
 
-from streamseg.app import ModelSettings, StreamConfig, _load_segmenter
-from streamseg.device import (
-    configure_backend,
-    select_device,
-)
+from streamseg.app import StreamConfig
 from streamseg.evaluation.bench_inputs import (
     DEFAULT_VARIANTS,
     VARIANTS,
@@ -78,6 +74,7 @@ from streamseg.evaluation.bench_validate import (
     read_labelled_split,
     validate,
 )
+from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +276,7 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
     model = prepare_model(settings.model, folder)
     base = dataclasses.replace(config.model, path=Path(model.path))
     config = dataclasses.replace(config, model=base)
-    device = select_device(base.device)
-    configure_backend(device, threads=base.threads)  # before the threads are reported
+    device = prepare_device(base)  # before the threads are reported
     machine = describe_machine(device)
     variants = _model_only_variants(settings, base, device)
 
@@ -378,7 +374,7 @@ def _time_variant(
     name: str, base: ModelSettings, settings: BenchSettings
 ) -> list[ModelOnlyResult]:
     log.info("model only: %s", name)
-    segmenter = _load_segmenter(resolve_variant(name, base))
+    segmenter = Segmenter.from_settings(resolve_variant(name, base))
     return [
         time_model(
             segmenter,
@@ -451,8 +447,7 @@ def validation_report(
     folder.mkdir(parents=True, exist_ok=True)
     model = prepare_model(settings.model, folder)
     base = dataclasses.replace(config.model, path=Path(model.path))
-    device = select_device(base.device)
-    configure_backend(device, threads=base.threads)  # before the threads are reported
+    device = prepare_device(base)  # before the threads are reported
     machine = describe_machine(device)
     names = [
         name

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamseg.app import ModelSettings
 from streamseg.model import ModelSpec, build_network, save_model
+from streamseg.segmenter import ModelSettings
 from streamseg.sources import probe_video, read_video
 
 log = logging.getLogger(__name__)

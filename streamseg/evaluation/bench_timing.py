@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.device import (
     select_device,
     synchronize,
@@ -31,7 +31,7 @@ from streamseg.evaluation.bench_inputs import (
 from streamseg.frames import Prediction
 from streamseg.model import load_model
 from streamseg.overlay import HudText, OverlayStyle, render
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter
 from streamseg.sources import read_video
 from streamseg.transforms import resize, to_tensor
 

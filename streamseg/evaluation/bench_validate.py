@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamseg.app import ModelSettings, _load_segmenter
 from streamseg.evaluation.bench_inputs import (
     VARIANTS,
     BenchError,
     resolve_variant,
 )
 from streamseg.frames import Frame
+from streamseg.segmenter import ModelSettings, Segmenter
 
 # --- validation ---------------------------------------------------------------
 
@@ -130,11 +130,11 @@ def validate(
         variants: Variant names.
         pairs: (stem, image, mask) from :func:`read_labelled_split`.
     """
-    reference = _load_segmenter(
+    reference = Segmenter.from_settings(
         dataclasses.replace(VARIANTS["fp32"].apply(base), path=Path(model_path))
     )
     candidates = {
-        name: _load_segmenter(
+        name: Segmenter.from_settings(
             dataclasses.replace(resolve_variant(name, base), path=Path(model_path))
         )
         for name in variants

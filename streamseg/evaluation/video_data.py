@@ -25,14 +25,15 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from streamseg.config import ConfigError
 from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 from streamseg.frames import Frame
-from streamseg.model import ModelFileError, ModelSpec, default_model_path, read_spec
+from streamseg.model import ModelSpec, read_spec
+from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 from streamseg.sources import (
     SourceError,
     guess_kind,
@@ -41,9 +42,6 @@ from streamseg.sources import (
     read_images,
     read_video,
 )
-
-if TYPE_CHECKING:
-    from streamseg.app import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -381,67 +379,58 @@ class ModelRunner:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
-        path = settings.path if settings.path is not None else default_model_path()
-        if path is None:
-            from streamseg.app import NO_DEFAULT_MODEL
-
-            raise ModelFileError(NO_DEFAULT_MODEL)
-        self.path = Path(path)
+        self.path = settings.model_path()
         spec = read_spec(self.path)
         if settings.threshold is not None:
             spec = dataclasses.replace(spec, threshold=settings.threshold)
         self.spec: ModelSpec = spec
         self.digest = _file_digest(self.path)
-        self._segmenter: Any = None
+        self._device: torch.device | None = None
+        self._segmenter: Segmenter | None = None
 
     def configure_backend(self) -> None:
         """Pick the device and set the process-wide backend flags (threads) once.
 
-        Called by :func:`evaluate_video` before anything runs, as ``app.run``
-        does: replaying the cache is also torch work, and on a busy CPU one
-        thread is several times faster than two (measured: 0.7 s vs 1.8 s per
-        variant on CVC with the load at 9 on 2 cores).
+        Called by :func:`~streamseg.evaluation.video_eval.evaluate_video`
+        before anything runs, as ``app.run`` does: replaying the cache is also
+        torch work, and on a busy CPU one thread is several times faster than
+        two (measured: 0.7 s vs 1.8 s per variant on CVC with the load at 9 on
+        2 cores).
 
         Raises:
             ConfigError: Unknown device or unsupported precision.
         """
-        from streamseg.device import configure_backend
-
-        configure_backend(
-            self._device_and_precision()[0], threads=self.settings.threads
-        )
-
-    def _device_and_precision(self) -> tuple[Any, Any]:
-        from streamseg.config import ConfigError
-        from streamseg.device import select_device
-
-        try:
-            device = select_device(self.settings.device)
-            return device, self.settings.resolved_precision(device)
-        except ValueError as error:
-            raise ConfigError(f"model: {error}") from error
+        self._device = prepare_device(self.settings)
+        self.precision_name  # noqa: B018 - an impossible precision fails here, early
 
     @property
-    def segmenter(self) -> Any:
-        """The :class:`~streamseg.segmenter.Segmenter`, loaded on first use."""
-        if self._segmenter is None:
-            from streamseg.segmenter import Segmenter
+    def device(self) -> torch.device:
+        if self._device is None:
+            self.configure_backend()
+        return self._device  # type: ignore[return-value]
 
-            device, precision = self._device_and_precision()
-            self._segmenter = Segmenter.from_file(
-                self.path,
-                device,
-                precision,
-                threshold=self.settings.threshold,
-                channels_last=self.settings.channels_last,
-            )
+    @property
+    def segmenter(self) -> Segmenter:
+        """The runtime's segmenter for these settings, loaded on first use."""
+        if self._segmenter is None:
+            self._segmenter = Segmenter.from_settings(self.settings, self.device)
         return self._segmenter
 
     @property
     def precision_name(self) -> str:
-        """What the cache key records about numerics (device kind and precision)."""
-        device, precision = self._device_and_precision()
-        return f"{device.type}/{precision.name}"
+        """What the cache key records about numerics (device kind, precision, backend).
+
+        Raises:
+            ConfigError: A precision this device cannot run.
+        """
+        try:
+            precision = self.settings.resolved_precision(self.device)
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from error
+        name = f"{self.device.type}/{precision.name}"
+        if self.settings.backend != "torch":
+            name += f"/{self.settings.backend}"
+        return name
 
 
 def default_cache_dir() -> Path:

@@ -76,7 +76,7 @@ from streamseg.evaluation.video_data import (
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
 
 if TYPE_CHECKING:
-    from streamseg.app import ModelSettings
+    from streamseg.segmenter import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ def evaluate_video(
         TruthError, SourceError, ModelFileError, ConfigError.
 
     Example:
-        >>> from streamseg.app import ModelSettings
+        >>> from streamseg.segmenter import ModelSettings
         >>> data = open_video_dataset(
         ...     "samples/demo.mp4", Path("samples/demo_masks.npz")
         ... )  # doctest: +SKIP
