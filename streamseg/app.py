@@ -35,7 +35,9 @@ from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
 from streamseg.device import synchronize
-from streamseg.frames import Frame, Prediction
+from streamseg.findings import Findings
+from streamseg.frames import Frame
+from streamseg.outputs import open_outputs
 from streamseg.overlay import (
     HudText,
     OverlayStyle,
@@ -50,7 +52,6 @@ from streamseg.sinks import (
     Sinks,
     check_display,
     check_outputs,
-    open_sinks,
 )
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
 from streamseg.sources import (
@@ -168,7 +169,7 @@ def run(
     last_frame_s = time.monotonic()
     with (
         contextlib.closing(frames),
-        open_sinks(
+        open_outputs(
             config.output,
             nominal_fps=source.nominal_fps,
             extra=sinks,
@@ -192,13 +193,15 @@ def run(
                 for item, prediction in zip(batch, predictions, strict=True):
                     with stats.time("smoothing"):
                         prediction = smoother(prediction)
+                    with stats.time("findings"):
+                        findings = Findings.of(prediction)
                     with stats.time("overlay"):
                         hud = HudText(stats.recent_fps, _ms(stats.last_latency_s))
-                        image = render(prediction, config.overlay, hud)
-                        _alert(alerter, prediction, image)
+                        image = render(findings, config.overlay, hud)
+                        _alert(alerter, findings, image)
                     for sink in outputs:
                         with stats.time(sink.name):
-                            sink.write(prediction, image)
+                            sink.write(findings, image)
                     origin_s = item.frame.timestamp_s if source.live else item.decoded_s
                     last_frame_s = time.monotonic()
                     stats.frame_out(last_frame_s - origin_s)
@@ -298,13 +301,13 @@ def _live_status(
     return figures
 
 
-def _alert(alerter: Alerter, prediction: Prediction, image: np.ndarray) -> None:
+def _alert(alerter: Alerter, findings: Findings, image: np.ndarray) -> None:
     """Update the alert state; draw the border flash on ``image`` (in place)."""
     settings = alerter.settings
     if not settings.enabled:
         return
-    timestamp_s = prediction.frame.timestamp_s
-    alerter.update(bool(prediction.mask.any()), timestamp_s)
+    timestamp_s = findings.frame.timestamp_s
+    alerter.update(findings.present, timestamp_s)
     if alerter.flashing(timestamp_s):
         draw_border(image, settings.border_rgb, settings.border_px)
 

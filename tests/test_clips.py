@@ -21,6 +21,7 @@ from streamseg.clips import (
     PreRollBuffer,
     wants_clip,
 )
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
 from streamseg.overlay import OverlayStyle, render
 from streamseg.segmenter import ModelSettings
@@ -31,7 +32,7 @@ FPS = 25.0
 HW = (48, 64)
 
 
-def _frame(index: int, polyp: bool) -> tuple[Prediction, np.ndarray]:
+def _frame(index: int, polyp: bool) -> tuple[Findings, np.ndarray]:
     """Frame ``index`` at 25 fps; its mask is a disc when ``polyp``, else empty."""
     pixels = disc_image(HW, (24, 32), 10)
     mask = np.zeros(HW, np.float32)
@@ -40,7 +41,8 @@ def _frame(index: int, polyp: bool) -> tuple[Prediction, np.ndarray]:
     prediction = Prediction(
         Frame(index, index / FPS, pixels), torch.from_numpy(mask), 0.5
     )
-    return prediction, render(prediction, OverlayStyle())
+    findings = Findings.of(prediction)
+    return findings, render(findings, OverlayStyle())
 
 
 class _Clock:
@@ -192,7 +194,7 @@ def test_a_long_session_keeps_memory_bounded(tmp_path):
         prediction = Prediction(
             Frame(index, index / FPS, pixels), torch.zeros(240, 320), 0.5
         )
-        recorder.write(prediction, pixels)
+        recorder.write(Findings.of(prediction), pixels)
         assert recorder._buffer.nbytes <= 1_000_000
     assert 0 < len(recorder._buffer) < 50
     recorder.close()

@@ -28,6 +28,7 @@ from streamseg.evaluation.bench_inputs import (
     CLIP_FPS,
     BenchError,
 )
+from streamseg.findings import Findings
 from streamseg.frames import Prediction
 from streamseg.model import load_model
 from streamseg.overlay import HudText, OverlayStyle, render
@@ -200,11 +201,11 @@ class LatencyProbe:
         self.done_s: list[float] = []
         self.latency_s: list[float] = []
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray) -> None:
         now = self.clock()
         self.done_s.append(now)
         if self.live:
-            self.latency_s.append(now - prediction.frame.timestamp_s)
+            self.latency_s.append(now - findings.frame.timestamp_s)
 
     def close(self) -> None:
         pass
@@ -421,9 +422,8 @@ def run_naive(
             probabilities = resize(logits.float().sigmoid(), frame.hw)[:, 0]
             synchronize(device)
             t3 = clock()
-            image = render(
-                Prediction(frame, probabilities[0], spec.threshold), style, HudText()
-            )
+            prediction = Prediction(frame, probabilities[0], spec.threshold)
+            image = render(Findings.of(prediction), style, HudText())
             t4 = clock()
             if stream is None:
                 stream = _naive_stream(container, image.shape, crf, preset)
