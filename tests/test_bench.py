@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES
-from stream_media import decode_video, moving_disc, tiny_model_file, write_video
+from stream_media import decode_video, moving_disc, write_video
 
 from streamseg.app import StreamConfig
 from streamseg.cli import main
 from streamseg.device import Precision, cpu_has_native_bf16
 from streamseg.evaluation import bench, bench_inputs, bench_timing, bench_validate
+from streamseg.evaluation.metrics import dice_score
 from streamseg.frames import Frame
 from streamseg.model import load_model
 from streamseg.segmenter import ModelSettings, Segmenter
@@ -28,11 +29,6 @@ from streamseg.sources import probe_video
 
 CPU = torch.device("cpu")
 FRAMES = 10
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
@@ -339,18 +335,15 @@ def test_validation_compares_variants_with_fp32_on_labelled_images(model_file):
     segmenter = Segmenter.from_file(model_file, CPU, Precision(None))
     counts = np.zeros(3)
     for index, (_stem, image_path, mask_path) in enumerate(pairs):
-        pixels, truth = bench_validate._read_pair(image_path, mask_path)
+        pixels, truth = bench_validate.read_pair(image_path, mask_path)
         mask = segmenter(Frame(index, 0.0, pixels)).mask.numpy()
         counts += [(mask & truth).sum(), (mask & ~truth).sum(), (~mask & truth).sum()]
-    assert same.reference_dice == pytest.approx(bench_validate.dice(*counts))
+    assert same.reference_dice == pytest.approx(dice_score(*counts))
 
 
 def test_validation_names_a_missing_split(tmp_path):
     with pytest.raises(bench_inputs.BenchError, match="no split file"):
         bench_validate.read_labelled_split(tmp_path, "test")
-    assert bench_validate.dice(0, 0, 0) == 1.0 and bench_validate.dice(
-        1, 1, 0
-    ) == pytest.approx(2 / 3)
 
 
 # --- command line -------------------------------------------------------------

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 from live_helpers import free_port, get, get_json, sender, wait_until
-from stream_media import moving_disc, tiny_model_file
+from stream_media import moving_disc
 
 from streamseg.app import StreamConfig, run
 from streamseg.background import Stalled, WhenFull, in_background
@@ -30,11 +30,6 @@ from streamseg.sources import SourceError, SourceSettings, reconnecting
 
 STYLE = OverlayStyle()
 CARD = ("no signal", None)
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 def _config(url: str, model_file, **source) -> StreamConfig:

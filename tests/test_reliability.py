@@ -31,7 +31,6 @@ from stream_media import (
     disc_image,
     moving_disc,
     signal_run_midway,
-    tiny_model_file,
 )
 from stream_media import write_video as write_clip
 
@@ -39,16 +38,6 @@ from streamseg.cli import main
 from streamseg.model import FORMAT, build_network, save_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def clip(tmp_path):
-    return write_clip(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(6)])
 
 
 def _cli(argv, capsys, model_file=None, debug=False):

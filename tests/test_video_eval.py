@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_media import disc_image, tiny_model_file, write_video
+from stream_media import disc_image, write_video
 
 from streamseg.cli import main
 from streamseg.evaluation.sweep import (
@@ -51,11 +51,6 @@ def _disc_clip(count: int) -> tuple[list[np.ndarray], np.ndarray]:
     centers = [10 + (HW[1] - 20) * i / max(count - 1, 1) for i in range(count)]
     images = [disc_image(HW, (HW[0] / 2, x), 10.0) for x in centers]
     return images, np.stack([_disc_mask(x) for x in centers])
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

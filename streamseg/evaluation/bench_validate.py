@@ -19,6 +19,13 @@ from streamseg.evaluation.bench_inputs import (
     BenchError,
     resolve_variant,
 )
+from streamseg.evaluation.datasets import (
+    DatasetError,
+    read_image,
+    read_mask,
+    read_split,
+)
+from streamseg.evaluation.metrics import dice_score
 from streamseg.frames import Frame
 from streamseg.segmenter import ModelSettings, Segmenter
 
@@ -77,11 +84,10 @@ def read_labelled_split(
             f"{split_file}: no split file; pass --data with a Kvasir-SEG folder "
             "(images/, masks/, splits/test.txt), e.g. ../shared/data/kvasir-seg"
         )
-    stems = [
-        line.strip()
-        for line in split_file.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    try:
+        stems = read_split(split_file)
+    except DatasetError as error:
+        raise BenchError(str(error)) from error
     pairs = []
     for stem in stems[:limit] if limit else stems:
         found = []
@@ -95,22 +101,6 @@ def read_labelled_split(
             found.append(matches[0])
         pairs.append((stem, found[0], found[1]))
     return pairs
-
-
-def _read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import cv2
-
-    bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    grey = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-    if bgr is None or grey is None:
-        raise BenchError(f"{image_path} or {mask_path}: cannot decode the image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), grey > 127  # JPEG masks: threshold
-
-
-def dice(tp: float, fp: float, fn: float) -> float:
-    """2 TP / (2 TP + FP + FN); 1 when there is nothing to find and nothing found."""
-    denominator = 2 * tp + fp + fn
-    return 1.0 if denominator == 0 else 2 * tp / denominator
 
 
 def validate(
@@ -145,7 +135,7 @@ def validate(
     pixels_total = np.zeros(len(pairs))
     max_diff = dict.fromkeys(candidates, 0.0)
     for row, (_stem, image_path, mask_path) in enumerate(pairs):
-        pixels, truth_np = _read_pair(image_path, mask_path)
+        pixels, truth_np = read_pair(image_path, mask_path)
         frame = Frame(row, 0.0, pixels)
         truth = torch.from_numpy(truth_np)
         ref_prob = reference(frame).probabilities.float().cpu()
@@ -159,11 +149,11 @@ def validate(
             agree[name][row] = float((mask == ref_mask).sum())
             difference = float((probability - ref_prob).abs().max())
             max_diff[name] = max(max_diff[name], difference)
-    ref_micro = dice(*counts["fp32"].sum(axis=0))
-    ref_macro = float(np.mean([dice(*c) for c in counts["fp32"]]))
+    ref_micro = float(dice_score(*counts["fp32"].sum(axis=0)))
+    ref_macro = float(dice_score(*counts["fp32"].T).mean())
     results = []
     for name, segmenter in candidates.items():
-        micro = dice(*counts[name].sum(axis=0))
+        micro = float(dice_score(*counts[name].sum(axis=0)))
         results.append(
             Agreement(
                 variant=name,
@@ -173,7 +163,7 @@ def validate(
                 variant_dice=micro,
                 dice_difference=micro - ref_micro,
                 reference_dice_macro=ref_macro,
-                variant_dice_macro=float(np.mean([dice(*c) for c in counts[name]])),
+                variant_dice_macro=float(dice_score(*counts[name].T).mean()),
                 mask_agreement_pct=100.0 * agree[name].sum() / pixels_total.sum(),
                 worst_image_agreement_pct=float(
                     100.0 * (agree[name] / pixels_total).min()
@@ -187,3 +177,15 @@ def validate(
 def _confusion(mask: torch.Tensor, truth: torch.Tensor) -> tuple[int, int, int]:
     tp = int((mask & truth).sum())
     return tp, int(mask.sum()) - tp, int(truth.sum()) - tp
+
+
+def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 RGB image and (H, W) bool mask of one labelled pair.
+
+    Raises:
+        BenchError: Either file cannot be decoded.
+    """
+    try:
+        return read_image(image_path), read_mask(mask_path)
+    except DatasetError as error:
+        raise BenchError(str(error)) from error

@@ -31,6 +31,7 @@ import torch
 
 from streamseg.config import ConfigError
 from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
+from streamseg.evaluation.datasets import DatasetError, read_mask
 from streamseg.frames import Frame
 from streamseg.model import ModelSpec, read_spec
 from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
@@ -62,14 +63,12 @@ def read_mask_image(path: Path) -> np.ndarray:
     Raises:
         TruthError: The file cannot be decoded.
     """
-    import cv2
-
-    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if grey is None:
+    try:
+        return read_mask(path)
+    except DatasetError as error:
         raise TruthError(
             f"{path}: cannot decode this mask image; convert it to PNG or remove it"
-        )
-    return grey > 127
+        ) from error
 
 
 def load_mask_array(path: Path) -> np.ndarray:
