@@ -20,10 +20,11 @@ print(",".join(heavy))
 """
 
 
-def test_runtime_imports_neither_poutyne_nor_albumentations():
+def _probe(code: str) -> str:
+    """Run ``code`` in a fresh interpreter; return what it printed."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", code],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -31,7 +32,12 @@ def test_runtime_imports_neither_poutyne_nor_albumentations():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "", f"runtime imported {result.stdout.strip()}"
+    return result.stdout.strip()
+
+
+def test_runtime_imports_neither_poutyne_nor_albumentations():
+    heavy = _probe(PROBE)
+    assert heavy == "", f"runtime imported {heavy}"
 
 
 CLI_PROBE = """
@@ -45,14 +51,5 @@ print(",".join(sorted(tools)))
 
 def test_cli_parser_imports_no_tool():
     """Building the parser must not import evaluate-video or bench (each is large)."""
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", CLI_PROBE],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "", f"the parser imported {result.stdout.strip()}"
+    tools = _probe(CLI_PROBE)
+    assert tools == "", f"the parser imported {tools}"
