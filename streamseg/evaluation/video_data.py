@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from streamseg.config import ConfigError
+from streamseg.device import Precision
 from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 from streamseg.evaluation.datasets import DatasetError, read_mask
 from streamseg.frames import Frame
@@ -400,7 +401,7 @@ class ModelRunner:
             ConfigError: Unknown device or unsupported precision.
         """
         self._device = prepare_device(self.settings)
-        self.precision_name  # noqa: B018 - an impossible precision fails here, early
+        self._precision()  # an impossible precision fails here, before any work
 
     @property
     def device(self) -> torch.device:
@@ -415,6 +416,12 @@ class ModelRunner:
             self._segmenter = Segmenter.from_settings(self.settings, self.device)
         return self._segmenter
 
+    def _precision(self) -> Precision:
+        try:
+            return self.settings.resolved_precision(self.device)
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from error
+
     @property
     def precision_name(self) -> str:
         """What the cache key records about numerics (device kind, precision, backend).
@@ -422,11 +429,7 @@ class ModelRunner:
         Raises:
             ConfigError: A precision this device cannot run.
         """
-        try:
-            precision = self.settings.resolved_precision(self.device)
-        except ValueError as error:
-            raise ConfigError(f"model: {error}") from error
-        name = f"{self.device.type}/{precision.name}"
+        name = f"{self.device.type}/{self._precision().name}"
         if self.settings.backend != "torch":
             name += f"/{self.settings.backend}"
         return name
