@@ -36,7 +36,12 @@ import numpy as np
 from streamseg.background import to_background
 from streamseg.events import describe
 from streamseg.findings import Findings
-from streamseg.sinks import OutputError, OutputSettings, VideoRecorder
+from streamseg.sinks import (
+    OutputError,
+    OutputSettings,
+    VideoRecorder,
+    make_output_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +293,7 @@ class ClipRecorder:
         queue_size: int = 16,
         now: Callable[[], datetime.datetime] = datetime.datetime.now,
     ) -> None:
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the clips folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        self.folder = make_output_folder(folder, "clips")
         self.auto = auto
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s

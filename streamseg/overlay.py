@@ -330,27 +330,11 @@ def draw_hud(
         text = "  ".join(parts)
         (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
         origin = (x, y + text_h + pad // 2)
-        # A dark outline keeps the text readable on bright mucosa.
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            style.hud_rgb,
-            thickness,
-            cv2.LINE_AA,
-        )
+        # A dark outline under the text keeps it readable on bright mucosa.
+        for rgb, width_px in (((0, 0, 0), thickness + 2), (style.hud_rgb, thickness)):
+            cv2.putText(
+                image, text, origin, font, 0.8 * scale, rgb, width_px, cv2.LINE_AA
+            )
 
 
 NO_SIGNAL_TEXT = "NO SIGNAL"

@@ -324,14 +324,7 @@ class MaskWriter:
     name = "masks"
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the mask folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        self.folder = make_output_folder(folder, "mask")
 
     def write(self, findings: Findings, image: np.ndarray) -> None:
         import cv2
@@ -487,6 +480,23 @@ class Sinks:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def make_output_folder(folder: str | Path, what: str) -> Path:
+    """Create an output folder (and its parents) if needed.
+
+    Raises:
+        OutputError: It cannot be created; names the folder and the fix.
+    """
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(
+            f"{path}: cannot create the {what} folder ({error.strerror}); "
+            "pick a writable path"
+        ) from error
+    return path
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
