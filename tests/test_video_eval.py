@@ -610,3 +610,19 @@ def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
     assert missing.margin(Target()) < 0 and not missing.meets(Target())
     assert choose([on_the_limit, with_slack, missing], Target()) is with_slack
     assert choose([missing], Target()) is missing  # the least shortfall, reported
+
+
+def test_the_model_runner_honours_every_model_option(model_file):
+    """evaluate-video builds its segmenter as ``streamseg run`` does (from_settings)."""
+    from streamseg.config import ConfigError
+
+    plain = ModelRunner(
+        ModelSettings(path=model_file, device="cpu", precision="fp32", batch_size=3)
+    )
+    assert plain.segmenter.describe() == "fp32, channels_last"
+    assert plain.segmenter.batch_sizes == (1, 3)
+    impossible = ModelRunner(
+        ModelSettings(path=model_file, device="cpu", cuda_graphs=True)
+    )
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        impossible.segmenter  # noqa: B018 - loading it is what is tested
