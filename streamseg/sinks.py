@@ -491,6 +491,11 @@ def make_output_folder(folder: str | Path, what: str) -> Path:
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise OutputError(
+            f"{path}: cannot create the {what} folder (a part of this path is a "
+            "file, not a folder); pick another path"
+        ) from error
     except OSError as error:
         raise OutputError(
             f"{path}: cannot create the {what} folder ({error.strerror}); "
@@ -593,17 +598,6 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 def _prepare_parent(path: Path) -> None:
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; pass a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise OutputError(
-            f"{path}: cannot create the output folder (a part of this path is a "
-            "file, not a folder); pick another output path"
-        ) from error
-    except OSError as error:
-        raise OutputError(
-            f"{path.parent}: cannot create the output folder ({error.strerror}); "
-            "pick a writable path"
-        ) from error
+    make_output_folder(path.parent, "output")
     if not os.access(path.parent, os.W_OK):
         raise OutputError(f"{path.parent}: not writable; pick another output path")
