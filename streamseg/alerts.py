@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from streamseg.events import StreamClock
+from streamseg.events import StreamClock, say_when
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +158,7 @@ class Alerter:
         if alert:
             self.count += 1
             self._last_alert_s = timestamp_s
-            when = (
-                f"{timestamp_s:.2f} s"
-                if self._clock is None
-                else self._clock.describe(timestamp_s)
-            )
+            when = say_when(timestamp_s, self._clock)
             log.info("alert %d: polyp appeared at %s", self.count, when)
             if self.settings.sound == "bell":
                 (self._ring or terminal_bell)()

@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.background import to_background
-from streamseg.events import StreamClock, describe
-from streamseg.frames import Prediction
+from streamseg.events import StreamClock, describe, say_when
+from streamseg.findings import Findings
 from streamseg.sinks import (
     OutputError,
     OutputSettings,
     VideoRecorder,
-    check_folder_creatable,
+    check_output_folder,
+    make_output_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class _Clip:
 class ClipRecorder:
     """Save clips around detections (with pre-roll) and manual recordings.
 
-    A sink: ``write(prediction, image)`` once per frame from the pipeline
+    A sink: ``write(findings, image)`` once per frame from the pipeline
     thread; :meth:`start_manual`, :meth:`stop_manual` and :meth:`status` may
     be called from any thread (the browser view's request threads).
 
@@ -299,7 +300,7 @@ class ClipRecorder:
         self.folder = Path(folder)
         self.clock = clock
         # Created with the first clip: a run that records nothing leaves no folder.
-        check_folder_creatable(self.folder, "clips folder")
+        check_output_folder(self.folder, "clips")
         self.auto = auto
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s
@@ -327,9 +328,9 @@ class ClipRecorder:
 
     # --- the pipeline thread --------------------------------------------------
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        event = describe(prediction, self.clock) if self.auto else None
-        now_s = prediction.frame.timestamp_s
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        event = describe(findings, self.clock) if self.auto else None
+        now_s = findings.frame.timestamp_s
         with self._lock:
             if event is not None and event.polyp_present:
                 self._last_detection_s = now_s
@@ -344,7 +345,7 @@ class ClipRecorder:
             if not need_jpeg:
                 return
             if event is None:
-                event = describe(prediction, self.clock)
+                event = describe(findings, self.clock)
             frame = EncodedFrame(now_s, self.jpeg(image), event.to_json())
             if want and self._clip is None:
                 self._start(now_s, manual=self._manual)
@@ -416,7 +417,7 @@ class ClipRecorder:
             "%s: %s started at %s with %.1f s of pre-roll",
             self._clip.video_path,
             "recording" if manual else "clip",
-            f"{now_s:.2f} s" if self.clock is None else self.clock.describe(now_s),
+            say_when(now_s, self.clock),
             now_s - pre_roll[0].timestamp_s if pre_roll else 0.0,
         )
         for frame in pre_roll:
@@ -443,13 +444,7 @@ class ClipRecorder:
             )
 
     def _unique_stem(self, prefix: str) -> Path:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the clips folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        make_output_folder(self.folder, "clips")
         base = f"{prefix}_{self._now():%Y%m%dT%H%M%S}"
         stem, number = base, 1
         while stem in self._used_stems or (self.folder / f"{stem}.mp4").exists():

@@ -11,13 +11,14 @@ import threading
 
 import numpy as np
 import pytest
-from live_helpers import use_red_disc_segmenter
+from live_helpers import RedDiscSegmenter, use_red_disc_segmenter
 from stream_media import disc_image, write_video
 
 from streamseg.alerts import Alerter, AlertSettings, should_alert
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.cli import main
 from streamseg.overlay import OverlayStyle, draw_border, no_signal_image
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList
 from streamseg.sources import SourceSettings
 
@@ -88,7 +89,6 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
     empty = np.full((*hw, 3), (40, 20, 10), np.uint8)
     images = [empty] * 10 + [disc_image(hw, (24, 32), 10)] * 10
     clip = write_video(tmp_path / "clip.mp4", images)
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     rings = []
     monkeypatch.setattr("streamseg.alerts.terminal_bell", lambda: rings.append(1))
     config = StreamConfig(
@@ -100,7 +100,7 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
         config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     border = [bool((image[-2:, :] == (255, 40, 40)).all()) for image in frames.images]
     # The polyp appears at frame 10 (0.40 s); the border stays 0.18 s: frames 10-14.
     assert border == [10 <= i < 15 for i in range(20)]
@@ -113,9 +113,8 @@ def _polyp_clip(path, hw=(48, 64), empty_frames=10, polyp_frames=10):
     return write_video(path, [empty] * empty_frames + [disc] * polyp_frames)
 
 
-def test_the_flash_border_never_covers_the_hud(tmp_path, tiny_spec, monkeypatch):
+def test_the_flash_border_never_covers_the_hud(tmp_path, tiny_spec):
     clip = _polyp_clip(tmp_path / "clip.mp4", hw=(240, 320))
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     alerts = AlertSettings(flash=True, flash_s=0.18)  # border_px 12: frames 10-14
     config = StreamConfig(
         source=SourceSettings(uri=str(clip)),
@@ -126,7 +125,7 @@ def test_the_flash_border_never_covers_the_hud(tmp_path, tiny_spec, monkeypatch)
         config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     band = alerts.border_px
     style = OverlayStyle()
 

@@ -19,29 +19,19 @@ import cv2
 import numpy as np
 import pytest
 import stream_sender
-from live_helpers import (
-    RedDiscSegmenter,
-    free_port,
-    get,
-    get_json,
-    wait_until,
-)
-from stream_media import moving_disc, tiny_model_file
+from live_helpers import RedDiscSegmenter, free_port, get, get_json, wait_until
+from stream_media import moving_disc
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.frames import Frame
 from streamseg.overlay import OverlayStyle
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.sources import SourceError, SourceSettings, reconnecting
 
 STYLE = OverlayStyle()
 CARD = ("no signal", None)
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 def _config(url: str, model_file, **source) -> StreamConfig:
@@ -375,13 +365,13 @@ def test_in_background_yields_idle_markers_while_silent_and_still_stalls():
 # --- opening early, stopping fast ------------------------------------------------
 
 
-def _run_timed(config, sink):
+def _run_timed(config, sink, segmenter=None):
     """Run in a thread; ``outcome["done_s"]`` is when run() returned (monotonic)."""
     outcome: dict[str, object] = {}
 
     def target():
         try:
-            outcome["stats"] = run(config, sinks=[sink])
+            outcome["stats"] = run(config, segmenter=segmenter, sinks=[sink])
         except BaseException as error:
             outcome["error"] = error
         outcome["done_s"] = time.monotonic()
@@ -398,12 +388,14 @@ def test_a_live_source_opens_before_the_model_loads_and_counts_warm_up_drops(
     caplog.set_level(logging.INFO, logger="streamseg")
     loaded = threading.Event()
 
-    def slow_load(settings):  # a model that takes 2 s to load
+    def slow_load(cls, settings, device=None):  # a model that takes 2 s to load
         time.sleep(2.0)
         loaded.set()
         return RedDiscSegmenter(tiny_spec)
 
-    monkeypatch.setattr("streamseg.app._load_segmenter", slow_load)
+    monkeypatch.setattr(
+        "streamseg.segmenter.Segmenter.from_settings", classmethod(slow_load)
+    )
     url = _udp_url()
     config = StreamConfig(
         source=SourceSettings(
@@ -448,12 +440,9 @@ class _Interrupting(_Timeline):
 @pytest.mark.slow
 @pytest.mark.parametrize("backoff_s", [2.0, 0.1], ids=["backing-off", "reopening"])
 def test_stopping_while_a_live_source_reconnects_takes_under_a_second(
-    model_file, tiny_spec, monkeypatch, caplog, backoff_s
+    model_file, tiny_spec, caplog, backoff_s
 ):
     caplog.set_level(logging.WARNING, logger="streamseg")
-    monkeypatch.setattr(
-        "streamseg.app._load_segmenter", lambda settings: RedDiscSegmenter(tiny_spec)
-    )
     url = _udp_url()
     config = _config(
         url,
@@ -464,7 +453,7 @@ def test_stopping_while_a_live_source_reconnects_takes_under_a_second(
         reconnect_backoff_s=backoff_s,  # 2.0: asleep between attempts; 0.1:
     )  # mostly inside an attempt to open the stream (open_timeout_s 5 s)
     sink = _Interrupting()
-    thread, outcome = _run_timed(config, sink)
+    thread, outcome = _run_timed(config, sink, RedDiscSegmenter(tiny_spec))
     try:
         with _sending(url, 2.0):
             assert wait_until(lambda: sink.predictions, 10.0), outcome

@@ -20,7 +20,8 @@ from stream_media import disc_image, moving_disc, write_video
 
 import streamseg.app
 from streamseg.alerts import AlertSettings
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.smoothing import SmoothingSettings
 from streamseg.sources import SourceSettings
@@ -47,20 +48,20 @@ class _Clocked(FrameList):
         self.written_s: list[float] = []
         self.figures: list[dict] = []
 
-    def write(self, prediction, image) -> None:
-        super().write(prediction, image)
+    def write(self, findings, image) -> None:
+        super().write(findings, image)
         self.written_s.append(time.monotonic())
         self.figures.append(dict(self.panel[0]()) if self.panel else {})
 
 
-def _watch(monkeypatch, segmenter):
+def _watch(monkeypatch):
     """Capture the HUD figures drawn and the panel's status function."""
     huds, panel = [], []
     render = streamseg.app.render
 
-    def recording_render(prediction, style, hud=None, *args, **kwargs):
+    def recording_render(findings, style, hud=None):
         huds.append(hud)
-        return render(prediction, style, hud, *args, **kwargs)
+        return render(findings, style, hud)
 
     live_status = streamseg.app._live_status
 
@@ -70,7 +71,6 @@ def _watch(monkeypatch, segmenter):
 
     monkeypatch.setattr("streamseg.app.render", recording_render)
     monkeypatch.setattr("streamseg.app._live_status", recording_status)
-    monkeypatch.setattr("streamseg.app._load_segmenter", lambda settings: segmenter)
     return huds, panel
 
 
@@ -92,11 +92,12 @@ def test_a_batched_file_shows_its_real_speed_and_progress_not_burst_rates(
     tmp_path, tiny_spec, monkeypatch
 ):
     clip = write_video(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(24)])
-    huds, panel = _watch(monkeypatch, _SlowSegmenter(tiny_spec))
+    huds, panel = _watch(monkeypatch)
     progress = []
     sink = _Clocked(panel)
     run(
         _config(clip),
+        segmenter=_SlowSegmenter(tiny_spec),
         sinks=[sink],
         on_progress=lambda *figures: progress.append(figures),
     )
@@ -127,9 +128,13 @@ def test_a_paced_live_source_shows_its_frame_rate_and_grab_to_overlay_latency(
     clip = write_video(
         tmp_path / "clip.mp4", [f.pixels for f in moving_disc(50)], fps=25.0
     )
-    huds, panel = _watch(monkeypatch, RedDiscSegmenter(tiny_spec))
+    huds, panel = _watch(monkeypatch)
     sink = _Clocked(panel)
-    stats = run(_config(clip, realtime=True), sinks=[sink])
+    stats = run(
+        _config(clip, realtime=True),
+        segmenter=RedDiscSegmenter(tiny_spec),
+        sinks=[sink],
+    )
     assert stats.live and stats.frames_out >= 40
     measured = _measured_fps(sink.written_s, first=10)
     assert measured == pytest.approx(25.0, rel=0.3)
@@ -159,13 +164,10 @@ def _polyp_clip(path, empty_frames=10, polyp_frames=10, fps=25.0):
 
 
 def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
-    tmp_path, tiny_spec, monkeypatch, caplog
+    tmp_path, tiny_spec, caplog
 ):
     caplog.set_level(logging.INFO, logger="streamseg")
     clip = _polyp_clip(tmp_path / "clip.mp4")
-    monkeypatch.setattr(
-        "streamseg.app._load_segmenter", lambda settings: RedDiscSegmenter(tiny_spec)
-    )
     events = tmp_path / "events.jsonl"
     config = dataclasses.replace(
         _config(clip, realtime=True),
@@ -173,7 +175,7 @@ def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
         alerts=AlertSettings(flash=True),
     )
     before = datetime.datetime.now().astimezone()
-    stats = run(config)
+    stats = run(config, segmenter=RedDiscSegmenter(tiny_spec))
     after = datetime.datetime.now().astimezone()
     rows = [json.loads(line) for line in events.read_text().splitlines()]
     assert stats.live and len(rows) == stats.frames_out >= 5
@@ -193,20 +195,17 @@ def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
 
 
 def test_file_rows_keep_the_presentation_time_and_no_wall_clock(
-    tmp_path, tiny_spec, monkeypatch, caplog
+    tmp_path, tiny_spec, caplog
 ):
     caplog.set_level(logging.INFO, logger="streamseg")
     clip = _polyp_clip(tmp_path / "clip.mp4")
-    monkeypatch.setattr(
-        "streamseg.app._load_segmenter", lambda settings: RedDiscSegmenter(tiny_spec)
-    )
     events = tmp_path / "events.jsonl"
     config = dataclasses.replace(
         _config(clip),
         output=OutputSettings(events=events),
         alerts=AlertSettings(flash=True),
     )
-    run(config)
+    run(config, segmenter=RedDiscSegmenter(tiny_spec))
     rows = [json.loads(line) for line in events.read_text().splitlines()]
     assert [row["timestamp_s"] for row in rows] == pytest.approx(
         [i / 25 for i in range(20)], abs=1e-3

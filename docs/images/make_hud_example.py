@@ -34,7 +34,7 @@ class KeepFrame:
         self.written = 0
         self.image: np.ndarray | None = None
 
-    def write(self, prediction, image) -> None:
+    def write(self, findings, image) -> None:
         self.written += 1
         if self.written == self.number:
             self.image = image
