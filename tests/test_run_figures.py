@@ -163,21 +163,32 @@ def _polyp_clip(path, empty_frames=10, polyp_frames=10, fps=25.0):
     return write_video(path, [empty] * empty_frames + [disc] * polyp_frames, fps=fps)
 
 
-def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
-    tmp_path, tiny_spec, caplog
-):
+def _run_with_events(tmp_path, tiny_spec, caplog, **source):
+    """Run the polyp clip with an event log and alerts on.
+
+    Returns:
+        (run statistics, the JSONL rows, the one alert message).
+    """
     caplog.set_level(logging.INFO, logger="streamseg")
     clip = _polyp_clip(tmp_path / "clip.mp4")
     events = tmp_path / "events.jsonl"
     config = dataclasses.replace(
-        _config(clip, realtime=True),
+        _config(clip, **source),
         output=OutputSettings(events=events),
         alerts=AlertSettings(flash=True),
     )
-    before = datetime.datetime.now().astimezone()
     stats = run(config, segmenter=RedDiscSegmenter(tiny_spec))
-    after = datetime.datetime.now().astimezone()
     rows = [json.loads(line) for line in events.read_text().splitlines()]
+    (message,) = [r.getMessage() for r in caplog.records if "appeared" in r.message]
+    return stats, rows, message
+
+
+def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
+    tmp_path, tiny_spec, caplog
+):
+    before = datetime.datetime.now().astimezone()
+    stats, rows, message = _run_with_events(tmp_path, tiny_spec, caplog, realtime=True)
+    after = datetime.datetime.now().astimezone()
     assert stats.live and len(rows) == stats.frames_out >= 5
     times_s = [row["timestamp_s"] for row in rows]
     assert times_s[0] == 0.0, "stream time: seconds since the first frame"
@@ -188,7 +199,6 @@ def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
     for row, wall in zip(rows, walls, strict=True):
         elapsed_s = (wall - walls[0]).total_seconds()
         assert elapsed_s == pytest.approx(row["timestamp_s"], abs=0.002)
-    (message,) = [r.getMessage() for r in caplog.records if "appeared" in r.message]
     first = next(row for row in rows if row["polyp_present"])
     assert f"at {first['timestamp_s']:.2f} s" in message, message
     assert first["wall_time"][11:19] in message, message  # hh:mm:ss
@@ -197,19 +207,9 @@ def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
 def test_file_rows_keep_the_presentation_time_and_no_wall_clock(
     tmp_path, tiny_spec, caplog
 ):
-    caplog.set_level(logging.INFO, logger="streamseg")
-    clip = _polyp_clip(tmp_path / "clip.mp4")
-    events = tmp_path / "events.jsonl"
-    config = dataclasses.replace(
-        _config(clip),
-        output=OutputSettings(events=events),
-        alerts=AlertSettings(flash=True),
-    )
-    run(config, segmenter=RedDiscSegmenter(tiny_spec))
-    rows = [json.loads(line) for line in events.read_text().splitlines()]
+    _, rows, message = _run_with_events(tmp_path, tiny_spec, caplog)
     assert [row["timestamp_s"] for row in rows] == pytest.approx(
         [i / 25 for i in range(20)], abs=1e-3
     )
     assert not any("wall_time" in row for row in rows)
-    (message,) = [r.getMessage() for r in caplog.records if "appeared" in r.message]
     assert "at 0.40 s" in message, message
