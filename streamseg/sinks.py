@@ -2,12 +2,15 @@
 
 Every sink has one verb, ``write(prediction, image)``, and ``close()``, which
 finalizes its output (the app closes sinks in a ``finally``, so an
-interrupted run still leaves a playable MP4 and complete JSONL lines).
+interrupted run still leaves a playable MP4 and complete JSONL lines). Even
+a killed process leaves playable recordings (fragmented MP4 while recording,
+:mod:`streamseg.mp4`) and whole JSONL lines (:mod:`streamseg.files`).
 
 * :class:`VideoRecorder`: H.264 (libx264, yuv420p) through PyAV on a
   background thread behind a BLOCK queue (nothing is lost). Presentation
   times are the frames' own timestamps, so the source's timing, variable
-  frame rate and drops included, is kept.
+  frame rate and drops included, is kept. Written as fragmented MP4 (plays
+  after a kill), remuxed into a regular MP4 on a clean stop.
 * :class:`EventLog`: one JSON line per frame (:class:`~streamseg.events.FrameEvent`).
 * :class:`MaskWriter`: ``<index>.png`` per frame, 0/255.
 * :class:`Display`: an OpenCV window, where the installed OpenCV has a GUI.
@@ -29,6 +32,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,7 +43,15 @@ import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import describe
+from streamseg.files import LineWriter
 from streamseg.frames import Prediction
+from streamseg.mp4 import (
+    KEYFRAME_INTERVAL_S,
+    count_frames,
+    finalize,
+    muxer_options,
+    trim_incomplete_fragment,
+)
 
 if TYPE_CHECKING:
     from streamseg.clips import ClipSettings
@@ -145,6 +157,14 @@ class VideoRecorder:
     presentation time is its ``timestamp_s`` minus the first one's, on a
     90 kHz clock, so variable frame rate and dropped frames are kept.
 
+    Crash safety (:mod:`streamseg.mp4`): the file is a fragmented MP4 while
+    it is written (fragments of at most 0.5 s reach the file as they
+    complete; a keyframe at least every second), so a killed process leaves
+    a file that plays up to about half a second before the kill; ``close``
+    remuxes it into a regular MP4 (atomic rename). A recording deleted while
+    it is written (its folder removed) is an :class:`OutputError` within a
+    second.
+
     Args:
         path: Output file; its folder is created.
         nominal_fps: Declared frame rate for the container's metadata
@@ -204,7 +224,7 @@ class VideoRecorder:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder, write the container index: the file becomes playable."""
+        """Flush the encoder, close the file and rewrite it as a regular MP4."""
         if self._inbox is not None:
             inbox, self._inbox = self._inbox, None
             inbox.close()
@@ -216,7 +236,9 @@ class VideoRecorder:
         height, width = image.shape[:2]
         self._size_wh = (width + width % 2, height + height % 2)
         try:
-            container = av.open(str(self.path), mode="w")
+            container = av.open(
+                str(self.path), mode="w", options=muxer_options(self.path)
+            )
         except (av.FFmpegError, OSError) as error:
             raise OutputError(
                 f"{self.path}: cannot create the video ({error}); pick a writable "
@@ -229,8 +251,12 @@ class VideoRecorder:
         stream.codec_context.time_base = VIDEO_TIME_BASE
         stream.time_base = VIDEO_TIME_BASE
         stream.options = {"crf": str(self.crf), "preset": self.preset}
+        keyframe_ticks = round(KEYFRAME_INTERVAL_S / VIDEO_TIME_BASE)
+        file_id = _file_id(self.path)
 
         def encode(items: Iterator[tuple[np.ndarray | bytes, int]]) -> None:
+            last_key_pts: int | None = None
+            checked_s = time.monotonic()
             try:
                 for image, pts in items:
                     rgb = self._fit(
@@ -241,30 +267,52 @@ class VideoRecorder:
                     )
                     frame.pts = pts
                     frame.time_base = VIDEO_TIME_BASE
+                    if last_key_pts is None or pts - last_key_pts >= keyframe_ticks:
+                        # By time, not by frame count: variable frame rate and
+                        # drops cannot stretch the gap (crash safety, seeking).
+                        frame.pict_type = av.video.frame.PictureType.I
+                        last_key_pts = pts
                     container.mux(stream.encode(frame))
                     self.frames_encoded += 1
+                    if time.monotonic() - checked_s >= 1.0:
+                        checked_s = time.monotonic()
+                        self._check_still_there(file_id)
                 container.mux(
                     stream.encode(None)
                 )  # flush the frames the encoder holds back
-                container.close()  # the index: the file becomes playable
+                container.close()  # the last fragment: the file is complete
+                self._check_still_there(file_id)
+            except OutputError:
+                _close_quietly(container)
+                raise
             except OSError as error:  # av.FFmpegError is an OSError too (ENOSPC, EIO)
-                kept = (
-                    "the frames before it are kept"
-                    if _close_quietly(container)
-                    else "the file could not be finalized"
-                )
+                _close_quietly(container)
                 raise OutputError(
                     f"{self.path}: writing the video failed after "
-                    f"{self.frames_encoded} frames ({_strerror(error)}); {kept}; free "
-                    "disk space or pick another output path"
+                    f"{self.frames_encoded} frames ({_strerror(error)}); "
+                    f"{_kept(self.path)}; free disk space or pick another output path"
                 ) from error
             except BaseException:
                 _close_quietly(container)
                 raise
+            finalize(self.path)  # a regular MP4 again, atomically
 
         self._inbox = to_background(
             encode, maxsize=self.queue_size, name="streamseg-encoder"
         )
+
+    def _check_still_there(self, file_id: tuple[int, int] | None) -> None:
+        """Raise :class:`OutputError` if the file was deleted or its folder removed.
+
+        (Writing to a deleted file succeeds on Linux: without this check the
+        whole recording would vanish silently at the end.)
+        """
+        if file_id is not None and _file_id(self.path) != file_id:
+            raise OutputError(
+                f"{self.path}: the recording was deleted or its folder removed "
+                f"while recording (after {self.frames_encoded} frames); keep the "
+                "output folder in place, or pick another output path"
+            )
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -290,7 +338,11 @@ class VideoRecorder:
 
 
 class EventLog:
-    """Write one JSON line per frame (line-buffered: interrupted runs keep whole lines).
+    """Write one JSON line per frame, each straight to the file in one system call.
+
+    A killed run keeps every line written before the kill, and never half a
+    line (:class:`~streamseg.files.LineWriter`); a full disk is one clear
+    error, with the lines before it kept.
 
     Each line: ``index``, ``timestamp_s``, ``polyp_present``, ``area_fraction``,
     ``boxes_xywh`` (source pixels), ``max_probability``.
@@ -302,18 +354,44 @@ class EventLog:
         self.path = Path(path)
         _prepare_parent(self.path)
         try:
-            self._file = open(self.path, "w", encoding="utf-8", buffering=1)
+            self._lines = LineWriter(self.path)
         except OSError as error:
             raise OutputError(
                 f"{self.path}: cannot write the event log ({error.strerror}); "
                 "pick a writable path"
             ) from error
+        self._checked_s = time.monotonic()
 
     def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self._file.write(describe(prediction).to_json() + "\n")
+        write_line(self._lines, describe(prediction).to_json(), "event log")
+        if time.monotonic() - self._checked_s >= 1.0:
+            self._checked_s = time.monotonic()
+            check_line_file(self._lines, "event log")
 
     def close(self) -> None:
-        self._file.close()
+        self._lines.close()
+
+
+def write_line(lines: LineWriter, line: str, what: str) -> None:
+    """Append ``line`` to a JSONL output; a failure is one :class:`OutputError` line."""
+    try:
+        lines.write(line)
+    except OSError as error:
+        raise OutputError(
+            f"{lines.path}: writing the {what} failed after {lines.lines} lines "
+            f"({_strerror(error)}); the lines before it are kept; free disk space "
+            "or pick another output path"
+        ) from error
+
+
+def check_line_file(lines: LineWriter, what: str) -> None:
+    """Raise :class:`OutputError` if a JSONL output was deleted (or its folder)."""
+    if not lines.exists():
+        raise OutputError(
+            f"{lines.path}: the {what} was deleted or its folder removed while "
+            f"writing (after {lines.lines} lines); keep the output folder in place, "
+            "or pick another output path"
+        )
 
 
 class MaskWriter:
@@ -612,6 +690,24 @@ def check_outputs(settings: OutputSettings) -> None:
                 f"{folder}: cannot create the mask folder ({error.strerror}); "
                 "pick a writable path"
             ) from error
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None if it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _kept(path: Path) -> str:
+    """What survived of a recording that failed: said from the file itself."""
+    trim_incomplete_fragment(path)
+    frames = count_frames(path)
+    if frames == 0:
+        return "nothing of it could be kept"
+    return f"the first {frames} frames are kept (the file plays)"
 
 
 def _close_quietly(container) -> bool:
