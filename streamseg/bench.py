@@ -1139,10 +1139,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(report: BenchReport, path: str | Path) -> Path:
-    """Write the report as JSON (NaN as null)."""
+    """Write the report as JSON (NaN as null), atomically."""
+    from streamseg.files import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
     return path
 
 

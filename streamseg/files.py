@@ -40,18 +40,19 @@ class LineWriter:
 
     Args:
         path: The file (created or truncated).
+        append: Keep what the file holds and add lines after it.
 
     Raises:
         OSError: The file cannot be opened (the caller names the fix).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, append: bool = False) -> None:
         self.path = Path(path)
         self.lines = 0
-        self._fd = os.open(
-            self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
-        )
-        self._end = 0  # offset just past the last complete line
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags | (0 if append else os.O_TRUNC), 0o644)
+        # Offset just past the last complete line.
+        self._end = os.fstat(self._fd).st_size if append else 0
 
     def write(self, line: str) -> None:
         """Append ``line`` (without its newline).
@@ -114,8 +115,8 @@ class LineWriter:
             os.ftruncate(self._fd, self._end)
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` so that it is never seen half-written.
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write ``text`` (str: UTF-8) to ``path`` so that it is never seen half-written.
 
     The text goes to a temporary file in the same folder, is flushed to disk,
     and replaces ``path`` in one rename.
@@ -130,8 +131,8 @@ def write_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(fd, "wb") as file:
+            file.write(text.encode("utf-8") if isinstance(text, str) else text)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, 0o644)
