@@ -115,11 +115,12 @@ class LineWriter:
             os.ftruncate(self._fd, self._end)
 
 
-def write_atomic(path: str | Path, text: str | bytes) -> Path:
+def write_atomic(path: str | Path, text: str | bytes, *, sync: bool = True) -> Path:
     """Write ``text`` (str: UTF-8) to ``path`` so that it is never seen half-written.
 
-    The text goes to a temporary file in the same folder, is flushed to disk,
-    and replaces ``path`` in one rename.
+    The text goes to a temporary file in the same folder, is flushed to disk
+    (``sync``; without it a kill is covered, a power cut is not), and replaces
+    ``path`` in one rename.
 
     Returns:
         ``path``.
@@ -134,7 +135,8 @@ def write_atomic(path: str | Path, text: str | bytes) -> Path:
         with os.fdopen(fd, "wb") as file:
             file.write(text.encode("utf-8") if isinstance(text, str) else text)
             file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                os.fsync(file.fileno())
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:

@@ -43,7 +43,7 @@ import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import describe
-from streamseg.files import LineWriter
+from streamseg.files import LineWriter, write_atomic
 from streamseg.frames import Prediction
 from streamseg.mp4 import (
     KEYFRAME_INTERVAL_S,
@@ -395,7 +395,11 @@ def check_line_file(lines: LineWriter, what: str) -> None:
 
 
 class MaskWriter:
-    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255)."""
+    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255).
+
+    Each PNG is written to a temporary file and renamed: a kill never leaves
+    a cut image.
+    """
 
     name = "masks"
 
@@ -415,10 +419,16 @@ class MaskWriter:
 
         mask = prediction.mask.to("cpu", torch.uint8).numpy() * np.uint8(255)
         path = self.folder / f"{prediction.frame.index:06d}.png"
-        if not cv2.imwrite(str(path), mask):
+        ok, png = cv2.imencode(".png", mask)
+        try:  # whole or not at all, even if the process is killed
+            if not ok:
+                raise OSError("cannot encode the mask")
+            write_atomic(path, png.tobytes(), sync=False)
+        except OSError as error:
             raise OutputError(
-                f"{path}: cannot write the mask image; check free space and permissions"
-            )
+                f"{path}: cannot write the mask image ({_strerror(error)}); check "
+                "free space and permissions"
+            ) from error
 
     def close(self) -> None:
         pass

@@ -112,24 +112,16 @@ def _error_lines(stderr: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at_lines", [30, 60, 90])
-def test_sigkill_leaves_a_playable_recording_and_whole_lines(
-    kill_at_lines, clip, model_file, tmp_path
+def test_sigkill_leaves_a_playable_recording_and_event_clip_and_whole_lines(
+    kill_at_lines, clip, tiny_spec, tmp_path
 ):
-    out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    # A model that sees a polyp everywhere: the event clip runs from the start.
+    model = _always_polyp_model(tiny_spec, tmp_path)
+    out, events, clips = tmp_path / "out.mp4", tmp_path / "events.jsonl", tmp_path / "c"
     process = _start(
-        *[
-            clip,
-            "--model",
-            model_file,
-            "--output",
-            out,
-            "--events",
-            events,
-            "--view",
-            "none",
-            "--set",
-            "source.realtime=true",
-        ]
+        *[clip, "--model", model, "--output", out, "--events", events],
+        *["--clips", clips, "--view", "none", "--set", "source.realtime=true"],
+        *["--set", "clips.pre_roll_s=0.2"],
     )
     try:
         _wait_for_lines(process, lambda: events, kill_at_lines)
@@ -138,9 +130,12 @@ def test_sigkill_leaves_a_playable_recording_and_whole_lines(
     finally:
         process.kill()
     assert process.returncode == -signal.SIGKILL
+
+    # The annotated recording: plays up to at most one second before the kill
+    # (0.5 s fragments), with the timestamps of the JSONL rows.
     rows = _whole_json_lines(events)
+    assert len(rows) >= kill_at_lines
     images, times_s = decode_video(out)
-    # Plays up to at most one second before the kill (0.5 s fragments).
     assert len(images) >= len(rows) - FPS * 1.0, (len(images), len(rows))
     assert len(images) <= len(rows) + 1  # the recording never runs ahead of the log
     assert times_s == pytest.approx(
@@ -148,43 +143,16 @@ def test_sigkill_leaves_a_playable_recording_and_whole_lines(
         abs=1e-3,
     )
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kill_at_lines", [30, 60, 90])
-def test_sigkill_leaves_a_playable_event_clip(kill_at_lines, clip, tiny_spec, tmp_path):
-    model = _always_polyp_model(tiny_spec, tmp_path)
-    clips = tmp_path / "clips"
-    process = _start(
-        *[
-            clip,
-            "--model",
-            model,
-            "--clips",
-            clips,
-            "--view",
-            "none",
-            "--set",
-            "source.realtime=true",
-            "--set",
-            "clips.pre_roll_s=0.2",
-        ]
+    # The event clip, open at the kill: the same guarantee.
+    (clip_events,) = clips.glob("clip_*.jsonl")
+    clip_rows = _whole_json_lines(clip_events)
+    assert len(clip_rows) >= kill_at_lines - FPS * 1.0
+    assert all(row["polyp_present"] for row in clip_rows[5:])
+    clip_images, _ = decode_video(clip_events.with_suffix(".mp4"))
+    assert len(clip_images) >= len(clip_rows) - FPS * 1.0, (
+        len(clip_images),
+        len(clip_rows),
     )
-
-    def clip_events():
-        found = sorted(clips.glob("clip_*.jsonl"))
-        return found[0] if found else None
-
-    try:
-        _wait_for_lines(process, clip_events, kill_at_lines)
-        process.kill()
-        process.communicate(timeout=30)
-    finally:
-        process.kill()
-    (events,) = clips.glob("clip_*.jsonl")
-    rows = _whole_json_lines(events)
-    assert all(row["polyp_present"] for row in rows[5:])
-    images, _ = decode_video(events.with_suffix(".mp4"))
-    assert len(images) >= len(rows) - FPS * 1.0, (len(images), len(rows))
     assert not list(clips.glob(".*finalizing"))  # killed while recording, not after
 
 
