@@ -6,9 +6,9 @@ Decodes each clip into memory (default: samples/demo.mp4), optionally resized,
 then records it three ways with the recorder's settings (libx264 ultrafast,
 crf 20, 90 kHz timestamps) to files in a temporary folder:
 
-* ``regular``: a plain MP4, x264's own keyframe placement (the recorder before
-  crash safety: unplayable after a kill);
-* ``fragmented``: :class:`streamseg.sinks.VideoRecorder` as it records now,
+* ``regular``: a plain MP4 with x264's own keyframe placement (the baseline:
+  unplayable after a kill);
+* ``fragmented``: :class:`streamseg.sinks.VideoRecorder` as it records,
   timed up to the end of the fragmented file (keyframes every second, 0.5 s
   fragments);
 * ``+ remux``: the clean-stop rewrite into a regular faststart MP4

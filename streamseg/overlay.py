@@ -1,8 +1,9 @@
-"""Draw a prediction over its own frame: translucent fill, contour, boxes and a HUD.
+"""Draw a frame's findings over it: translucent fill, contour, boxes and a HUD.
 
 On a GPU, :func:`render` computes the fill and the contour on the
-probabilities' device, copies the image and the mask to the host in one
-transfer, then draws the boxes and the HUD text with OpenCV. On the CPU
+probabilities' device, copies the image to the host, then draws the boxes
+(the regions of :class:`~streamseg.findings.Findings`, not labelled again)
+and the HUD text with OpenCV. On the CPU
 (:func:`render_host`) everything is drawn with OpenCV and a uint8 lookup
 table, only inside the bounding box of the mask, so the cost follows the
 size of the mask rather than of the frame; both paths give identical pixels.
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from streamseg.events import region_boxes
-from streamseg.frames import Prediction
+from streamseg.findings import Findings
+from streamseg.regions import BoxXYWH, find_regions
 
 RGB = tuple[int, int, int]
 
@@ -86,38 +87,41 @@ class HudText:
 
 @torch.inference_mode()
 def render(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
-    """Draw ``prediction`` over its frame.
+    """Draw a frame's findings over the frame.
 
     Args:
-        prediction: Probabilities (and mask) for ``prediction.frame``.
+        findings: The frame's final mask and regions (:meth:`Findings.of`).
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
 
     Returns:
-        A new (H, W, 3) uint8 RGB array; ``prediction.frame.pixels`` is untouched.
+        A new (H, W, 3) uint8 RGB array; ``findings.frame.pixels`` is untouched.
     """
-    mask = prediction.mask
-    if mask.device.type == "cpu":
+    if findings.prediction.mask.device.type == "cpu":
         return render_host(
-            prediction.frame.pixels, mask.numpy(), style, hud or HudText()
+            findings.frame.pixels,
+            findings.mask,
+            style,
+            hud or HudText(),
+            boxes_xywh=findings.boxes_xywh,
         )
-    return render_tensor(prediction, style, hud)
+    return render_tensor(findings, style, hud)
 
 
 @torch.inference_mode()
 def render_tensor(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
     """:func:`render` with the fill and contour as tensors on the mask's device.
 
     The GPU path; on the CPU it gives the same pixels as :func:`render_host`
     (tests compare them), only slower.
     """
-    mask = prediction.mask
+    mask = findings.prediction.mask
     device = mask.device
-    source = prediction.frame.pixels
+    source = findings.frame.pixels
     if (
         not source.flags.writeable
     ):  # torch wants writable memory; we still never write it
@@ -136,33 +140,26 @@ def render_tensor(
         edge = inner_edge(mask, style.contour_px)
         contour = torch.tensor(style.contour_rgb, dtype=torch.uint8, device=device)
         image = torch.where(edge[..., None], contour, image)
-    need_mask = style.boxes or style.hud
-    if need_mask:
-        # One device->host copy: the image and the mask travel together.
-        packed = (
-            torch.cat([image, mask[..., None].to(torch.uint8)], dim=-1).cpu().numpy()
-        )
-        host, host_mask = np.ascontiguousarray(packed[..., :3]), packed[..., 3]
-    else:
-        host, host_mask = image.cpu().numpy(), None
-    if np.shares_memory(host, prediction.frame.pixels):
+    # OpenCV draws only on C-contiguous memory (a strided mask gives strided output).
+    host = np.ascontiguousarray(image.cpu().numpy())
+    if np.shares_memory(host, findings.frame.pixels):
         host = (
             host.copy()
         )  # nothing was drawn on the GPU side; never hand out the input
-    if host_mask is not None and style.boxes:
-        draw_boxes(host, region_boxes(host_mask), style)
+    if style.boxes and findings.present:
+        draw_boxes(host, findings.boxes_xywh, style)
     if style.hud:
-        draw_hud(
-            host,
-            bool(host_mask is not None and host_mask.any()),
-            hud or HudText(),
-            style,
-        )
+        draw_hud(host, findings.present, hud or HudText(), style)
     return host
 
 
 def render_host(
-    pixels: np.ndarray, mask: np.ndarray, style: OverlayStyle, hud: HudText
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    style: OverlayStyle,
+    hud: HudText,
+    *,
+    boxes_xywh: tuple[BoxXYWH, ...] | None = None,
 ) -> np.ndarray:
     """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
 
@@ -175,6 +172,8 @@ def render_host(
         mask: (H, W) bool mask.
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
+        boxes_xywh: The mask's region boxes (:class:`Findings`); ``None``:
+            label the mask here.
 
     Returns:
         A new (H, W, 3) uint8 RGB array.
@@ -203,11 +202,14 @@ def render_host(
             eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
             roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
         if style.boxes:
-            boxes = tuple(
-                (bx + left, by + top, bw, bh)
-                for bx, by, bw, bh in region_boxes(roi_mask)
-            )
-            draw_boxes(image, boxes, style)
+            if boxes_xywh is None:
+                boxes_xywh = tuple(
+                    (x + left, y + top, width, height)
+                    for x, y, width, height in (
+                        region.box_xywh for region in find_regions(roi_mask)
+                    )
+                )
+            draw_boxes(image, boxes_xywh, style)
     if style.hud:
         draw_hud(image, present, hud, style)
     return image
@@ -328,27 +330,11 @@ def draw_hud(
         text = "  ".join(parts)
         (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
         origin = (x, y + text_h + pad // 2)
-        # A dark outline keeps the text readable on bright mucosa.
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            style.hud_rgb,
-            thickness,
-            cv2.LINE_AA,
-        )
+        # A dark outline under the text keeps it readable on bright mucosa.
+        for rgb, width_px in (((0, 0, 0), thickness + 2), (style.hud_rgb, thickness)):
+            cv2.putText(
+                image, text, origin, font, 0.8 * scale, rgb, width_px, cv2.LINE_AA
+            )
 
 
 NO_SIGNAL_TEXT = "NO SIGNAL"

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 from live_helpers import free_port, get_json, sender, wait_until
-from stream_media import decode_video, moving_disc, tiny_model_file, write_video
+from stream_media import decode_video, moving_disc, write_video
 
 from streamseg import mp4
 from streamseg.files import PAGE_BYTES, LineWriter, write_atomic
@@ -36,14 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 FPS = 25.0
 
 
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
-
-
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """5 s of a moving disc at 25 fps, 160x120 (played in real time)."""
+def five_second_clip(tmp_path_factory):
+    """5 s of a moving disc at 25 fps, 160x120 (played in real time; conftest's
+    ``clip`` is too short to kill a run mid-recording)."""
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     frames = moving_disc(125, hw=(120, 160), fps=FPS, radius=20)
     return write_video(path, [f.pixels for f in frames], fps=FPS)
@@ -60,8 +56,12 @@ def _always_polyp_model(spec, folder: Path) -> Path:
     return save_model(folder / "always_polyp.safetensors", network, spec)
 
 
-def _start(*argv, preexec_fn=None) -> subprocess.Popen:
+def _start(
+    source, model: Path, out: Path, events: Path, *argv, preexec_fn=None
+) -> subprocess.Popen:
+    """``streamseg run SOURCE`` recording ``out`` and ``events``, one CPU thread."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    argv = [source, "--model", model, "--output", out, "--events", events, *argv]
     command = [sys.executable, "-m", "streamseg", "run", *map(str, argv)]
     command += ["--device", "cpu", "--set", "model.threads=1"]
     return subprocess.Popen(
@@ -113,13 +113,13 @@ def _error_lines(stderr: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at_lines", [30, 60, 90])
 def test_sigkill_leaves_a_playable_recording_and_event_clip_and_whole_lines(
-    kill_at_lines, clip, tiny_spec, tmp_path
+    kill_at_lines, five_second_clip, tiny_spec, tmp_path
 ):
     # A model that sees a polyp everywhere: the event clip runs from the start.
     model = _always_polyp_model(tiny_spec, tmp_path)
     out, events, clips = tmp_path / "out.mp4", tmp_path / "events.jsonl", tmp_path / "c"
     process = _start(
-        *[clip, "--model", model, "--output", out, "--events", events],
+        *[five_second_clip, model, out, events],
         *["--clips", clips, "--view", "none", "--set", "source.realtime=true"],
         *["--set", "clips.pre_roll_s=0.2"],
     )
@@ -173,19 +173,8 @@ def test_a_full_disk_mid_run_is_one_line_exit_1_and_what_was_written_plays(
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     process = _start(
-        *[
-            source,
-            "--model",
-            model_file,
-            "--output",
-            out,
-            "--events",
-            events,
-            "--view",
-            "none",
-            "--set",
-            "output.video_crf=0",
-        ],
+        *[source, model_file, out, events],
+        *["--view", "none", "--set", "output.video_crf=0"],
         preexec_fn=small_disk,
     )
     _, stderr = process.communicate(timeout=120)
@@ -201,24 +190,13 @@ def test_a_full_disk_mid_run_is_one_line_exit_1_and_what_was_written_plays(
 
 
 def test_removing_the_output_folder_mid_run_is_a_clear_error(
-    clip, model_file, tmp_path
+    five_second_clip, model_file, tmp_path
 ):
     folder = tmp_path / "outputs"
     events = folder / "events.jsonl"
     process = _start(
-        *[
-            clip,
-            "--model",
-            model_file,
-            "--output",
-            folder / "out.mp4",
-            "--events",
-            events,
-            "--view",
-            "none",
-            "--set",
-            "source.realtime=true",
-        ]
+        *[five_second_clip, model_file, folder / "out.mp4", events],
+        *["--view", "none", "--set", "source.realtime=true"],
     )
     try:
         _wait_for_lines(process, lambda: events, 15)
@@ -244,27 +222,10 @@ def test_a_stall_longer_than_the_limit_shows_no_signal_then_recovers(
     web = free_port()
     out, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
     process = _start(
-        *[
-            url,
-            "--model",
-            model_file,
-            "--output",
-            out,
-            "--events",
-            events,
-            "--view",
-            "web",
-            "--bind",
-            f"127.0.0.1:{web}",
-            "--set",
-            "source.stall_timeout_s=0.8",
-            "--set",
-            "source.no_signal_s=0.4",
-            "--set",
-            "source.reconnect_timeout_s=20",
-            "--set",
-            "source.open_timeout_s=20",
-        ]
+        *[url, model_file, out, events, "--view", "web", "--bind", f"127.0.0.1:{web}"],
+        *["--set", "source.stall_timeout_s=0.8", "--set", "source.no_signal_s=0.4"],
+        *["--set", "source.reconnect_timeout_s=20"],
+        *["--set", "source.open_timeout_s=20"],
     )
     status = f"http://127.0.0.1:{web}/status"
 
@@ -421,14 +382,8 @@ def test_atomic_writes_replace_the_whole_file_or_nothing(tmp_path, monkeypatch):
 def test_a_killed_recording_can_be_counted_without_decoding(tmp_path):
     # What the disk-full message reports: packets readable from a cut file.
     path = tmp_path / "rec.mp4"
-    with av.open(str(path), "w", options=mp4.muxer_options(path)) as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for index, frame in enumerate(moving_disc(50)):
-            image = av.VideoFrame.from_ndarray(frame.pixels, format="rgb24")
-            image.pts = index
-            container.mux(stream.encode(image))
-        container.mux(stream.encode(None))
+    images = [frame.pixels for frame in moving_disc(50)]
+    write_video(path, images, options=mp4.muxer_options(path))
     data = path.read_bytes()
     path.write_bytes(data[: data.rindex(b"moof") - 4])  # the last fragment is lost
     counted = mp4.count_frames(path)
