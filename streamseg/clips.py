@@ -15,7 +15,10 @@ its start; ``clip`` for detections, ``rec`` for manual recordings) with a
 ``.jsonl`` beside it holding one :class:`~streamseg.events.FrameEvent` line
 per frame. Frames go to the H.264 encoder as JPEG bytes, decoded on the
 encoder's thread; a finished clip is flushed and closed on a background
-thread too, so the pipeline never waits for a clip to be written.
+thread too, so the pipeline never waits for a clip to be written. Clips are
+crash-safe like the main recording: a clip open when the process is killed
+plays up to about half a second before the kill (fragmented MP4, rewritten
+as a regular MP4 once the clip ends), and its JSONL holds whole lines.
 
 The same :class:`JpegEncoder` serves the browser view, so each frame is
 JPEG-encoded at most once.
@@ -35,6 +38,7 @@ import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import StreamClock, describe, say_when
+from streamseg.files import LineWriter
 from streamseg.findings import Findings
 from streamseg.sinks import (
     OutputError,
@@ -42,6 +46,7 @@ from streamseg.sinks import (
     VideoRecorder,
     check_output_folder,
     make_output_folder,
+    write_line,
 )
 
 log = logging.getLogger(__name__)
@@ -233,7 +238,7 @@ class _Clip:
         self.start_s: float | None = None
         self.end_s: float | None = None
         try:
-            self._events = open(self.events_path, "w", encoding="utf-8", buffering=1)
+            self._events = LineWriter(self.events_path)
         except OSError as error:
             raise OutputError(
                 f"{self.events_path}: cannot write the clip's event log "
@@ -242,7 +247,7 @@ class _Clip:
 
     def add(self, frame: EncodedFrame) -> None:
         self.recorder.write_image(frame.jpeg, frame.timestamp_s)
-        self._events.write(frame.event_json + "\n")
+        write_line(self._events, frame.event_json, "clip's event log")
         self.frames += 1
         if self.start_s is None:
             self.start_s = frame.timestamp_s

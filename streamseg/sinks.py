@@ -3,12 +3,15 @@
 Every sink has one verb, ``write(findings, image)`` (the frame's
 :class:`~streamseg.findings.Findings` and the annotated image), and ``close()``, which
 finalizes its output (the app closes sinks in a ``finally``, so an
-interrupted run still leaves a playable MP4 and complete JSONL lines).
+interrupted run still leaves a playable MP4 and complete JSONL lines). Even
+a killed process leaves playable recordings (fragmented MP4 while recording,
+:mod:`streamseg.mp4`) and whole JSONL lines (:mod:`streamseg.files`).
 
 * :class:`VideoRecorder`: H.264 (libx264, yuv420p) through PyAV on a
   background thread behind a BLOCK queue (nothing is lost). Presentation
   times are the frames' own timestamps, so the source's timing, variable
-  frame rate and drops included, is kept.
+  frame rate and drops included, is kept. Written as fragmented MP4 (plays
+  after a kill), remuxed into a regular MP4 on a clean stop.
 * :class:`EventLog`: one JSON line per frame (:class:`~streamseg.events.FrameEvent`).
 * :class:`MaskWriter`: ``<index>.png`` per frame, 0/255.
 * :class:`Display`: an OpenCV window, where the installed OpenCV has a GUI.
@@ -33,6 +36,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -43,8 +47,16 @@ import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import StreamClock, describe
+from streamseg.files import LineWriter, write_atomic
 from streamseg.findings import Findings
 from streamseg.frames import Prediction
+from streamseg.mp4 import (
+    KEYFRAME_INTERVAL_S,
+    count_frames,
+    finalize,
+    muxer_options,
+    trim_incomplete_fragment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +159,14 @@ class VideoRecorder:
     presentation time is its ``timestamp_s`` minus the first one's, on a
     90 kHz clock, so variable frame rate and dropped frames are kept.
 
+    Crash safety (:mod:`streamseg.mp4`): the file is a fragmented MP4 while
+    it is written (fragments of at most 0.5 s reach the file as they
+    complete; a keyframe at least every second), so a killed process leaves
+    a file that plays up to about half a second before the kill; ``close``
+    remuxes it into a regular MP4 (atomic rename). A recording deleted while
+    it is written (its folder removed) is an :class:`OutputError` within a
+    second.
+
     Args:
         path: Output file; its folder is created.
         nominal_fps: Declared frame rate for the container's metadata
@@ -206,7 +226,7 @@ class VideoRecorder:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder, write the container index: the file becomes playable."""
+        """Flush the encoder, close the file and rewrite it as a regular MP4."""
         if self._inbox is not None:
             inbox, self._inbox = self._inbox, None
             inbox.close()
@@ -218,7 +238,9 @@ class VideoRecorder:
         height, width = image.shape[:2]
         self._size_wh = (width + width % 2, height + height % 2)
         try:
-            container = av.open(str(self.path), mode="w")
+            container = av.open(
+                str(self.path), mode="w", options=muxer_options(self.path)
+            )
         except (av.FFmpegError, OSError) as error:
             raise OutputError(
                 f"{self.path}: cannot create the video ({error}); pick a writable "
@@ -231,8 +253,12 @@ class VideoRecorder:
         stream.codec_context.time_base = VIDEO_TIME_BASE
         stream.time_base = VIDEO_TIME_BASE
         stream.options = {"crf": str(self.crf), "preset": self.preset}
+        keyframe_ticks = round(KEYFRAME_INTERVAL_S / VIDEO_TIME_BASE)
+        file_id = _file_id(self.path)
 
         def encode(items: Iterator[tuple[np.ndarray | bytes, int]]) -> None:
+            last_key_pts: int | None = None
+            checked_s = time.monotonic()
             try:
                 for image, pts in items:
                     rgb = self._fit(
@@ -243,30 +269,52 @@ class VideoRecorder:
                     )
                     frame.pts = pts
                     frame.time_base = VIDEO_TIME_BASE
+                    if last_key_pts is None or pts - last_key_pts >= keyframe_ticks:
+                        # By time, not by frame count: variable frame rate and
+                        # drops cannot stretch the gap (crash safety, seeking).
+                        frame.pict_type = av.video.frame.PictureType.I
+                        last_key_pts = pts
                     container.mux(stream.encode(frame))
                     self.frames_encoded += 1
+                    if time.monotonic() - checked_s >= 1.0:
+                        checked_s = time.monotonic()
+                        self._check_still_there(file_id)
                 container.mux(
                     stream.encode(None)
                 )  # flush the frames the encoder holds back
-                container.close()  # the index: the file becomes playable
+                container.close()  # the last fragment: the file is complete
+                self._check_still_there(file_id)
+            except OutputError:
+                _close_quietly(container)
+                raise
             except OSError as error:  # av.FFmpegError is an OSError too (ENOSPC, EIO)
-                kept = (
-                    "the frames before it are kept"
-                    if _close_quietly(container)
-                    else "the file could not be finalized"
-                )
+                _close_quietly(container)
                 raise OutputError(
                     f"{self.path}: writing the video failed after "
-                    f"{self.frames_encoded} frames ({_strerror(error)}); {kept}; free "
-                    "disk space or pick another output path"
+                    f"{self.frames_encoded} frames ({_strerror(error)}); "
+                    f"{_kept(self.path)}; free disk space or pick another output path"
                 ) from error
             except BaseException:
                 _close_quietly(container)
                 raise
+            finalize(self.path)  # a regular MP4 again, atomically
 
         self._inbox = to_background(
             encode, maxsize=self.queue_size, name="streamseg-encoder"
         )
+
+    def _check_still_there(self, file_id: tuple[int, int] | None) -> None:
+        """Raise :class:`OutputError` if the file was deleted or its folder removed.
+
+        (Writing to a deleted file succeeds on Linux: without this check the
+        whole recording would vanish silently at the end.)
+        """
+        if file_id is not None and _file_id(self.path) != file_id:
+            raise OutputError(
+                f"{self.path}: the recording was deleted or its folder removed "
+                f"while recording (after {self.frames_encoded} frames); keep the "
+                "output folder in place, or pick another output path"
+            )
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -292,7 +340,11 @@ class VideoRecorder:
 
 
 class EventLog:
-    """Write one JSON line per frame (line-buffered: interrupted runs keep whole lines).
+    """Write one JSON line per frame, each straight to the file in one system call.
+
+    A killed run keeps every line written before the kill, and never half a
+    line (:class:`~streamseg.files.LineWriter`); a full disk is one clear
+    error, with the lines before it kept.
 
     Each line: ``index``, ``timestamp_s`` (stream time: seconds since the
     first frame), ``polyp_present``, ``area_fraction``, ``boxes_xywh`` (source
@@ -307,22 +359,52 @@ class EventLog:
         self.clock = clock
         _prepare_parent(self.path)
         try:
-            self._file = open(self.path, "w", encoding="utf-8", buffering=1)
+            self._lines = LineWriter(self.path)
         except OSError as error:
             raise OutputError(
                 f"{self.path}: cannot write the event log ({error.strerror}); "
                 "pick a writable path"
             ) from error
+        self._checked_s = time.monotonic()
 
     def write(self, findings: Findings, image: np.ndarray) -> None:
-        self._file.write(describe(findings, self.clock).to_json() + "\n")
+        write_line(self._lines, describe(findings, self.clock).to_json(), "event log")
+        if time.monotonic() - self._checked_s >= 1.0:
+            self._checked_s = time.monotonic()
+            check_line_file(self._lines, "event log")
 
     def close(self) -> None:
-        self._file.close()
+        self._lines.close()
+
+
+def write_line(lines: LineWriter, line: str, what: str) -> None:
+    """Append ``line`` to a JSONL output; a failure is one :class:`OutputError` line."""
+    try:
+        lines.write(line)
+    except OSError as error:
+        raise OutputError(
+            f"{lines.path}: writing the {what} failed after {lines.lines} lines "
+            f"({_strerror(error)}); the lines before it are kept; free disk space "
+            "or pick another output path"
+        ) from error
+
+
+def check_line_file(lines: LineWriter, what: str) -> None:
+    """Raise :class:`OutputError` if a JSONL output was deleted (or its folder)."""
+    if not lines.exists():
+        raise OutputError(
+            f"{lines.path}: the {what} was deleted or its folder removed while "
+            f"writing (after {lines.lines} lines); keep the output folder in place, "
+            "or pick another output path"
+        )
 
 
 class MaskWriter:
-    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255)."""
+    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255).
+
+    Each PNG is written to a temporary file and renamed: a kill never leaves
+    a cut image.
+    """
 
     name = "masks"
 
@@ -334,10 +416,16 @@ class MaskWriter:
 
         mask = findings.mask.astype(np.uint8) * np.uint8(255)
         path = self.folder / f"{findings.frame.index:06d}.png"
-        if not cv2.imwrite(str(path), mask):
+        ok, png = cv2.imencode(".png", mask)
+        try:  # whole or not at all, even if the process is killed
+            if not ok:
+                raise OSError("cannot encode the mask")
+            write_atomic(path, png.tobytes(), sync=False)
+        except OSError as error:
             raise OutputError(
-                f"{path}: cannot write the mask image; check free space and permissions"
-            )
+                f"{path}: cannot write the mask image ({_strerror(error)}); check "
+                "free space and permissions"
+            ) from error
 
     def close(self) -> None:
         pass
@@ -599,6 +687,24 @@ def check_outputs(settings: OutputSettings) -> None:
         check_video_path(settings.video)
     if settings.masks is not None:
         check_output_folder(settings.masks, "mask")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None if it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _kept(path: Path) -> str:
+    """What survived of a recording that failed: said from the file itself."""
+    trim_incomplete_fragment(path)
+    frames = count_frames(path)
+    if frames == 0:
+        return "nothing of it could be kept"
+    return f"the first {frames} frames are kept (the file plays)"
 
 
 def _close_quietly(container) -> bool:

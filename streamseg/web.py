@@ -49,6 +49,7 @@ import numpy as np
 
 from streamseg.clips import ClipRecorder, JpegEncoder
 from streamseg.events import StreamClock, describe
+from streamseg.files import LineWriter, write_atomic
 from streamseg.findings import Findings
 from streamseg.sinks import OutputError, parse_bind
 
@@ -291,15 +292,21 @@ class WebView:
                 f"({error.strerror}); pick a writable folder"
             ) from error
         path = self.snapshots / f"snapshot_{stamp}.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OutputError(
-                f"{path}: cannot write the snapshot; check free space and permissions"
-            )
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         line = json.loads(describe(findings, self.clock).to_json())
         line["image"] = path.name
         line["wall_time"] = now.isoformat(timespec="milliseconds")
-        with open(self.snapshots / "snapshots.jsonl", "a", encoding="utf-8") as file:
-            file.write(json.dumps(line) + "\n")
+        try:  # a kill leaves the whole image or none, and whole lines
+            if not ok:
+                raise OSError("cannot encode the image")
+            write_atomic(path, png.tobytes())
+            with LineWriter(self.snapshots / "snapshots.jsonl", append=True) as lines:
+                lines.write(json.dumps(line))
+        except OSError as error:
+            raise OutputError(
+                f"{path}: cannot write the snapshot ({error.strerror or error}); "
+                "check free space and permissions"
+            ) from error
         with self._lock:
             self.snapshots_taken += 1
             self._last_snapshot = path.name

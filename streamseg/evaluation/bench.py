@@ -74,6 +74,7 @@ from streamseg.evaluation.bench_validate import (
     read_labelled_split,
     validate,
 )
+from streamseg.files import write_atomic
 from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 
 log = logging.getLogger(__name__)
@@ -215,10 +216,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(report: BenchReport, path: str | Path) -> Path:
-    """Write the report as JSON (NaN as null)."""
+    """Write the report as JSON (NaN as null), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
     return path
 
 

@@ -25,6 +25,7 @@ from streamseg.evaluation.sweep import (
 from streamseg.evaluation.video_eval import (
     VideoEvaluation,
 )
+from streamseg.files import write_atomic
 
 # --- output files --------------------------------------------------------------
 
@@ -40,12 +41,13 @@ def write_outputs(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "report.json"]
-    written[0].write_text(json.dumps(evaluation.as_dict(), indent=2) + "\n")
+    # Each file whole or not at all, even if the process is killed.
+    write_atomic(written[0], json.dumps(evaluation.as_dict(), indent=2) + "\n")
     if evaluation.sweep:
         csv_path = out_dir / "sweep.csv"
-        csv_path.write_text(sweep_csv(evaluation))
+        write_atomic(csv_path, sweep_csv(evaluation))
         md_path = out_dir / "sweep.md"
-        md_path.write_text(sweep_markdown(evaluation))
+        write_atomic(md_path, sweep_markdown(evaluation))
         png_path = plot_path or out_dir / "dice_flicker.png"
         plot_dice_flicker(evaluation, png_path)
         written += [csv_path, md_path, png_path]
