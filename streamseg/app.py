@@ -71,6 +71,7 @@ from streamseg.sources import (
     open_source,
 )
 from streamseg.stats import RunStats, StatsRecorder
+from streamseg.tracking import TrackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class StreamConfig:
     output: OutputSettings = field(default_factory=OutputSettings)
     clips: ClipSettings = field(default_factory=ClipSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -479,6 +479,12 @@ def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="path of the sweep plot"
     )
+    parser.add_argument(
+        "--polyp-ids",
+        metavar="CSV[:COLUMN]",
+        help="which polyp each frame of SOURCE shows, for the track measures "
+        "(e.g. samples/demo_frames.csv, column segment by default)",
+    )
 
 
 def _evaluate_video(args: argparse.Namespace) -> int:
@@ -522,9 +528,12 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         raise ConfigError("evaluate-video: --grid and --joint-with need --sweep")
     datasets = []
     if args.source is not None:
-        datasets.append(
-            video_eval.open_video_dataset(args.source, args.truth, fps=args.fps)
-        )
+        dataset = video_eval.open_video_dataset(args.source, args.truth, fps=args.fps)
+        if args.polyp_ids is not None:
+            dataset = _with_polyp_ids(dataset, args.polyp_ids)
+        datasets.append(dataset)
+    elif args.polyp_ids is not None:
+        raise ConfigError("evaluate-video: --polyp-ids needs a SOURCE to go with it")
     if args.cvc is not None:
         datasets.append(
             video_eval.open_cvc_dataset(
@@ -550,6 +559,7 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                 ),
                 joint_sweeps=args.joint_with,
                 on_progress=on_progress,
+                tracking=config.tracking,
             )
     console = Console(width=max(110, Console().width))
     for table in video_eval.report_tables(evaluation):
@@ -558,6 +568,23 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         for path in video_eval.write_outputs(evaluation, args.out, plot_path=args.plot):
             console.print(f"wrote {path}")
     return EXIT_OK
+
+
+def _with_polyp_ids(dataset: Any, spec: str) -> Any:
+    from streamseg.track_metrics import read_polyp_ids
+
+    try:
+        ids = read_polyp_ids(spec)
+    except ValueError as error:
+        raise ConfigError(f"evaluate-video: {error}") from None
+    (sequence,) = dataset.sequences
+    count = sequence.frame_count or sequence.truth.count
+    if len(ids) != count:
+        raise ConfigError(
+            f"evaluate-video: --polyp-ids {spec} has {len(ids)} rows but "
+            f"{dataset.name} has {count} frames; give one row per frame"
+        )
+    return dataclasses.replace(dataset, polyp_ids=(ids,))
 
 
 def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -68,6 +68,8 @@ from streamseg.sources import (
     read_images,
     read_video,
 )
+from streamseg.track_metrics import TrackScores, score_tracking
+from streamseg.tracking import TrackingSettings
 from streamseg.video_metrics import Episode, VideoScorer, VideoScores
 
 if TYPE_CHECKING:
@@ -210,6 +212,9 @@ class EvalDataset:
     name: str
     sequences: tuple[SequenceSource, ...]
     timing: str
+    # Per sequence, per frame: which polyp the truth shows (None: unknown);
+    # only the track measures use it (streamseg.track_metrics).
+    polyp_ids: tuple[tuple[int, ...] | None, ...] | None = None
 
 
 def open_video_dataset(
@@ -1218,6 +1223,7 @@ class DatasetReport:
     per_frame: VariantResult
     smoothed: VariantResult
     comparison: Comparison
+    tracks: TrackScores | None = None
 
 
 @dataclass(frozen=True)
@@ -1234,6 +1240,7 @@ class VideoEvaluation:
     datasets: tuple[DatasetReport, ...]
     sweep: tuple[SweepRow, ...] = ()
     choice_max_hysteresis_gap: float | None = None
+    tracking: TrackingSettings | None = None
 
     @property
     def chosen(self) -> SweepRow | None:
@@ -1266,6 +1273,9 @@ class VideoEvaluation:
                 "settings": dataclasses.asdict(self.smoothing),
                 "label": describe(self.smoothing, self.model_threshold),
             },
+            "tracking": None
+            if self.tracking is None
+            else dataclasses.asdict(self.tracking),
             "datasets": [
                 {
                     "name": d.name,
@@ -1278,6 +1288,7 @@ class VideoEvaluation:
                     SMOOTHED: _result_dict(d.smoothed),
                     "smoothed_vs_per_frame": dataclasses.asdict(d.comparison),
                     "smoothed_shortfalls": d.comparison.shortfalls(self.target),
+                    "tracks": None if d.tracks is None else d.tracks.as_dict(),
                 }
                 for d in self.datasets
             ],
@@ -1325,6 +1336,7 @@ def evaluate_video(
     joint_sweeps: Sequence[Path] = (),
     on_progress: ProgressCallback | None = None,
     on_sweep_progress: ProgressCallback | None = None,
+    tracking: TrackingSettings | None = None,
 ) -> VideoEvaluation:
     """Evaluate per-frame vs smoothed output (and optionally sweep) on datasets.
 
@@ -1345,6 +1357,9 @@ def evaluate_video(
             target there (:func:`join_sweeps`).
         on_progress: Called with (frames done, frames total) during inference.
         on_sweep_progress: Called with (variants done, variants total).
+        tracking: Also score the polyp tracks behind ``smoothing``
+            (:func:`streamseg.track_metrics.score_tracking`; None or
+            ``enabled: false``: no track scores).
 
     Raises:
         TruthError, SourceError, ModelFileError, ConfigError.
@@ -1403,6 +1418,17 @@ def evaluate_video(
                 per_frame=baseline,
                 smoothed=smoothed,
                 comparison=compare(baseline, smoothed, target),
+                tracks=score_tracking(
+                    sequences,
+                    smoothing,
+                    tracking,
+                    threshold,
+                    polyp_ids=dataset.polyp_ids,
+                    frames=[source.frames for source in dataset.sequences],
+                    **options,
+                )
+                if tracking is not None and tracking.enabled
+                else None,
             )
         )
     rows: list[SweepRow] = []
@@ -1431,6 +1457,7 @@ def evaluate_video(
         datasets=tuple(reports),
         sweep=tuple(rows),
         choice_max_hysteresis_gap=choice_max_hysteresis_gap,
+        tracking=tracking,
     )
 
 
@@ -1932,6 +1959,7 @@ def report_tables(evaluation: VideoEvaluation, *, top: int = 12) -> list[Any]:
             else "missed: " + ", ".join(f"{k} by {v:.3g}" for k, v in misses.items()),
         )
         tables.append(table)
+    tables.extend(track_tables(evaluation))
     if evaluation.sweep:
         target = evaluation.target
         candidates = within_gap(
@@ -1987,3 +2015,71 @@ def _fmt(fmt: str, value: float) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else fmt.format(value)
     )
+
+
+def track_tables(evaluation: VideoEvaluation) -> list[Any]:
+    """Rich table per dataset: presence toggles, ids, delay, Dice of the tracks."""
+    from rich.table import Table
+
+    if evaluation.tracking is None:
+        return []
+    t = evaluation.tracking
+    tables = []
+    for d in evaluation.datasets:
+        if d.tracks is None:
+            continue
+        k = d.tracks
+        table = Table(
+            title=f"{d.name}: polyp tracks",
+            title_justify="left",
+            caption=(
+                f"tracks = smoothed + tracking min_on_s={t.min_on_s:g} "
+                f"keep_s={t.keep_s:g} max_gap_s={t.max_gap_s:g} "
+                f"match_iou={t.match_iou:g}"
+            ),
+            caption_justify="left",
+        )
+        table.add_column("metric")
+        table.add_column(PER_FRAME, justify="right")
+        table.add_column(SMOOTHED, justify="right")
+        table.add_column("tracks", justify="right")
+        base, smooth = d.per_frame.scores, d.smoothed.scores
+        table.add_row(
+            "presence toggles / min",
+            _fmt("{:.1f}", base.toggles_per_minute),
+            _fmt("{:.1f}", smooth.toggles_per_minute),
+            _fmt("{:.1f}", k.toggles_per_minute)
+            + f" (x{k.toggles_per_minute / base.toggles_per_minute:.2f})"
+            if base.toggles_per_minute
+            else _fmt("{:.1f}", k.toggles_per_minute),
+        )
+        table.add_row(
+            "Dice macro",
+            _fmt("{:.4f}", base.dice_macro),
+            _fmt("{:.4f}", smooth.dice_macro),
+            _fmt("{:.4f}", k.dice_macro)
+            + f" ({k.dice_macro - base.dice_macro:+.4f})",
+        )
+        table.add_row(
+            f"first-detection delay, ms (of {k.episodes} true episodes)",
+            _fmt("{:.1f}", base.mean_delay_ms),
+            _fmt("{:.1f}", smooth.mean_delay_ms),
+            _fmt("{:.1f}", k.mean_delay_ms) + f" (+{k.added_delay_ms_mean:.0f})",
+        )
+        table.add_row(
+            "missed episodes",
+            "",
+            "",
+            f"{k.missed_episodes} ({k.newly_missed_episodes} newly)",
+        )
+        table.add_row(
+            "ID switches (per true episode)",
+            "",
+            "",
+            f"{k.id_switches} ({_fmt('{:.2f}', k.id_switches_per_episode)})",
+        )
+        table.add_row(
+            "polyps shown / true polyps", "", "", f"{k.polyps_shown} / {k.true_polyps}"
+        )
+        tables.append(table)
+    return tables
