@@ -71,7 +71,7 @@ from streamseg.sources import (
     open_source,
 )
 from streamseg.stats import RunStats, StatsRecorder
-from streamseg.tracking import TrackingSettings
+from streamseg.tracking import Tracker, TrackingSettings, track
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,10 @@ def run(
         >>> stats.frames_out, stats.latency_ms[95]  # doctest: +SKIP
         (317, 1739.1)
     """
+    if config.output.tracks is not None and not config.tracking.enabled:
+        raise ConfigError(
+            "output.tracks needs tracking; drop --tracks or set tracking.enabled=true"
+        )
     source = open_source(config.source)
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
@@ -239,6 +243,9 @@ def run(
         expected = min(expected, settings.max_frames)
     stats = StatsRecorder(source.name, live=source.live)
     alerter = Alerter(config.alerts)
+    tracker = Tracker(config.tracking) if config.tracking.enabled else None
+    if config.output.tracks is not None:
+        sinks = [*sinks, _track_log(config, segmenter, source)]
     stall_limit_s = _stall_limit_s(source, settings)
     frames = _in_background(source, settings, stall_limit_s)
     stopped = "end of source"
@@ -270,6 +277,9 @@ def run(
                 for item, prediction in zip(batch, predictions, strict=True):
                     with stats.time("smoothing"):
                         prediction = smoother(prediction)
+                    if tracker is not None:
+                        with stats.time("tracking"):
+                            prediction = track(tracker, prediction)
                     with stats.time("overlay"):
                         hud = HudText(stats.recent_fps, _ms(stats.last_latency_s))
                         image = render(prediction, config.overlay, hud)
@@ -309,6 +319,37 @@ def run(
         )
     _check_complete(source, stats, stopped)
     return stats.finish(stopped)
+
+
+def _track_log(config: StreamConfig, segmenter: Segmenter, source: Source) -> Sink:
+    """The ``tracks.json`` sink, with what the report says about the run."""
+    import dataclasses
+    import hashlib
+
+    from streamseg.report import TrackLog
+
+    path = _model_path(config.model)
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    spec = segmenter.spec
+    info = {
+        "source": source.name,
+        "model": {
+            "path": str(path),
+            "sha256": digest.hexdigest(),
+            "architecture": spec.architecture,
+            "encoder_name": spec.encoder_name,
+            "input_hw": list(spec.input_hw),
+            "threshold": spec.threshold,
+        },
+        "settings": {
+            "tracking": dataclasses.asdict(config.tracking),
+            "smoothing": dataclasses.asdict(config.smoothing),
+        },
+    }
+    return TrackLog(config.output.tracks, info)
 
 
 def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:

@@ -7,6 +7,7 @@ Subcommands:
   [--bind HOST:PORT] [--clips DIR] [--device D] [--max-frames N]
   [--set key=value ...] [--debug]``
 * ``streamseg info MODEL``
+* ``streamseg report --tracks T.json [--events E.jsonl] [--out REPORT.html]``
 * ``streamseg evaluate-video [SOURCE --truth MASKS] [--cvc ROOT] [--model FILE]
   [--fps F] [--config YAML] [--set key=value ...] [--sweep] [--out DIR]``
 * ``streamseg bench [--model M] [--clip PATH | --synthetic 720p|1080p] [--frames N]
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", type=Path, help="write per-frame JSON lines here (.jsonl)"
     )
     run.add_argument(
+        "--tracks",
+        type=Path,
+        help="write the polyp tracks here (.json, thumbnails beside it); "
+        "streamseg report turns it into an HTML report",
+    )
+    run.add_argument(
         "--masks", type=Path, help="write one mask PNG per frame into this folder"
     )
     run.add_argument(
@@ -121,6 +128,28 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "model", metavar="MODEL", type=Path, help="model file (.safetensors)"
     )
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="make a self-contained HTML procedure report from a run's tracks",
+        description=(
+            "Make one self-contained HTML file from the files of "
+            "`streamseg run VIDEO --tracks T.json [--events E.jsonl]`: a timeline "
+            "of each polyp's presence, one card per polyp (picture, times, size), "
+            "the run's settings and model hash."
+        ),
+    )
+    report.add_argument(
+        "--tracks", type=Path, required=True, help="tracks file of the run (.json)"
+    )
+    report.add_argument(
+        "--events",
+        type=Path,
+        help="per-frame JSON lines of the same run (adds the detection strip)",
+    )
+    report.add_argument(
+        "--out", type=Path, help="the .html to write (default: beside --tracks)"
+    )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
     return parser
@@ -137,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate_video(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except ConfigError as error:
         return _fail(error, EXIT_USAGE, args.debug)
@@ -170,6 +201,15 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if stats.interrupted else EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from streamseg.report import write_report
+
+    out = args.out or args.tracks.with_suffix(".html")
+    path = write_report(args.tracks, out, events_path=args.events)
+    sys.stdout.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
 def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
     """Apply the command-line options on top of the YAML and ``--set`` values."""
     changes = {
@@ -178,6 +218,7 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
         "output": {
             "video": args.output,
             "events": args.events,
+            "tracks": getattr(args, "tracks", None),
             "masks": args.masks,
             "view": args.view,
             "bind": getattr(args, "bind", None),

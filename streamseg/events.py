@@ -51,6 +51,8 @@ class FrameEvent:
             source pixels, largest first.
         max_probability: Highest (smoothed, if smoothing is on) probability
             in the frame, in [0, 1].
+        track_ids: Ids of the polyp tracks shown on the frame, ascending
+            (empty with tracking off).
     """
 
     index: int
@@ -59,6 +61,7 @@ class FrameEvent:
     area_fraction: float
     boxes_xywh: tuple[BoxXYWH, ...]
     max_probability: float
+    track_ids: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         """One JSONL line (no newline).
@@ -75,6 +78,7 @@ class FrameEvent:
                 "area_fraction": round(self.area_fraction, 6),
                 "boxes_xywh": [list(box) for box in self.boxes_xywh],
                 "max_probability": round(self.max_probability, 4),
+                "track_ids": list(self.track_ids),
             }
         )
 
@@ -102,4 +106,5 @@ def describe(prediction: Prediction) -> FrameEvent:
         area_fraction=area_px / (height * width),
         boxes_xywh=region_boxes(mask),
         max_probability=max_probability,
+        track_ids=() if prediction.tracks is None else prediction.tracks.track_ids,
     )

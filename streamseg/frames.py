@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from streamseg.tracking import TrackFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +71,15 @@ class Prediction:
         mask_override: Optional (height, width) bool tensor that replaces the
             plain threshold (set by temporal smoothing, which applies
             hysteresis and a minimum area).
+        tracks: The polyp tracks shown on this frame
+            (:class:`~streamseg.tracking.TrackFrame`; None: tracking off).
     """
 
     frame: Frame
     probabilities: torch.Tensor
     threshold: float
     mask_override: torch.Tensor | None = None
+    tracks: TrackFrame | None = None
 
     def __post_init__(self) -> None:
         if tuple(self.probabilities.shape) != self.frame.hw:

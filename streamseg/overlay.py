@@ -13,7 +13,9 @@ a box or the HUD is drawn.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from torch.nn import functional as F
 
 from streamseg.events import region_boxes
 from streamseg.frames import Prediction
+
+if TYPE_CHECKING:
+    from streamseg.tracking import TrackFrame
 
 RGB = tuple[int, int, int]
 
@@ -101,7 +106,11 @@ def render(
     mask = prediction.mask
     if mask.device.type == "cpu":
         return render_host(
-            prediction.frame.pixels, mask.numpy(), style, hud or HudText()
+            prediction.frame.pixels,
+            mask.numpy(),
+            style,
+            hud or HudText(),
+            tracks=prediction.tracks,
         )
     return render_tensor(prediction, style, hud)
 
@@ -149,20 +158,31 @@ def render_tensor(
         host = (
             host.copy()
         )  # nothing was drawn on the GPU side; never hand out the input
-    if host_mask is not None and style.boxes:
+    tracks = prediction.tracks
+    if host_mask is not None and style.boxes and tracks is None:
         draw_boxes(host, region_boxes(host_mask), style)
+    if tracks is not None:
+        draw_tracks(host, tracks, style)
     if style.hud:
         draw_hud(
             host,
-            bool(host_mask is not None and host_mask.any()),
+            bool(host_mask is not None and host_mask.any())
+            if tracks is None
+            else tracks.present,
             hud or HudText(),
             style,
+            polyps_seen=None if tracks is None else tracks.polyps_seen,
         )
     return host
 
 
 def render_host(
-    pixels: np.ndarray, mask: np.ndarray, style: OverlayStyle, hud: HudText
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    style: OverlayStyle,
+    hud: HudText,
+    *,
+    tracks: TrackFrame | None = None,
 ) -> np.ndarray:
     """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
 
@@ -175,6 +195,9 @@ def render_host(
         mask: (H, W) bool mask.
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
+        tracks: The polyp tracks of this frame: their boxes, ids and times
+            replace the per-region boxes, the HUD shows the count of polyps
+            seen, and edge arrows point to polyps that left the view.
 
     Returns:
         A new (H, W, 3) uint8 RGB array.
@@ -202,14 +225,23 @@ def render_host(
             size = 2 * style.contour_px + 1
             eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
             roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
-        if style.boxes:
+        if style.boxes and tracks is None:
             boxes = tuple(
                 (bx + left, by + top, bw, bh)
                 for bx, by, bw, bh in region_boxes(roi_mask)
             )
             draw_boxes(image, boxes, style)
+    if tracks is not None:
+        draw_tracks(image, tracks, style)
+        present = tracks.present
     if style.hud:
-        draw_hud(image, present, hud, style)
+        draw_hud(
+            image,
+            present,
+            hud,
+            style,
+            polyps_seen=None if tracks is None else tracks.polyps_seen,
+        )
     return image
 
 
@@ -286,9 +318,18 @@ def draw_boxes(
 
 
 def draw_hud(
-    image: np.ndarray, polyp_present: bool, hud: HudText, style: OverlayStyle
+    image: np.ndarray,
+    polyp_present: bool,
+    hud: HudText,
+    style: OverlayStyle,
+    *,
+    polyps_seen: int | None = None,
 ) -> None:
-    """Draw the polyp indicator and the run figures in the top-left corner, in place."""
+    """Draw the polyp indicator and the run figures in the top-left corner, in place.
+
+    ``polyps_seen`` (distinct polyps so far; None: not shown) goes on its
+    own line under the figures.
+    """
     import cv2
 
     height = image.shape[0]
@@ -319,6 +360,8 @@ def draw_hud(
             cv2.LINE_AA,
         )
         y += text_h + baseline + 2 * pad
+    if polyps_seen is not None:
+        y = _outlined_text(image, f"polyps seen: {polyps_seen}", (x, y), scale, style)
     parts = []
     if hud.fps is not None:
         parts.append(f"{hud.fps:.1f} fps")
@@ -434,3 +477,109 @@ def draw_border(image: np.ndarray, rgb: RGB, width_px: int) -> None:
     image[-band:] = colour
     image[:, :band] = colour
     image[:, -band:] = colour
+
+
+def _outlined_text(
+    image: np.ndarray, text: str, xy: tuple[int, int], scale: float, style: OverlayStyle
+) -> int:
+    """Draw one line of HUD text with a dark outline at ``xy`` (its top-left).
+
+    Returns:
+        The y of the next line.
+    """
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(round(2 * scale), 1)
+    pad = max(int(8 * scale), 3)
+    (_, text_h), baseline = cv2.getTextSize(text, font, 0.8 * scale, thickness)
+    origin = (xy[0], xy[1] + text_h + pad // 2)
+    for colour, width in (((0, 0, 0), thickness + 2), (style.hud_rgb, thickness)):
+        cv2.putText(image, text, origin, font, 0.8 * scale, colour, width, cv2.LINE_AA)
+    return xy[1] + text_h + baseline + pad
+
+
+def draw_tracks(image: np.ndarray, tracks: TrackFrame, style: OverlayStyle) -> None:
+    """Draw each shown track's box with its id and time on screen, and edge arrows.
+
+    A track held after its last detection (not detected on this frame) keeps
+    its box, drawn thinner. Arrows (``tracks.departures``) sit at the frame
+    edge and point out of it, where a polyp left the view.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, drawn on in place.
+        tracks: The tracker's output for this frame.
+        style: Box colour and width; label colours from the HUD's.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = max(height / 720.0, 0.35)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(round(1.5 * scale), 1)
+    margin = style.box_margin_px + (style.box_px + 1) // 2
+    for view in tracks.tracks:
+        x, y, w, h = view.box_xywh
+        if style.boxes and style.box_px > 0:
+            cv2.rectangle(
+                image,
+                (x - margin, y - margin),
+                (x + w - 1 + margin, y + h - 1 + margin),
+                style.box_rgb,
+                style.box_px if view.detected else max(style.box_px // 2, 1),
+                cv2.LINE_8,
+            )
+        label = f"#{view.track_id} {view.on_screen_s:.0f}s"
+        (text_w, text_h), baseline = cv2.getTextSize(label, font, 0.7 * scale, thickness)
+        left = min(max(x - margin, 0), max(width - text_w - 4, 0))
+        top = y - margin - text_h - baseline - 4
+        if top < 0:  # no room above the box: inside its top edge
+            top = max(y - margin, 0) + 2
+        cv2.rectangle(
+            image,
+            (left, top),
+            (left + text_w + 4, top + text_h + baseline + 4),
+            style.box_rgb,
+            -1,
+        )
+        cv2.putText(
+            image,
+            label,
+            (left + 2, top + text_h + 2),
+            font,
+            0.7 * scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    length = max(24.0, 0.08 * min(height, width))
+    for departure in tracks.departures:
+        (ex, ey), (dx, dy) = departure.exit_xy, departure.direction_xy
+        inset = 0.6 * length
+        tip = (
+            min(max(ex - dx * 4, 2), width - 3),
+            min(max(ey - dy * 4, 2), height - 3),
+        )
+        tail = (tip[0] - dx * length, tip[1] - dy * length)
+        if math.isnan(tail[0]) or inset <= 0:
+            continue
+        for colour, width_px in (((0, 0, 0), 7), (style.box_rgb, 4)):
+            cv2.arrowedLine(
+                image,
+                (round(tail[0]), round(tail[1])),
+                (round(tip[0]), round(tip[1])),
+                colour,
+                max(round(width_px * scale), 2),
+                cv2.LINE_AA,
+                tipLength=0.45,
+            )
+        cv2.putText(
+            image,
+            f"#{departure.track_id}",
+            (round(tail[0] - dx * 0.5 * length) - 10, round(tail[1] - dy * 0.5 * length) + 5),
+            font,
+            0.6 * scale,
+            style.box_rgb,
+            thickness,
+            cv2.LINE_AA,
+        )

@@ -62,6 +62,8 @@ class OutputSettings:
     Attributes:
         video: Annotated recording (``.mp4``; ``.mkv``/``.mov`` also work).
         events: Per-frame JSON lines.
+        tracks: Per-video polyp tracks (``tracks.json``, thumbnails beside
+            it; needs ``tracking.enabled``); ``streamseg report`` reads it.
         masks: Folder for one mask PNG per frame.
         view: ``window`` shows the annotated video live (needs an OpenCV with
             a GUI); ``web`` serves it to browsers at ``bind``; ``none`` shows
@@ -85,6 +87,7 @@ class OutputSettings:
 
     video: Path | None = None
     events: Path | None = None
+    tracks: Path | None = None
     masks: Path | None = None
     view: Literal["none", "window", "web"] = "none"
     bind: str = "127.0.0.1:8080"
@@ -293,7 +296,7 @@ class EventLog:
     """Write one JSON line per frame (line-buffered: interrupted runs keep whole lines).
 
     Each line: ``index``, ``timestamp_s``, ``polyp_present``, ``area_fraction``,
-    ``boxes_xywh`` (source pixels), ``max_probability``.
+    ``boxes_xywh`` (source pixels), ``max_probability``, ``track_ids``.
     """
 
     name = "events"
@@ -598,7 +601,7 @@ def check_outputs(settings: OutputSettings) -> None:
     Raises:
         OutputError: An output path cannot be written, with the fix.
     """
-    for path in (settings.video, settings.events):
+    for path in (settings.video, settings.events, settings.tracks):
         if path is not None:
             _prepare_parent(Path(path))
     if settings.video is not None:

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamseg.frames import Prediction
 from streamseg.regions import Regions, label_regions
 
 BoxXYWH = tuple[int, int, int, int]
@@ -187,7 +188,7 @@ def detect(mask: np.ndarray, pixels: np.ndarray | None = None) -> FrameRegions:
     Example:
         >>> m = np.zeros((8, 8), bool); m[1:3, 1:4] = True
         >>> detect(m).detections
-        (Detection(box_xywh=(1, 1, 3, 2), area_px=6, label=1),)
+        (Detection(box_xywh=(1, 1, 3, 2), area_px=6, label=1, color_lab=None),)
     """
     hw = (int(mask.shape[0]), int(mask.shape[1]))
     regions = label_regions(np.asarray(mask))
@@ -215,7 +216,7 @@ def region_colors(
     """Mean CIELAB colour of each region's pixels (OpenCV 8-bit Lab, 0-255).
 
     Measured on every ``step``-th row and column of the regions' bounding box
-    (at most about 64k pixels), which is plenty for a mean.
+    (about 16k pixels at most), which is plenty for a mean.
 
     Args:
         regions: From :func:`streamseg.regions.label_regions`.
@@ -229,7 +230,7 @@ def region_colors(
 
     rows, cols = regions.box
     labels = regions.labels
-    step = max(1, int(math.sqrt(labels.size / 65536)))
+    step = max(1, math.ceil(math.sqrt(labels.size / 16384)))
     crop = np.ascontiguousarray(pixels[rows, cols][::step, ::step])
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
     flat = labels[::step, ::step].reshape(-1).astype(np.int64)
@@ -683,3 +684,22 @@ class Tracker:
         if not (near_edge or leaving):
             return None
         return exit_point(hw, (x1, y1), (vx, vy) if leaving else (0.0, 0.0))
+
+
+def track(tracker: Tracker, prediction: Prediction) -> Prediction:
+    """Run ``tracker`` on a prediction's final mask; the prediction with its tracks.
+
+    One copy of the mask to the host; the regions' colours come from the
+    frame's pixels.
+
+    Returns:
+        The same prediction with ``tracks`` set (its mask is unchanged).
+    """
+    import dataclasses
+
+    import torch
+
+    mask = prediction.mask.to("cpu", torch.bool).contiguous().numpy()
+    regions = detect(mask, prediction.frame.pixels)
+    frame = tracker(prediction.frame.timestamp_s, regions)
+    return dataclasses.replace(prediction, tracks=frame)

@@ -202,6 +202,17 @@ class WebView:
         self.frames.publish(self._jpeg(image))
         figures = dict(self._status_of_run()) if self._status_of_run else {}
         present = bool(prediction.mask.any())
+        tracks = prediction.tracks
+        if tracks is not None:
+            figures["polyps_seen"] = tracks.polyps_seen
+            figures["tracks"] = [
+                {
+                    "id": view.track_id,
+                    "on_screen_s": round(view.on_screen_s, 1),
+                    "detected": view.detected,
+                }
+                for view in tracks.tracks
+            ]
         with self._lock:
             self._latest = (prediction, image)
             self._status = {
@@ -501,6 +512,9 @@ PAGE = """<!doctype html>
   button { padding: 8px; font-size: 14px; cursor: pointer; }
   button.recording { background: #d22; color: #fff; }
   #message { min-height: 2em; color: #aaa; word-break: break-all; }
+  #tracks { list-style: none; margin: 0; padding: 0; }
+  #tracks li { padding: 3px 6px; margin: 2px 0; background: #2a2a2a; border-radius: 3px; }
+  #tracks li.held { color: #999; }
 </style>
 </head>
 <body>
@@ -515,7 +529,9 @@ PAGE = """<!doctype html>
     <tr><td>recording</td><td id="recording">-</td></tr>
     <tr><td>clips saved</td><td id="saved">-</td></tr>
     <tr><td>viewers</td><td id="viewers">-</td></tr>
+    <tr><td>polyps seen</td><td id="polyps">-</td></tr>
   </table>
+  <ul id="tracks"></ul>
   <button id="record">Start recording</button>
   <button id="snapshot">Snapshot</button>
   <button id="sound" hidden>Sound on</button>
@@ -539,6 +555,15 @@ function show(s) {
     ? (s.recording_file || "starting") + " (" + (s.recording_frames || 0) + ")" : "off";
   $("saved").textContent = s.clips_saved == null ? "-" : s.clips_saved;
   $("viewers").textContent = s.viewers;
+  $("polyps").textContent = s.polyps_seen == null ? "-" : s.polyps_seen;
+  const list = $("tracks");
+  list.replaceChildren(...(s.tracks || []).map((t) => {
+    const item = document.createElement("li");
+    item.textContent = "#" + t.id + "  " + t.on_screen_s.toFixed(1) + " s"
+      + (t.detected ? "" : " (held)");
+    item.className = t.detected ? "" : "held";
+    return item;
+  }));
   const rec = $("record");
   rec.textContent = s.recording_manual ? "Stop recording" : "Start recording";
   rec.className = s.recording_manual ? "recording" : "";
