@@ -371,7 +371,7 @@ def render_report(
     rows += [(f"polyp #{t['track_id']}", t) for t in tracks]
     height = 30 + row_h * max(len(rows), 1)
     svg = [
-        f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'<svg id="timeline" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="timeline of polyp presence">'
     ]

@@ -353,6 +353,7 @@ class _Track:
     area_fraction: float
     centers: list[tuple[float, float, float]]  # (t, x, y), the last few detections
     color_lab: tuple[float, float, float] | None = None
+    extent_xywh: BoxXYWH | None = None  # its region and fragments, last frame
     track_id: int | None = None  # set when confirmed
     first_shown_s: float | None = None
 
@@ -541,7 +542,7 @@ class Tracker:
         previous: dict[int, BoxXYWH] = {}
         for ti, di in pairs:
             track, found = ordered[ti], detections[di]
-            previous[track.key] = track.box_xywh
+            previous[track.key] = track.extent_xywh or track.box_xywh
             self._update(track, found, timestamp_s, frame_px)
             matched[di] = track.key
         continued = dict(matched)  # regions that continue an existing track
@@ -563,6 +564,8 @@ class Tracker:
             )
             if owner is not None:
                 fragments[di] = owner
+                extent = by_key[owner].extent_xywh or found.box_xywh
+                by_key[owner].extent_xywh = _union(extent, found.box_xywh)
                 continue
             track = _Track(
                 key=self._next_key,
@@ -595,7 +598,7 @@ class Tracker:
             views.append(
                 TrackView(
                     track_id=track.track_id,
-                    box_xywh=track.box_xywh,
+                    box_xywh=track.extent_xywh or track.box_xywh,
                     detected=track.last_detected_s == timestamp_s,
                     first_shown_s=track.first_shown_s,
                     on_screen_s=timestamp_s - track.first_shown_s,
@@ -630,6 +633,7 @@ class Tracker:
         self, track: _Track, found: Detection, timestamp_s: float, frame_px: int
     ) -> None:
         track.box_xywh = found.box_xywh
+        track.extent_xywh = found.box_xywh
         track.last_detected_s = timestamp_s
         track.area_fraction = found.area_px / frame_px
         if found.color_lab is not None:
