@@ -529,7 +529,10 @@ def draw_tracks(image: np.ndarray, tracks: TrackFrame, style: OverlayStyle) -> N
                 style.box_px if view.detected else max(style.box_px // 2, 1),
                 cv2.LINE_8,
             )
-        label = f"#{view.track_id} {view.on_screen_s:.0f}s"
+        seconds = view.on_screen_s
+        label = f"#{view.track_id} {seconds:.1f}s" if seconds < 10 else (
+            f"#{view.track_id} {int(seconds) // 60}:{int(seconds) % 60:02d}"
+        )
         (text_w, text_h), baseline = cv2.getTextSize(label, font, 0.7 * scale, thickness)
         left = min(max(x - margin, 0), max(width - text_w - 4, 0))
         top = y - margin - text_h - baseline - 4
