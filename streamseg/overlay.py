@@ -530,10 +530,14 @@ def draw_tracks(image: np.ndarray, tracks: TrackFrame, style: OverlayStyle) -> N
                 cv2.LINE_8,
             )
         seconds = view.on_screen_s
-        label = f"#{view.track_id} {seconds:.1f}s" if seconds < 10 else (
-            f"#{view.track_id} {int(seconds) // 60}:{int(seconds) % 60:02d}"
+        label = (
+            f"#{view.track_id} {seconds:.1f}s"
+            if seconds < 10
+            else (f"#{view.track_id} {int(seconds) // 60}:{int(seconds) % 60:02d}")
         )
-        (text_w, text_h), baseline = cv2.getTextSize(label, font, 0.7 * scale, thickness)
+        (text_w, text_h), baseline = cv2.getTextSize(
+            label, font, 0.7 * scale, thickness
+        )
         left = min(max(x - margin, 0), max(width - text_w - 4, 0))
         top = y - margin - text_h - baseline - 4
         if top < 0:  # no room above the box: inside its top edge
@@ -579,7 +583,10 @@ def draw_tracks(image: np.ndarray, tracks: TrackFrame, style: OverlayStyle) -> N
         cv2.putText(
             image,
             f"#{departure.track_id}",
-            (round(tail[0] - dx * 0.5 * length) - 10, round(tail[1] - dy * 0.5 * length) + 5),
+            (
+                round(tail[0] - dx * 0.5 * length) - 10,
+                round(tail[1] - dy * 0.5 * length) + 5,
+            ),
             font,
             0.6 * scale,
             style.box_rgb,

@@ -82,7 +82,9 @@ class TrackLog:
 
     name = "tracks"
 
-    def __init__(self, path: str | Path, run_info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, run_info: dict[str, Any] | None = None
+    ) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,9 @@ class TrackLog:
         t = frame.timestamp_s - self._origin_s
         if self._last_s is not None and t > self._last_s:
             step = t - self._last_s
-            self._period_s = step if self._period_s is None else min(self._period_s, step)
+            self._period_s = (
+                step if self._period_s is None else min(self._period_s, step)
+            )
         self._last_s = t
         self._frames += 1
         tracks = prediction.tracks
@@ -115,7 +119,6 @@ class TrackLog:
         if tracks is None:
             self._shown_before = shown
             return
-        height, width = frame.hw
         for view in tracks.tracks:
             record = self._tracks.get(view.track_id)
             if record is None:
@@ -167,21 +170,25 @@ class TrackLog:
                         "best_timestamp_s": round(record.best_timestamp_s, 4),
                         "best_frame_index": record.best_frame_index,
                         "thumbnail": name,
-                        "intervals_s": [[round(a, 4), round(b, 4)] for a, b in intervals],
+                        "intervals_s": [
+                            [round(a, 4), round(b, 4)] for a, b in intervals
+                        ],
                     }
                 )
             document = {
                 "format": TRACKS_FORMAT,
-                "created": datetime.datetime.now().astimezone().isoformat(
-                    timespec="seconds"
-                ),
+                "created": datetime.datetime.now()
+                .astimezone()
+                .isoformat(timespec="seconds"),
                 "frames": self._frames,
                 "duration_s": round((self._last_s or 0.0) + period, 4),
                 **self.run_info,
                 "tracks": rows,
             }
             temporary = self.path.with_name(self.path.name + ".tmp")
-            temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+            temporary.write_text(
+                json.dumps(document, indent=2) + "\n", encoding="utf-8"
+            )
             os.replace(temporary, self.path)
         except OSError as error:
             raise OutputError(
@@ -209,7 +216,10 @@ def thumbnail(pixels: np.ndarray, box_xywh: tuple[int, int, int, int]) -> bytes:
     crop = np.ascontiguousarray(pixels[y0:y1, x0:x1])
     scale = min(1.0, THUMBNAIL_LONG_SIDE_PX / max(crop.shape[:2]))
     if scale < 1.0:
-        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        size = (
+            max(1, round(crop.shape[1] * scale)),
+            max(1, round(crop.shape[0] * scale)),
+        )
         crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
     bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
     bx, by = round((x - x0) * scale), round((y - y0) * scale)
@@ -266,7 +276,9 @@ def load_presence(path: Path) -> list[tuple[float, bool]]:
                     continue
                 try:
                     item = json.loads(line)
-                    rows.append((float(item["timestamp_s"]), bool(item["polyp_present"])))
+                    rows.append(
+                        (float(item["timestamp_s"]), bool(item["polyp_present"]))
+                    )
                 except (ValueError, KeyError, TypeError):
                     raise ReportError(
                         f"{path}:{number}: not a streamseg event line "
@@ -279,7 +291,7 @@ def load_presence(path: Path) -> list[tuple[float, bool]]:
     return rows
 
 
-# --- the HTML report -------------------------------------------------------------------
+# --- the HTML report -------------------------------------------------------------
 
 
 def write_report(
@@ -317,7 +329,8 @@ def write_report(
         Path(out_path).write_text(page, encoding="utf-8")
     except OSError as error:
         raise ReportError(
-            f"{out_path}: cannot write the report ({error.strerror}); pick a writable path"
+            f"{out_path}: cannot write the report ({error.strerror}); "
+            "pick a writable path"
         ) from None
     return Path(out_path)
 
@@ -330,7 +343,7 @@ def _clock(seconds: float) -> str:
         ('1:15.2', '1:02:05')
     """
     if seconds >= 3600:
-        hours, rest = divmod(int(round(seconds)), 3600)
+        hours, rest = divmod(round(seconds), 3600)
         return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
     minutes, rest = divmod(seconds, 60)
     return f"{int(minutes)}:{rest:04.1f}"
@@ -396,7 +409,8 @@ def render_report(
             for start, end in _runs(presence, period):
                 svg.append(
                     f'<rect x="{x_of(start):.1f}" y="{y + 3}" '
-                    f'width="{max(x_of(end) - x_of(start), 1):.1f}" height="{row_h - 8}" '
+                    f'width="{max(x_of(end) - x_of(start), 1):.1f}" '
+                    f'height="{row_h - 8}" '
                     'class="detected"/>'
                 )
             continue
@@ -427,9 +441,11 @@ def render_report(
             f"<dt>first seen</dt><dd>{esc(_clock(float(track['first_seen_s'])))}</dd>"
             f"<dt>last seen</dt><dd>{esc(_clock(float(track['last_seen_s'])))}</dd>"
             f"<dt>on screen</dt><dd>{float(track['on_screen_s']):.1f} s</dd>"
-            f"<dt>largest</dt><dd>{100 * float(track['max_area_fraction']):.1f} % of the "
+            "<dt>largest</dt>"
+            f"<dd>{100 * float(track['max_area_fraction']):.1f} % of the "
             f"frame ({int(box[2])}&times;{int(box[3])} px)</dd>"
-            f"<dt>picture at</dt><dd>{esc(_clock(float(track['best_timestamp_s'])))}</dd>"
+            "<dt>picture at</dt>"
+            f"<dd>{esc(_clock(float(track['best_timestamp_s'])))}</dd>"
             "</dl></article>"
         )
 
@@ -441,7 +457,8 @@ def render_report(
         (
             "model",
             f"{model.get('architecture', '?')} / {model.get('encoder_name', '?')}, "
-            f"input {model.get('input_hw', '?')}, threshold {model.get('threshold', '?')}",
+            f"input {model.get('input_hw', '?')}, "
+            f"threshold {model.get('threshold', '?')}",
         ),
     ]
     for section, values in (document.get("settings") or {}).items():
@@ -491,9 +508,9 @@ def render_report(
 <h1>{esc(title)}</h1>
 <p id="summary">{esc(summary)}</p>
 <h2>Timeline</h2>
-{''.join(svg)}
+{"".join(svg)}
 <h2>Polyps</h2>
-<section id="cards">{''.join(cards) or '<p>No polyp was shown.</p>'}</section>
+<section id="cards">{"".join(cards) or "<p>No polyp was shown.</p>"}</section>
 <h2>Run</h2>
 <table id="settings">{settings_html}</table>
 <footer>streamseg procedure report. Research software, not a medical device.</footer>

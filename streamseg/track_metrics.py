@@ -43,7 +43,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamseg.frames import Frame
-from streamseg.tracking import FrameRegions, TrackFrame, Tracker, TrackingSettings, detect
+from streamseg.tracking import (
+    FrameRegions,
+    Tracker,
+    TrackFrame,
+    TrackingSettings,
+    detect,
+)
 
 if TYPE_CHECKING:
     from streamseg.smoothing import SmoothingSettings
@@ -266,7 +272,9 @@ class TrackScorer:
                         covered.setdefault(f.covering_id, set()).add(identity)
                 scores.id_switches += id_switches([f.covering_id for f in part])
                 hit = next((i for i, f in enumerate(part) if f.detected), None)
-                base = next((i for i, f in enumerate(part) if f.per_frame_detected), None)
+                base = next(
+                    (i for i, f in enumerate(part) if f.per_frame_detected), None
+                )
                 if hit is None:
                     scores.missed_episodes += 1
                     if base is not None:
@@ -366,7 +374,9 @@ def score_tracking(
             pixels = None
             if images is not None:
                 source = next(images).pixels
-                pixels = cv2.resize(source, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+                pixels = cv2.resize(
+                    source, (hw[1], hw[0]), interpolation=cv2.INTER_AREA
+                )
             frame = Frame(index, float(times[index]), blank)
             current = torch.from_numpy(sequence.probabilities[index]).float()
             out = smoother(Prediction(frame, current, model_threshold))

@@ -1,4 +1,4 @@
-"""Polyp tracks: a stable id per polyp across frames, shown with on/off times in seconds.
+"""Polyp tracks: a stable id per polyp across frames, on/off times in seconds.
 
 The smoother steadies *pixels*; this stage turns the regions of each frame
 into *polyps*. :class:`Tracker` takes a frame's timestamp and its regions
@@ -109,7 +109,9 @@ class TrackingSettings:
                 f"({self.keep_s}); raise max_gap_s or lower keep_s"
             )
         if not 0 <= self.match_iou <= 1:
-            raise ValueError(f"match_iou: expected a value in [0, 1], got {self.match_iou}")
+            raise ValueError(
+                f"match_iou: expected a value in [0, 1], got {self.match_iou}"
+            )
         if not 0 <= self.max_center_distance <= 1:
             raise ValueError(
                 "max_center_distance: expected a value in [0, 1], "
@@ -518,7 +520,9 @@ class Tracker:
                 if track.track_id is not None:
                     self._departed.append((track, hw))
         self._tracks = [
-            t for t in self._tracks if timestamp_s - t.last_detected_s <= s.max_gap_s + 1e-9
+            t
+            for t in self._tracks
+            if timestamp_s - t.last_detected_s <= s.max_gap_s + 1e-9
         ]
         detections = regions.detections
         diagonal = math.hypot(*hw)
@@ -527,7 +531,10 @@ class Tracker:
         # track sits on the same spot.
         order = sorted(
             range(len(self._tracks)),
-            key=lambda i: (self._tracks[i].track_id is None, -self._tracks[i].last_detected_s),
+            key=lambda i: (
+                self._tracks[i].track_id is None,
+                -self._tracks[i].last_detected_s,
+            ),
         )
         ordered = [self._tracks[i] for i in order]
         pairs = associate(
@@ -641,7 +648,9 @@ class Tracker:
         track.centers.append((timestamp_s, *found.center_xy))
         del track.centers[:-8]
 
-    def _departures(self, timestamp_s: float, hw: tuple[int, int]) -> tuple[Departure, ...]:
+    def _departures(
+        self, timestamp_s: float, hw: tuple[int, int]
+    ) -> tuple[Departure, ...]:
         """Shown tracks that left the view within ``arrow_window_s``."""
         s = self.settings
         if not s.arrows:
@@ -681,7 +690,9 @@ class Tracker:
             vx, vy = (x1 - x0) / (t1 - t0), (y1 - y0) / (t1 - t0)
         bx, by, bw, bh = track.box_xywh
         mx, my = s.edge_margin * width, s.edge_margin * height
-        near_edge = bx <= mx or by <= my or bx + bw >= width - mx or by + bh >= height - my
+        near_edge = (
+            bx <= mx or by <= my or bx + bw >= width - mx or by + bh >= height - my
+        )
         horizon = max(s.keep_s, 0.2)
         ex, ey = x1 + vx * horizon, y1 + vy * horizon
         leaving = not (0 <= ex < width and 0 <= ey < height)

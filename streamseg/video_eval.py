@@ -2059,8 +2059,7 @@ def track_tables(evaluation: VideoEvaluation) -> list[Any]:
             "Dice macro",
             _fmt("{:.4f}", base.dice_macro),
             _fmt("{:.4f}", smooth.dice_macro),
-            _fmt("{:.4f}", k.dice_macro)
-            + f" ({k.dice_macro - base.dice_macro:+.4f})",
+            _fmt("{:.4f}", k.dice_macro) + f" ({k.dice_macro - base.dice_macro:+.4f})",
         )
         table.add_row(
             f"first-detection delay, ms (of {k.episodes} true episodes)",

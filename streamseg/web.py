@@ -513,7 +513,8 @@ PAGE = """<!doctype html>
   button.recording { background: #d22; color: #fff; }
   #message { min-height: 2em; color: #aaa; word-break: break-all; }
   #tracks { list-style: none; margin: 0; padding: 0; }
-  #tracks li { padding: 3px 6px; margin: 2px 0; background: #2a2a2a; border-radius: 3px; }
+  #tracks li { padding: 3px 6px; margin: 2px 0; background: #2a2a2a;
+               border-radius: 3px; }
   #tracks li.held { color: #999; }
 </style>
 </head>

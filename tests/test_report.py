@@ -53,7 +53,9 @@ def test_a_run_writes_track_ids_and_tracks_json_with_a_thumbnail(tracked_run):
     assert track["detected_frames"] == 19
     assert 0.05 < track["max_area_fraction"] < 0.15
     thumb = folder / "run" / track["thumbnail"]
-    picture = cv2.imdecode(np.frombuffer(thumb.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    picture = cv2.imdecode(
+        np.frombuffer(thumb.read_bytes(), np.uint8), cv2.IMREAD_COLOR
+    )
     assert picture is not None and picture[..., 2].mean() > 80  # the red disc
     assert document["model"]["sha256"] and len(document["model"]["sha256"]) == 64
     assert document["settings"]["tracking"]["min_on_s"] == 0.04
@@ -150,7 +152,9 @@ def test_chromium_renders_the_report_with_a_card_per_polyp(tmp_path):
         browser.open(page.as_uri())
         assert browser.script("return document.querySelectorAll('.card').length") == 2
         assert (
-            browser.script("return document.querySelectorAll('#timeline rect.track').length")
+            browser.script(
+                "return document.querySelectorAll('#timeline rect.track').length"
+            )
             == 2
         )
         assert browser.script(
@@ -159,7 +163,9 @@ def test_chromium_renders_the_report_with_a_card_per_polyp(tmp_path):
         )
         assert browser.text("#summary").startswith("2 polyps in 0:08.0")
         picture = browser.screenshot("#cards")
-        cv2.imwrite(str(tmp_path / "cards.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(tmp_path / "cards.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
+        )
         # The two thumbnails as Chromium draws them: red-ish and green-ish.
         reds = (picture[..., 0] > 150) & (picture[..., 1] < 90)
         greens = (picture[..., 1] > 150) & (picture[..., 0] < 90)

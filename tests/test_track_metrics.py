@@ -36,7 +36,9 @@ def test_counting_helpers():
 def test_scorer_measures_delay_switches_and_misses():
     truth = [disc((20, 24))] * 10 + [np.zeros(HW, bool)] * 3 + [disc((44, 24))] * 6
     # The model finds the first polyp from frame 2; the second never.
-    predicted = [np.zeros(HW, bool)] * 2 + [disc((21, 24))] * 8 + [np.zeros(HW, bool)] * 9
+    predicted = (
+        [np.zeros(HW, bool)] * 2 + [disc((21, 24))] * 8 + [np.zeros(HW, bool)] * 9
+    )
     tracker = Tracker(TrackingSettings(min_on_s=0.04))
     scorer = TrackScorer()
     for i, (p, t) in enumerate(zip(predicted, truth, strict=True)):
@@ -69,8 +71,10 @@ def test_replay_steadies_a_blinking_output_and_costs_no_dice():
     assert scores.toggles_per_minute == 0.0
     assert scores.polyps_shown == 1 and scores.id_switches == 0
     expected = np.mean(
-        [2 * (p >= 0.5)[t].sum() / ((p >= 0.5).sum() + t.sum())
-         for p, t in zip(probabilities, truth, strict=True)]
+        [
+            2 * (p >= 0.5)[t].sum() / ((p >= 0.5).sum() + t.sum())
+            for p, t in zip(probabilities, truth, strict=True)
+        ]
     )
     assert scores.dice_macro == pytest.approx(expected)
 

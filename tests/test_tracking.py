@@ -53,7 +53,9 @@ def test_min_on_and_keep_are_seconds_at_any_frame_rate(fps):
     n_on, n_off = round(present_s * fps), round(absent_s * fps)
     frames = [regions((30, 30, 40, 40))] * n_on + [regions()] * n_off
     out = play(tracker, frames, fps)
-    shown = [t for t, f in zip(np.arange(len(out)) / fps, out, strict=True) if f.present]
+    shown = [
+        t for t, f in zip(np.arange(len(out)) / fps, out, strict=True) if f.present
+    ]
     # Shown from 0.08 s (after min_on_s of detections) to 0.2 s after the last one.
     assert shown[0] == pytest.approx(0.08)
     assert shown[-1] == pytest.approx((n_on - 1) / fps + 0.2)
@@ -120,12 +122,16 @@ def test_a_differently_coloured_polyp_in_the_same_place_is_a_new_polyp():
 
 def test_a_sudden_tenfold_area_change_is_a_new_polyp():
     tracker = Tracker(TrackingSettings(min_on_s=0.0))
-    out = play(tracker, [regions((40, 40, 10, 10))] * 3 + [regions((20, 20, 60, 60))] * 3)
+    out = play(
+        tracker, [regions((40, 40, 10, 10))] * 3 + [regions((20, 20, 60, 60))] * 3
+    )
     assert out[-1].polyps_seen == 2
 
 
 def test_arrows_point_where_a_polyp_left_the_view():
-    settings = TrackingSettings(min_on_s=0.0, keep_s=0.12, arrows=True, arrow_window_s=1.0)
+    settings = TrackingSettings(
+        min_on_s=0.0, keep_s=0.12, arrows=True, arrow_window_s=1.0
+    )
     tracker = Tracker(settings)
     # Moving right at 250 px/s until it touches the right edge, then gone.
     frames = [regions((60 + 10 * i, 50, 30, 20)) for i in range(8)] + [regions()] * 30
@@ -179,16 +185,29 @@ def test_association_and_geometry_helpers():
         max_distance_px=5,
     )
     assert sorted(pairs) == [(0, 1), (1, 0)]
-    assert associate([(0, 0, 10, 10)], [(0, 0, 10, 10)], match_iou=0.1,
-                     max_distance_px=5, allowed=lambda i, j: False) == []
+    assert (
+        associate(
+            [(0, 0, 10, 10)],
+            [(0, 0, 10, 10)],
+            match_iou=0.1,
+            max_distance_px=5,
+            allowed=lambda i, j: False,
+        )
+        == []
+    )
     point, direction = exit_point((100, 200), (100.0, 10.0), (0.0, -50.0))
     assert point == (100.0, 0.0) and direction == (0.0, -1.0)
 
 
 @pytest.mark.parametrize(
     "changes",
-    [{"keep_s": 2.0, "max_gap_s": 1.0}, {"min_on_s": -1.0}, {"match_iou": 1.5},
-     {"max_area_ratio": 0.5}, {"edge_margin": 0.6}],
+    [
+        {"keep_s": 2.0, "max_gap_s": 1.0},
+        {"min_on_s": -1.0},
+        {"match_iou": 1.5},
+        {"max_area_ratio": 0.5},
+        {"edge_margin": 0.6},
+    ],
 )
 def test_settings_reject_values_that_cannot_work(changes):
     with pytest.raises(ValueError):
