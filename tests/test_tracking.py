@@ -212,3 +212,65 @@ def test_association_and_geometry_helpers():
 def test_settings_reject_values_that_cannot_work(changes):
     with pytest.raises(ValueError):
         TrackingSettings(**changes)
+
+
+def _tracked_prediction(tracker, index, center_x, hw=(96, 128)):
+    import dataclasses
+
+    import torch
+
+    from streamseg.frames import Frame, Prediction
+
+    yy, xx = np.mgrid[: hw[0], : hw[1]]
+    disc = (
+        (yy - 48) ** 2 + (xx - center_x) ** 2 <= 15**2
+        if center_x
+        else np.zeros(hw, bool)
+    )
+    pixels = np.full((*hw, 3), 90, np.uint8)
+    pixels[disc] = (200, 60, 60)
+    prediction = Prediction(
+        Frame(index, index / 25, pixels), torch.from_numpy(disc.astype(np.float32)), 0.5
+    )
+    frame = tracker(index / 25, detect(disc, pixels))
+    return dataclasses.replace(prediction, tracks=frame)
+
+
+def test_the_overlay_draws_the_id_the_count_and_an_edge_arrow():
+    from streamseg.overlay import OverlayStyle, render
+
+    style = OverlayStyle(fill_opacity=0.0, contour_px=0)
+    tracker = Tracker(
+        TrackingSettings(min_on_s=0.0, keep_s=0.08, arrows=True, arrow_window_s=2.0)
+    )
+    # A disc moves right and leaves through the right edge.
+    images = [
+        render(_tracked_prediction(tracker, i, 40 + 10 * i if i < 9 else None), style)
+        for i in range(14)
+    ]
+    plain = render(_tracked_prediction(Tracker(TrackingSettings()), 0, None), style)
+    box = np.array(style.box_rgb)
+    # Frame 3: the id label sits on a filled box-coloured patch above the disc.
+    label = np.all(images[3][10:33, 55:110] == box, axis=-1)
+    assert label.sum() > 100
+    # Frame 13: no polyp shown; an arrow in box colour at the right edge.
+    right = np.all(images[13][:, -40:] == box, axis=-1)
+    left = np.all(images[13][:, :40] == box, axis=-1)
+    assert right.sum() > 30 and left.sum() == 0
+    assert not np.array_equal(images[13], plain)
+
+
+def test_the_web_status_has_the_count_and_the_track_list():
+    from streamseg.web import WebView
+
+    tracker = Tracker(TrackingSettings(min_on_s=0.0))
+    web = WebView("127.0.0.1:0")
+    try:
+        for i in range(3):
+            prediction = _tracked_prediction(tracker, i, 50)
+            web.write(prediction, prediction.frame.pixels)
+        status = web.status()
+    finally:
+        web.close()
+    assert status["polyps_seen"] == 1
+    assert status["tracks"] == [{"id": 1, "on_screen_s": 0.1, "detected": True}]
