@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", type=Path, help="the .html to write (default: beside --tracks)"
     )
+    report.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="polyps detected for less than S seconds get no card, only a line "
+        "under brief detections (default 0.2)",
+    )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
     return parser
@@ -205,7 +213,11 @@ def _report(args: argparse.Namespace) -> int:
     from streamseg.report import write_report
 
     out = args.out or args.tracks.with_suffix(".html")
-    path = write_report(args.tracks, out, events_path=args.events)
+    if not args.min_seconds >= 0:
+        raise ConfigError(f"report: --min-seconds {args.min_seconds} must be >= 0")
+    path = write_report(
+        args.tracks, out, events_path=args.events, min_detected_s=args.min_seconds
+    )
     sys.stdout.write(f"wrote {path}\n")
     return EXIT_OK
 

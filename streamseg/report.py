@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 TRACKS_FORMAT = "streamseg-tracks/1"
 THUMBNAIL_LONG_SIDE_PX = 240
 THUMBNAIL_MARGIN = 0.3  # of the box size, on each side
+# Tracks detected for less get no card in the report (a speck, or a fragment of
+# a polyp in fast motion); they stay on the timeline and in a list.
+MIN_DETECTED_S = 0.2
 
 
 class ReportError(OutputError):
@@ -164,6 +167,7 @@ class TrackLog:
                         "first_seen_s": round(record.first_seen_s, 4),
                         "last_seen_s": round(record.last_seen_s, 4),
                         "on_screen_s": round(sum(b - a for a, b in intervals), 4),
+                        "detected_s": round(record.detected_frames * period, 4),
                         "detected_frames": record.detected_frames,
                         "max_area_fraction": round(record.max_area_fraction, 5),
                         "max_box_xywh": list(record.max_box_xywh),
@@ -295,7 +299,11 @@ def load_presence(path: Path) -> list[tuple[float, bool]]:
 
 
 def write_report(
-    tracks_path: Path, out_path: Path, *, events_path: Path | None = None
+    tracks_path: Path,
+    out_path: Path,
+    *,
+    events_path: Path | None = None,
+    min_detected_s: float = MIN_DETECTED_S,
 ) -> Path:
     """Write the self-contained HTML report of one run.
 
@@ -304,6 +312,8 @@ def write_report(
         out_path: The ``.html`` file to write.
         events_path: The run's per-frame JSONL (optional): adds the strip of
             frames with any detection to the timeline.
+        min_detected_s: Tracks detected for less than this get no card: they
+            are listed as brief detections (still on the timeline).
 
     Returns:
         ``out_path``.
@@ -323,7 +333,7 @@ def write_report(
             thumbnails[track["track_id"]] = base64.b64encode(path.read_bytes()).decode()
         except OSError:
             log.warning("%s: thumbnail missing; the card has no picture", path)
-    page = render_report(document, thumbnails, presence)
+    page = render_report(document, thumbnails, presence, min_detected_s=min_detected_s)
     try:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
         Path(out_path).write_text(page, encoding="utf-8")
@@ -353,6 +363,8 @@ def render_report(
     document: dict[str, Any],
     thumbnails: dict[int, str],
     presence: list[tuple[float, bool]] | None = None,
+    *,
+    min_detected_s: float = MIN_DETECTED_S,
 ) -> str:
     """The report page as one HTML string (inline CSS and SVG; no scripts).
 
@@ -360,6 +372,8 @@ def render_report(
         document: A tracks file (:func:`load_tracks`).
         thumbnails: Base64 JPEG per track id.
         presence: (timestamp_s, polyp_present) per frame, or None.
+        min_detected_s: Tracks detected for less than this are brief
+            detections: a row on the timeline and a line in a list, no card.
     """
     esc = html.escape
     tracks = document.get("tracks", [])
@@ -371,10 +385,18 @@ def render_report(
     model = document.get("model") or {}
     source = document.get("source") or "?"
     title = f"Polyp report: {Path(str(source)).name}"
-    count = len(tracks)
+    polyps = [t for t in tracks if _detected_s(t) >= min_detected_s]
+    brief = [t for t in tracks if _detected_s(t) < min_detected_s]
+    count = len(polyps)
     summary = (
         f"{count} polyp{'s' if count != 1 else ''} in {_clock(duration)} of video"
         f" ({document.get('frames', 0)} frames)"
+        + (
+            f"; {len(brief)} brief detection{'s' if len(brief) != 1 else ''} "
+            f"(detected for under {min_detected_s:g} s)"
+            if brief
+            else ""
+        )
     )
 
     # Timeline: one row per track, x = time.
@@ -419,14 +441,15 @@ def render_report(
             svg.append(
                 f'<rect x="{x_of(start):.1f}" y="{y + 2}" '
                 f'width="{max(x_of(end) - x_of(start), 1.5):.1f}" height="{row_h - 6}" '
-                f'class="track" data-track="{int(track["track_id"])}">'
+                f'class="{"track" if track in polyps else "brief"}" '
+                f'data-track="{int(track["track_id"])}">'
                 f"<title>polyp #{int(track['track_id'])}: {esc(_clock(start))} - "
                 f"{esc(_clock(end))}</title></rect>"
             )
     svg.append("</svg>")
 
     cards = []
-    for track in tracks:
+    for track in polyps:
         track_id = int(track["track_id"])
         picture = thumbnails.get(track_id)
         image = (
@@ -449,6 +472,20 @@ def render_report(
             "</dl></article>"
         )
 
+    brief_html = ""
+    if brief:
+        items = "".join(
+            f"<li>#{int(t['track_id'])}: at {esc(_clock(float(t['first_seen_s'])))}, "
+            f"detected for {_detected_s(t):.2f} s, "
+            f"{100 * float(t['max_area_fraction']):.1f} % of the frame</li>"
+            for t in brief
+        )
+        brief_html = (
+            f'<h3>Brief detections</h3><ul id="brief">{items}</ul>'
+            f'<p class="note">Shown for a moment but detected for under '
+            f"{min_detected_s:g} s (a speck, or a polyp's fragment in fast motion); "
+            "they count in the live view but get no card here.</p>"
+        )
     settings_rows = [
         ("source", str(source)),
         ("created", str(document.get("created", "?"))),
@@ -487,6 +524,9 @@ def render_report(
   #timeline .label {{ font-size: 12px; fill: #333; }}
   #timeline .track {{ fill: #2b7bd6; }}
   #timeline .detected {{ fill: #9a9a9a; }}
+  #timeline .brief {{ fill: #b9cbe0; }}
+  #brief {{ font-size: 13px; margin: 4px 0; }}
+  .note {{ color: #777; font-size: 12px; margin: 2px 0; }}
   #cards {{ display: flex; flex-wrap: wrap; gap: 12px; }}
   .card {{ width: 210px; border: 1px solid #ccc; border-radius: 6px; padding: 8px;
            break-inside: avoid; }}
@@ -511,12 +551,19 @@ def render_report(
 {"".join(svg)}
 <h2>Polyps</h2>
 <section id="cards">{"".join(cards) or "<p>No polyp was shown.</p>"}</section>
+{brief_html}
 <h2>Run</h2>
 <table id="settings">{settings_html}</table>
 <footer>streamseg procedure report. Research software, not a medical device.</footer>
 </body>
 </html>
 """
+
+
+def _detected_s(track: dict[str, Any]) -> float:
+    """Seconds a track was detected (older files: its time on screen)."""
+    value = track.get("detected_s")
+    return float(track.get("on_screen_s", 0.0) if value is None else value)
 
 
 def _plain(value: Any) -> str:

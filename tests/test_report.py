@@ -51,6 +51,7 @@ def test_a_run_writes_track_ids_and_tracks_json_with_a_thumbnail(tracked_run):
     assert track["last_seen_s"] == pytest.approx(0.76)
     assert track["on_screen_s"] == pytest.approx(0.76)
     assert track["detected_frames"] == 19
+    assert track["detected_s"] == pytest.approx(0.76)
     assert 0.05 < track["max_area_fraction"] < 0.15
     thumb = folder / "run" / track["thumbnail"]
     picture = cv2.imdecode(
@@ -129,6 +130,21 @@ def test_the_report_is_one_self_contained_file(tmp_path):
     assert "http://" not in text and "https://" not in text and "<script" not in text
     src = text.split("data:image/jpeg;base64,")[1].split('"')[0]
     assert cv2.imdecode(np.frombuffer(base64.b64decode(src), np.uint8), 1) is not None
+
+
+def test_brief_detections_get_a_line_not_a_card(tmp_path):
+    tracks, _ = two_polyp_tracks(tmp_path)
+    document = json.loads(tracks.read_text())
+    blip = dict(document["tracks"][0], track_id=3, detected_s=0.04, thumbnail=None)
+    document["tracks"].append(blip)
+    tracks.write_text(json.dumps(document))
+    text = write_report(tracks, tmp_path / "r.html").read_text()
+    assert text.count('class="card"') == 2
+    assert '<ul id="brief"><li>#3: at 0:01.0, detected for 0.04 s' in text
+    assert "2 polyps in 0:08.0 of video (200 frames); 1 brief detection" in text
+    assert text.count('class="brief"') == 1  # still on the timeline
+    everything = write_report(tracks, tmp_path / "all.html", min_detected_s=0.0)
+    assert everything.read_text().count('class="card"') == 3
 
 
 def test_report_errors_name_the_fix(tmp_path):
