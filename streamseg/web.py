@@ -167,6 +167,7 @@ class WebView:
         self._latest: tuple[Prediction, np.ndarray] | None = None
         self._status: dict[str, object] = {"signal": False, "polyp_present": False}
         self._viewers = 0
+        self._polyps_seen: int | None = None
         self._last_snapshot: str | None = None
         self._server = _make_server(host, port, self)
         self.host = host
@@ -204,6 +205,7 @@ class WebView:
         present = bool(prediction.mask.any())
         tracks = prediction.tracks
         if tracks is not None:
+            self._polyps_seen = tracks.polyps_seen
             figures["polyps_seen"] = tracks.polyps_seen
             figures["tracks"] = [
                 {
@@ -230,6 +232,8 @@ class WebView:
             self._latest = None
             self._status = {
                 **figures,
+                "polyps_seen": self._polyps_seen,  # the count survives the silence
+                "tracks": [],
                 "fps": None,  # the figures describe the last frames, not the silence
                 "latency_ms": None,
                 "signal": False,

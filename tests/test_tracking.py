@@ -274,3 +274,19 @@ def test_the_web_status_has_the_count_and_the_track_list():
         web.close()
     assert status["polyps_seen"] == 1
     assert status["tracks"] == [{"id": 1, "on_screen_s": 0.1, "detected": True}]
+
+
+def test_the_web_count_survives_a_loss_of_signal():
+    from streamseg.web import WebView
+
+    tracker = Tracker(TrackingSettings(min_on_s=0.0))
+    web = WebView("127.0.0.1:0")
+    try:
+        prediction = _tracked_prediction(tracker, 0, 50)
+        web.write(prediction, prediction.frame.pixels)
+        web.show_no_signal(prediction.frame.pixels)
+        status = web.status()
+    finally:
+        web.close()
+    assert status["signal"] is False
+    assert status["polyps_seen"] == 1 and status["tracks"] == []
