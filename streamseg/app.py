@@ -27,25 +27,17 @@ import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
 
 from streamseg.alerts import Alerter, AlertSettings
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
-from streamseg.device import (
-    Precision,
-    configure_backend,
-    resolve_precision,
-    select_device,
-    synchronize,
-)
-from streamseg.frames import Frame, Prediction
-from streamseg.model import ModelFileError, default_model_path
+from streamseg.device import synchronize
+from streamseg.findings import Findings
+from streamseg.frames import Frame
+from streamseg.outputs import open_outputs
 from streamseg.overlay import (
     HudText,
     OverlayStyle,
@@ -53,14 +45,13 @@ from streamseg.overlay import (
     no_signal_image,
     render,
 )
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 from streamseg.sinks import (
     OutputSettings,
     Sink,
     Sinks,
     check_display,
     check_outputs,
-    open_sinks,
 )
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
 from streamseg.sources import (
@@ -71,80 +62,9 @@ from streamseg.sources import (
     open_source,
 )
 from streamseg.stats import RunStats, StatsRecorder
-from streamseg.tracking import Tracker, TrackingSettings, track
+from streamseg.tracking import Tracker, TrackingSettings
 
 log = logging.getLogger(__name__)
-
-NO_DEFAULT_MODEL = (
-    "no bundled default model in this build; pass --model FILE "
-    "(train one with python -m training train ...)"
-)
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """The ``model`` section of the stream config.
-
-    Attributes:
-        path: Model file (``.safetensors``); ``None``: the bundled default.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (fp16 on CUDA; bf16 on a CPU with native bf16,
-            AMX or AVX-512 BF16, with the torch backend; else fp32), ``fp32``,
-            ``bf16`` or ``fp16`` (CUDA only).
-        channels_last: NHWC memory format (faster on tensor cores and with
-            bf16 on recent CPUs; the same speed for fp32 on a CPU).
-        threshold: Overrides the model file's calibrated threshold
-            (``None``: use the file's).
-        batch_size: Frames per forward pass for files and folders (throughput);
-            live sources always use 1 (the newest frame, at once).
-        threads: CPU threads for torch (``None``: torch's default, one per
-            core). On a CPU shared with other work, fewer threads can be much
-            faster (measured on 2 busy cores: a small model ran 8x faster with
-            1 thread than with 2); on an idle machine more threads help.
-        backend: ``torch``, or ``onnx`` (ONNX Runtime on the CPU, fp32; needs
-            the ``onnx`` extra).
-        compile: Run the network through ``torch.compile`` (compiled at
-            start for batch 1 and ``batch_size``; the time is logged, and
-            Inductor caches the result on disk for the next start).
-        compile_mode: ``default``, ``reduce-overhead`` (CUDA graphs through
-            Inductor), ``max-autotune`` or ``max-autotune-no-cudagraphs``.
-        cuda_graphs: Capture and replay CUDA graphs (CUDA only; not with
-            ``compile``).
-    """
-
-    path: Path | None = None
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    threshold: float | None = None
-    batch_size: int = 4
-    threads: int | None = None
-    backend: Literal["torch", "onnx"] = "torch"
-    compile: bool = False
-    compile_mode: Literal[
-        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
-    ] = "default"
-    cuda_graphs: bool = False
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ValueError(
-                f"threshold: expected a value in (0, 1) or null, got {self.threshold}"
-            )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
-
-    def resolved_precision(self, device: torch.device) -> Precision:
-        """The autocast dtype these settings mean on ``device`` (``auto`` resolved).
-
-        Raises:
-            ValueError: An unknown precision, or fp16 without CUDA.
-        """
-        return resolve_precision(
-            device, self.precision, cpu_auto_bf16=self.backend == "torch"
-        )
 
 
 @dataclass(frozen=True)
@@ -175,6 +95,7 @@ ProgressCallback = Callable[[int, int | None], None]
 def run(
     config: StreamConfig,
     *,
+    segmenter: Segmenter | None = None,
     sinks: Sequence[Sink] = (),
     on_progress: ProgressCallback | None = None,
 ) -> RunStats:
@@ -182,6 +103,9 @@ def run(
 
     Args:
         config: All settings.
+        segmenter: Use this segmenter instead of loading ``config.model``
+            (tools and tests inject one; ``config.model.batch_size`` still
+            sets the file batch size).
         sinks: Extra sinks besides those ``config.output`` asks for (tests
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
@@ -217,7 +141,8 @@ def run(
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
     check_outputs(config.output)
-    segmenter = _load_segmenter(config.model)
+    if segmenter is None:
+        segmenter = Segmenter.from_settings(config.model, prepare_device(config.model))
     try:
         smoother = TemporalSmoother(
             config.smoothing, model_threshold=segmenter.spec.threshold
@@ -244,8 +169,6 @@ def run(
     stats = StatsRecorder(source.name, live=source.live)
     alerter = Alerter(config.alerts)
     tracker = Tracker(config.tracking) if config.tracking.enabled else None
-    if config.output.tracks is not None:
-        sinks = [*sinks, _track_log(config, segmenter, source)]
     stall_limit_s = _stall_limit_s(source, settings)
     frames = _in_background(source, settings, stall_limit_s)
     stopped = "end of source"
@@ -253,12 +176,15 @@ def run(
     last_frame_s = time.monotonic()
     with (
         contextlib.closing(frames),
-        open_sinks(
+        open_outputs(
             config.output,
             nominal_fps=source.nominal_fps,
             extra=sinks,
             clips=config.clips,
             status=_live_status(source, stats, alerter),
+            run_info=None
+            if config.output.tracks is None
+            else _run_info(config, segmenter, source),
         ) as outputs,
     ):
         try:
@@ -277,16 +203,18 @@ def run(
                 for item, prediction in zip(batch, predictions, strict=True):
                     with stats.time("smoothing"):
                         prediction = smoother(prediction)
+                    with stats.time("findings"):
+                        findings = Findings.of(prediction)
                     if tracker is not None:
                         with stats.time("tracking"):
-                            prediction = track(tracker, prediction)
+                            findings = findings.tracked(tracker)
                     with stats.time("overlay"):
                         hud = HudText(stats.recent_fps, _ms(stats.last_latency_s))
-                        image = render(prediction, config.overlay, hud)
-                        _alert(alerter, prediction, image)
+                        image = render(findings, config.overlay, hud)
+                        _alert(alerter, findings, image)
                     for sink in outputs:
                         with stats.time(sink.name):
-                            sink.write(prediction, image)
+                            sink.write(findings, image)
                     origin_s = item.frame.timestamp_s if source.live else item.decoded_s
                     last_frame_s = time.monotonic()
                     stats.frame_out(last_frame_s - origin_s)
@@ -321,24 +249,21 @@ def run(
     return stats.finish(stopped)
 
 
-def _track_log(config: StreamConfig, segmenter: Segmenter, source: Source) -> Sink:
-    """The ``tracks.json`` sink, with what the report says about the run."""
+def _run_info(
+    config: StreamConfig, segmenter: Segmenter, source: Source
+) -> dict[str, object]:
+    """What ``tracks.json`` (and the report made from it) says about the run."""
     import dataclasses
-    import hashlib
 
-    from streamseg.report import TrackLog
+    from streamseg.model import file_sha256
 
-    path = _model_path(config.model)
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+    path = config.model.model_path()
     spec = segmenter.spec
     info = {
         "source": source.name,
         "model": {
             "path": str(path),
-            "sha256": digest.hexdigest(),
+            "sha256": file_sha256(path),
             "architecture": spec.architecture,
             "encoder_name": spec.encoder_name,
             "input_hw": list(spec.input_hw),
@@ -349,7 +274,7 @@ def _track_log(config: StreamConfig, segmenter: Segmenter, source: Source) -> Si
             "smoothing": dataclasses.asdict(config.smoothing),
         },
     }
-    return TrackLog(config.output.tracks, info)
+    return info
 
 
 def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:
@@ -417,13 +342,13 @@ def _live_status(
     return figures
 
 
-def _alert(alerter: Alerter, prediction: Prediction, image: np.ndarray) -> None:
+def _alert(alerter: Alerter, findings: Findings, image: np.ndarray) -> None:
     """Update the alert state; draw the border flash on ``image`` (in place)."""
     settings = alerter.settings
     if not settings.enabled:
         return
-    timestamp_s = prediction.frame.timestamp_s
-    alerter.update(bool(prediction.mask.any()), timestamp_s)
+    timestamp_s = findings.frame.timestamp_s
+    alerter.update(findings.present, timestamp_s)
     if alerter.flashing(timestamp_s):
         draw_border(image, settings.border_rgb, settings.border_px)
 
@@ -433,32 +358,6 @@ def _show_no_signal(
 ) -> None:
     """Show the NO SIGNAL card on the live views (files get nothing)."""
     outputs.show_no_signal(no_signal_image(hw, style, silent_s))
-
-
-def _load_segmenter(settings: ModelSettings) -> Segmenter:
-    """Pick the device and precision (once, at the edge) and load the model file."""
-    try:
-        device = select_device(settings.device)
-        precision = settings.resolved_precision(device)
-    except ValueError as error:
-        raise ConfigError(f"model: {error}") from error
-    configure_backend(device, threads=settings.threads)
-    path = _model_path(settings)
-    try:
-        return Segmenter.from_file(
-            path,
-            device,
-            precision,
-            threshold=settings.threshold,
-            channels_last=settings.channels_last,
-            backend=settings.backend,
-            compile=settings.compile,
-            compile_mode=settings.compile_mode,
-            cuda_graphs=settings.cuda_graphs,
-            batch_sizes=(1, settings.batch_size),
-        )
-    except ValueError as error:  # an option this device or install cannot honour
-        raise ConfigError(f"model: {error}") from error
 
 
 def _in_background(
@@ -487,15 +386,6 @@ def _in_background(
         idle_item=NO_SIGNAL,
         name="streamseg-source",
     )
-
-
-def _model_path(settings: ModelSettings) -> Path:
-    if settings.path is not None:
-        return settings.path
-    path = default_model_path()
-    if path is None:
-        raise ModelFileError(NO_DEFAULT_MODEL)
-    return path
 
 
 def _stamped(frames: Iterable[Frame]) -> Iterator[_Decoded]:

@@ -420,7 +420,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
-    from streamseg.video_eval import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
+    from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 
     parser = commands.add_parser(
         "evaluate-video",
@@ -543,8 +543,9 @@ def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
 def _evaluate_video(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamseg import video_eval
     from streamseg.app import StreamConfig
+    from streamseg.evaluation import DEFAULT_FPS, sweep, video_data, video_eval
+    from streamseg.evaluation.video_report import report_tables, write_outputs
 
     if args.source is None and args.cvc is None:
         raise ConfigError(
@@ -574,14 +575,14 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         config.model, **{k: v for k, v in given.items() if v is not None}
     )
     try:
-        grid = video_eval.SweepGrid.from_overrides(args.grid) if args.sweep else None
+        grid = sweep.SweepGrid.from_overrides(args.grid) if args.sweep else None
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if (args.grid or args.joint_with) and not args.sweep:
         raise ConfigError("evaluate-video: --grid and --joint-with need --sweep")
     datasets = []
     if args.source is not None:
-        dataset = video_eval.open_video_dataset(args.source, args.truth, fps=args.fps)
+        dataset = video_data.open_video_dataset(args.source, args.truth, fps=args.fps)
         if args.polyp_ids is not None:
             dataset = _with_polyp_ids(dataset, args.polyp_ids)
         datasets.append(dataset)
@@ -589,11 +590,9 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         raise ConfigError("evaluate-video: --polyp-ids needs a SOURCE to go with it")
     if args.cvc is not None:
         datasets.append(
-            video_eval.open_cvc_dataset(
-                args.cvc, fps=args.fps or video_eval.DEFAULT_FPS
-            )
+            video_data.open_cvc_dataset(args.cvc, fps=args.fps or DEFAULT_FPS)
         )
-    cache = None if args.no_cache else (args.cache or video_eval.default_cache_dir())
+    cache = None if args.no_cache else (args.cache or video_data.default_cache_dir())
     with _interrupt_on_signals():
         with _progress_bar() as on_progress:
             evaluation = video_eval.evaluate_video(
@@ -606,7 +605,7 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                 min_detection_iou=args.detection_iou,
                 sweep=grid,
                 choice_max_hysteresis_gap=(
-                    video_eval.CHOICE_MAX_HYSTERESIS_GAP
+                    sweep.CHOICE_MAX_HYSTERESIS_GAP
                     if args.choice_max_gap is None
                     else args.choice_max_gap
                 ),
@@ -615,16 +614,16 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                 tracking=config.tracking,
             )
     console = Console(width=max(110, Console().width))
-    for table in video_eval.report_tables(evaluation):
+    for table in report_tables(evaluation):
         console.print(table)
     if args.out is not None:
-        for path in video_eval.write_outputs(evaluation, args.out, plot_path=args.plot):
+        for path in write_outputs(evaluation, args.out, plot_path=args.plot):
             console.print(f"wrote {path}")
     return EXIT_OK
 
 
 def _with_polyp_ids(dataset: Any, spec: str) -> Any:
-    from streamseg.track_metrics import read_polyp_ids
+    from streamseg.evaluation.track_metrics import read_polyp_ids
 
     try:
         ids = read_polyp_ids(spec)
@@ -712,8 +711,8 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamseg import bench
     from streamseg.app import StreamConfig
+    from streamseg.evaluation import bench, bench_inputs
     from streamseg.model import default_model_path
 
     config = load_config(StreamConfig, args.config, args.set)
@@ -739,8 +738,8 @@ def _bench(args: argparse.Namespace) -> int:
             clips=tuple(args.clip),
             synthetic=tuple(args.synthetic) or ("720p", "1080p"),
             frames=args.frames,
-            variants=bench.parse_names(args.variants),
-            pipeline_variants=bench.parse_names(args.pipeline_variants) or (),
+            variants=bench_inputs.parse_names(args.variants),
+            pipeline_variants=bench_inputs.parse_names(args.pipeline_variants) or (),
             iterations=args.iterations,
             warmup=args.warmup,
             warmup_frames=args.warmup_frames,
@@ -752,13 +751,15 @@ def _bench(args: argparse.Namespace) -> int:
         )
         if args.validate:
             if args.data is None:
-                raise bench.BenchError("--validate needs --data ROOT (Kvasir-SEG)")
+                raise bench_inputs.BenchError(
+                    "--validate needs --data ROOT (Kvasir-SEG)"
+                )
             report = bench.validation_report(
                 settings, config, args.data, split=args.split, limit=args.limit
             )
         else:
             report = bench.run_benchmark(settings, config)
-    except (bench.BenchError, ValueError) as error:
+    except (bench_inputs.BenchError, ValueError) as error:
         return _fail(error, EXIT_USAGE, args.debug)
     console = Console(width=max(120, Console().width))
     for table in bench.report_tables(report):

@@ -35,8 +35,13 @@ import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import describe
-from streamseg.frames import Prediction
-from streamseg.sinks import OutputError, OutputSettings, VideoRecorder
+from streamseg.findings import Findings
+from streamseg.sinks import (
+    OutputError,
+    OutputSettings,
+    VideoRecorder,
+    make_output_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +257,7 @@ class _Clip:
 class ClipRecorder:
     """Save clips around detections (with pre-roll) and manual recordings.
 
-    A sink: ``write(prediction, image)`` once per frame from the pipeline
+    A sink: ``write(findings, image)`` once per frame from the pipeline
     thread; :meth:`start_manual`, :meth:`stop_manual` and :meth:`status` may
     be called from any thread (the browser view's request threads).
 
@@ -288,14 +293,7 @@ class ClipRecorder:
         queue_size: int = 16,
         now: Callable[[], datetime.datetime] = datetime.datetime.now,
     ) -> None:
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the clips folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        self.folder = make_output_folder(folder, "clips")
         self.auto = auto
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s
@@ -323,9 +321,9 @@ class ClipRecorder:
 
     # --- the pipeline thread --------------------------------------------------
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        event = describe(prediction) if self.auto else None
-        now_s = prediction.frame.timestamp_s
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        event = describe(findings) if self.auto else None
+        now_s = findings.frame.timestamp_s
         with self._lock:
             if event is not None and event.polyp_present:
                 self._last_detection_s = now_s
@@ -340,7 +338,7 @@ class ClipRecorder:
             if not need_jpeg:
                 return
             if event is None:
-                event = describe(prediction)
+                event = describe(findings)
             frame = EncodedFrame(now_s, self.jpeg(image), event.to_json())
             if want and self._clip is None:
                 self._start(now_s, manual=self._manual)

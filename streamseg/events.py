@@ -1,9 +1,8 @@
-"""What was found in one frame: polyp present, area, boxes, max probability.
+"""One line of the per-frame JSONL log: polyp present, area, boxes, max probability.
 
-:func:`describe` turns a :class:`~streamseg.frames.Prediction` into a
-:class:`FrameEvent`; :meth:`FrameEvent.to_json` is one line of the per-frame
-JSONL log. :func:`region_boxes` (connected regions of a mask) is shared with
-the overlay, which draws the same boxes.
+:func:`describe` turns the frame's :class:`~streamseg.findings.Findings` into
+a :class:`FrameEvent`; :meth:`FrameEvent.to_json` is one line of the log (the
+event log, event clips and the browser view write the same line).
 """
 
 from __future__ import annotations
@@ -11,31 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from streamseg.frames import Prediction
-from streamseg.regions import label_regions
-
-BoxXYWH = tuple[int, int, int, int]
-
-
-def region_boxes(mask: np.ndarray) -> tuple[BoxXYWH, ...]:
-    """Bounding boxes of the 8-connected regions of a mask, largest first.
-
-    Args:
-        mask: (H, W) bool or uint8 array (non-zero = foreground), on the host.
-
-    Returns:
-        ``(x, y, width, height)`` per region, in pixels of the mask.
-
-    Example:
-        >>> m = np.zeros((4, 5), bool); m[1:3, 2:4] = True
-        >>> region_boxes(m)
-        ((2, 1, 2, 2),)
-    """
-    regions = label_regions(np.asarray(mask))
-    return () if regions is None else regions.boxes_xywh()
+from streamseg.findings import Findings
+from streamseg.regions import BoxXYWH
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,28 +59,15 @@ class FrameEvent:
         )
 
 
-@torch.inference_mode()
-def describe(prediction: Prediction) -> FrameEvent:
-    """Summarize a prediction (one copy of the mask to the host).
-
-    Reductions over host tensors go through NumPy: torch's thread pool costs
-    more than the work on frame-sized arrays (1.5 ms for one ``max`` of a
-    640x480 map on 2 busy cores, against well under 1 ms in NumPy).
-    """
-    mask = prediction.mask.to("cpu", torch.bool).contiguous().numpy()
-    height, width = prediction.frame.hw
-    area_px = int(np.count_nonzero(mask))
-    probabilities = prediction.probabilities
-    if probabilities.device.type == "cpu" and probabilities.dtype == torch.float32:
-        max_probability = float(probabilities.numpy().max())
-    else:
-        max_probability = float(probabilities.max())
+def describe(findings: Findings) -> FrameEvent:
+    """The log line of a frame's findings (nothing is computed again)."""
+    frame = findings.frame
     return FrameEvent(
-        index=prediction.frame.index,
-        timestamp_s=prediction.frame.timestamp_s,
-        polyp_present=area_px > 0,
-        area_fraction=area_px / (height * width),
-        boxes_xywh=region_boxes(mask),
-        max_probability=max_probability,
-        track_ids=() if prediction.tracks is None else prediction.tracks.track_ids,
+        index=frame.index,
+        timestamp_s=frame.timestamp_s,
+        polyp_present=findings.present,
+        area_fraction=findings.area_fraction,
+        boxes_xywh=findings.boxes_xywh,
+        max_probability=findings.max_probability,
+        track_ids=findings.track_ids,
     )

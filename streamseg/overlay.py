@@ -1,8 +1,9 @@
-"""Draw a prediction over its own frame: translucent fill, contour, boxes and a HUD.
+"""Draw a frame's findings over it: translucent fill, contour, boxes and a HUD.
 
 On a GPU, :func:`render` computes the fill and the contour on the
-probabilities' device, copies the image and the mask to the host in one
-transfer, then draws the boxes and the HUD text with OpenCV. On the CPU
+probabilities' device, copies the image to the host, then draws the boxes
+(the regions of :class:`~streamseg.findings.Findings`, not labelled again)
+and the HUD text with OpenCV. On the CPU
 (:func:`render_host`) everything is drawn with OpenCV and a uint8 lookup
 table, only inside the bounding box of the mask, so the cost follows the
 size of the mask rather than of the frame; both paths give identical pixels.
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from streamseg.events import region_boxes
-from streamseg.frames import Prediction
+from streamseg.findings import Findings
+from streamseg.regions import BoxXYWH, find_regions
 
 if TYPE_CHECKING:
     from streamseg.tracking import TrackFrame
@@ -91,42 +92,42 @@ class HudText:
 
 @torch.inference_mode()
 def render(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
-    """Draw ``prediction`` over its frame.
+    """Draw a frame's findings over the frame.
 
     Args:
-        prediction: Probabilities (and mask) for ``prediction.frame``.
+        findings: The frame's final mask and regions (:meth:`Findings.of`).
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
 
     Returns:
-        A new (H, W, 3) uint8 RGB array; ``prediction.frame.pixels`` is untouched.
+        A new (H, W, 3) uint8 RGB array; ``findings.frame.pixels`` is untouched.
     """
-    mask = prediction.mask
-    if mask.device.type == "cpu":
+    if findings.prediction.mask.device.type == "cpu":
         return render_host(
-            prediction.frame.pixels,
-            mask.numpy(),
+            findings.frame.pixels,
+            findings.mask,
             style,
             hud or HudText(),
-            tracks=prediction.tracks,
+            boxes_xywh=findings.boxes_xywh,
+            tracks=findings.tracks,
         )
-    return render_tensor(prediction, style, hud)
+    return render_tensor(findings, style, hud)
 
 
 @torch.inference_mode()
 def render_tensor(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
     """:func:`render` with the fill and contour as tensors on the mask's device.
 
     The GPU path; on the CPU it gives the same pixels as :func:`render_host`
     (tests compare them), only slower.
     """
-    mask = prediction.mask
+    mask = findings.prediction.mask
     device = mask.device
-    source = prediction.frame.pixels
+    source = findings.frame.pixels
     if (
         not source.flags.writeable
     ):  # torch wants writable memory; we still never write it
@@ -145,30 +146,21 @@ def render_tensor(
         edge = inner_edge(mask, style.contour_px)
         contour = torch.tensor(style.contour_rgb, dtype=torch.uint8, device=device)
         image = torch.where(edge[..., None], contour, image)
-    need_mask = style.boxes or style.hud
-    if need_mask:
-        # One device->host copy: the image and the mask travel together.
-        packed = (
-            torch.cat([image, mask[..., None].to(torch.uint8)], dim=-1).cpu().numpy()
-        )
-        host, host_mask = np.ascontiguousarray(packed[..., :3]), packed[..., 3]
-    else:
-        host, host_mask = image.cpu().numpy(), None
-    if np.shares_memory(host, prediction.frame.pixels):
+    # OpenCV draws only on C-contiguous memory (a strided mask gives strided output).
+    host = np.ascontiguousarray(image.cpu().numpy())
+    if np.shares_memory(host, findings.frame.pixels):
         host = (
             host.copy()
         )  # nothing was drawn on the GPU side; never hand out the input
-    tracks = prediction.tracks
-    if host_mask is not None and style.boxes and tracks is None:
-        draw_boxes(host, region_boxes(host_mask), style)
+    tracks = findings.tracks
     if tracks is not None:
         draw_tracks(host, tracks, style)
+    elif style.boxes and findings.present:
+        draw_boxes(host, findings.boxes_xywh, style)
     if style.hud:
         draw_hud(
             host,
-            bool(host_mask is not None and host_mask.any())
-            if tracks is None
-            else tracks.present,
+            findings.present if tracks is None else tracks.present,
             hud or HudText(),
             style,
             polyps_seen=None if tracks is None else tracks.polyps_seen,
@@ -182,6 +174,7 @@ def render_host(
     style: OverlayStyle,
     hud: HudText,
     *,
+    boxes_xywh: tuple[BoxXYWH, ...] | None = None,
     tracks: TrackFrame | None = None,
 ) -> np.ndarray:
     """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
@@ -195,6 +188,8 @@ def render_host(
         mask: (H, W) bool mask.
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
+        boxes_xywh: The mask's region boxes (:class:`Findings`); ``None``:
+            label the mask here.
         tracks: The polyp tracks of this frame: their boxes, ids and times
             replace the per-region boxes, the HUD shows the count of polyps
             seen, and edge arrows point to polyps that left the view.
@@ -226,11 +221,14 @@ def render_host(
             eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
             roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
         if style.boxes and tracks is None:
-            boxes = tuple(
-                (bx + left, by + top, bw, bh)
-                for bx, by, bw, bh in region_boxes(roi_mask)
-            )
-            draw_boxes(image, boxes, style)
+            if boxes_xywh is None:
+                boxes_xywh = tuple(
+                    (x + left, y + top, width, height)
+                    for x, y, width, height in (
+                        region.box_xywh for region in find_regions(roi_mask)
+                    )
+                )
+            draw_boxes(image, boxes_xywh, style)
     if tracks is not None:
         draw_tracks(image, tracks, style)
         present = tracks.present
@@ -368,30 +366,7 @@ def draw_hud(
     if hud.latency_ms is not None:
         parts.append(f"{hud.latency_ms:.0f} ms")
     if parts:
-        text = "  ".join(parts)
-        (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
-        origin = (x, y + text_h + pad // 2)
-        # A dark outline keeps the text readable on bright mucosa.
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            style.hud_rgb,
-            thickness,
-            cv2.LINE_AA,
-        )
+        _outlined_text(image, "  ".join(parts), (x, y), scale, style)
 
 
 NO_SIGNAL_TEXT = "NO SIGNAL"
@@ -483,6 +458,8 @@ def _outlined_text(
     image: np.ndarray, text: str, xy: tuple[int, int], scale: float, style: OverlayStyle
 ) -> int:
     """Draw one line of HUD text with a dark outline at ``xy`` (its top-left).
+
+    The outline keeps the text readable on bright mucosa.
 
     Returns:
         The y of the next line.

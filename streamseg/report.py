@@ -1,7 +1,7 @@
 """Polyp tracks of a run -> ``tracks.json`` -> a self-contained HTML procedure report.
 
 :class:`TrackLog` is a sink: it follows the tracks shown on each frame
-(:attr:`~streamseg.frames.Prediction.tracks`) and, when the run ends, writes
+(:attr:`~streamseg.findings.Findings.tracks`) and, when the run ends, writes
 ``tracks.json`` and one small JPEG per polyp (the frame where it looked
 largest, cropped around it) into ``<name>_thumbs/`` beside it.
 
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from streamseg.frames import Prediction
-from streamseg.sinks import OutputError
+from streamseg.findings import Findings
+from streamseg.sinks import OutputError, make_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,7 @@ class TrackLog:
         self, path: str | Path, run_info: dict[str, Any] | None = None
     ) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.path}: cannot create its folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        make_output_folder(self.path.parent, "tracks")
         self.run_info = dict(run_info or {})
         self._tracks: dict[int, _TrackRecord] = {}
         self._origin_s: float | None = None
@@ -105,8 +99,8 @@ class TrackLog:
         self._shown_before: set[int] = set()
         self._closed = False
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        frame = prediction.frame
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        frame = findings.frame
         if self._origin_s is None:
             self._origin_s = frame.timestamp_s
         t = frame.timestamp_s - self._origin_s
@@ -117,7 +111,7 @@ class TrackLog:
             )
         self._last_s = t
         self._frames += 1
-        tracks = prediction.tracks
+        tracks = findings.tracks
         shown = set() if tracks is None else set(tracks.track_ids)
         if tracks is None:
             self._shown_before = shown
@@ -153,7 +147,7 @@ class TrackLog:
         rows = []
         try:
             if self._tracks:
-                folder.mkdir(parents=True, exist_ok=True)
+                make_output_folder(folder, "thumbnail")
             for record in sorted(self._tracks.values(), key=lambda r: r.track_id):
                 name = None
                 if record.thumbnail_jpeg:
@@ -335,7 +329,7 @@ def write_report(
             log.warning("%s: thumbnail missing; the card has no picture", path)
     page = render_report(document, thumbnails, presence, min_detected_s=min_detected_s)
     try:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        make_output_folder(Path(out_path).parent, "report")
         Path(out_path).write_text(page, encoding="utf-8")
     except OSError as error:
         raise ReportError(

@@ -1,6 +1,7 @@
 """Where annotated frames go: an MP4 recording, a JSONL event log, mask PNGs, a window.
 
-Every sink has one verb, ``write(prediction, image)``, and ``close()``, which
+Every sink has one verb, ``write(findings, image)`` (the frame's
+:class:`~streamseg.findings.Findings` and the annotated image), and ``close()``, which
 finalizes its output (the app closes sinks in a ``finally``, so an
 interrupted run still leaves a playable MP4 and complete JSONL lines).
 
@@ -19,6 +20,9 @@ interrupted run still leaves a playable MP4 and complete JSONL lines).
 Live views also have ``show_no_signal(image)``: the app calls it while a live
 source delivers nothing (see :meth:`Sinks.show_no_signal`).
 * :class:`FrameList`: keeps everything in memory (tests, notebooks).
+
+:func:`streamseg.outputs.open_outputs` creates the sinks a config asks for;
+this module imports neither the clip recorder nor the browser view.
 """
 
 from __future__ import annotations
@@ -29,20 +33,18 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from streamseg.background import to_background
 from streamseg.events import describe
+from streamseg.findings import Findings
 from streamseg.frames import Prediction
-
-if TYPE_CHECKING:
-    from streamseg.clips import ClipSettings
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +134,8 @@ class Sink(Protocol):
 
     name: str
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        """Take one frame: ``image`` is (H, W, 3) uint8 RGB, drawn on its frame."""
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        """Take one frame: its findings and ``image`` ((H, W, 3) uint8 RGB)."""
 
     def close(self) -> None:
         """Finalize the output; safe to call twice."""
@@ -183,8 +185,8 @@ class VideoRecorder:
         self._last_pts = -1
         self._warned_resize = False
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self.write_image(image, prediction.frame.timestamp_s)
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        self.write_image(image, findings.frame.timestamp_s)
 
     def write_image(self, image: np.ndarray | bytes, timestamp_s: float) -> None:
         """Encode one image shown at ``timestamp_s``.
@@ -312,8 +314,8 @@ class EventLog:
                 "pick a writable path"
             ) from error
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self._file.write(describe(prediction).to_json() + "\n")
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        self._file.write(describe(findings).to_json() + "\n")
 
     def close(self) -> None:
         self._file.close()
@@ -325,21 +327,13 @@ class MaskWriter:
     name = "masks"
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the mask folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        self.folder = make_output_folder(folder, "mask")
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray) -> None:
         import cv2
-        import torch
 
-        mask = prediction.mask.to("cpu", torch.uint8).numpy() * np.uint8(255)
-        path = self.folder / f"{prediction.frame.index:06d}.png"
+        mask = findings.mask.astype(np.uint8) * np.uint8(255)
+        path = self.folder / f"{findings.frame.index:06d}.png"
         if not cv2.imwrite(str(path), mask):
             raise OutputError(
                 f"{path}: cannot write the mask image; check free space and permissions"
@@ -396,7 +390,7 @@ class Display:
         self.stopped_by_user = False
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray) -> None:
         import cv2
 
         cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -421,17 +415,22 @@ class Display:
 
 
 class FrameList:
-    """Keep every prediction and annotated image in memory (tests, notebooks)."""
+    """Keep every frame's findings and annotated image in memory (tests, notebooks)."""
 
     name = "frame list"
 
     def __init__(self) -> None:
-        self.predictions: list[Prediction] = []
+        self.findings: list[Findings] = []
         self.images: list[np.ndarray] = []
         self.closed = False
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self.predictions.append(prediction)
+    @property
+    def predictions(self) -> list[Prediction]:
+        """The final (smoothed) prediction of each frame."""
+        return [findings.prediction for findings in self.findings]
+
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        self.findings.append(findings)
         self.images.append(image)
 
     def close(self) -> None:
@@ -486,67 +485,26 @@ class Sinks:
         self.close()
 
 
-def open_sinks(
-    settings: OutputSettings,
-    *,
-    nominal_fps: float | None = None,
-    extra: Sequence[Sink] = (),
-    clips: ClipSettings | None = None,
-    status: Callable[[], Mapping[str, object]] | None = None,
-) -> Sinks:
-    """Create the sinks ``settings`` (and ``clips``) ask for, plus ``extra`` ones.
-
-    The window is checked first, so a missing GUI fails before files are created.
-
-    Args:
-        settings: The ``output`` section.
-        nominal_fps: The source's declared frame rate (recording metadata).
-        extra: Sinks to add (tests pass a :class:`FrameList`).
-        clips: The ``clips`` section: event clips when ``clips.folder`` is set.
-        status: Run figures for the browser view's status panel (fps,
-            latency, drops, alerts), called on the pipeline thread once per
-            frame.
+def make_output_folder(folder: str | Path, what: str) -> Path:
+    """Create an output folder (and its parents) if needed.
 
     Raises:
-        OutputError: An output cannot be created.
+        OutputError: It cannot be created; names the folder and the fix.
     """
-    sinks: list[Sink] = []
+    path = Path(folder)
     try:
-        if settings.view == "window":
-            sinks.append(Display())
-        recorder = None
-        if settings.view == "web" or (clips is not None and clips.folder is not None):
-            from streamseg.clips import open_recorder
-
-            recorder = open_recorder(settings, clips, nominal_fps=nominal_fps)
-            sinks.append(recorder)
-        if settings.view == "web":
-            from streamseg.web import WebView
-
-            sinks.append(
-                WebView(
-                    settings.bind, jpeg=recorder.jpeg, recorder=recorder, status=status
-                )
-            )
-        if settings.video is not None:
-            sinks.append(
-                VideoRecorder(
-                    settings.video,
-                    nominal_fps=nominal_fps,
-                    crf=settings.video_crf,
-                    preset=settings.video_preset,
-                    queue_size=settings.video_queue,
-                )
-            )
-        if settings.events is not None:
-            sinks.append(EventLog(settings.events))
-        if settings.masks is not None:
-            sinks.append(MaskWriter(settings.masks))
-    except BaseException:
-        Sinks(sinks).close()
-        raise
-    sinks.extend(extra)
-    return Sinks(sinks)
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise OutputError(
+            f"{path}: cannot create the {what} folder (a part of this path is a "
+            "file, not a folder); pick another path"
+        ) from error
+    except OSError as error:
+        raise OutputError(
+            f"{path}: cannot create the {what} folder ({error.strerror}); "
+            "pick a writable path"
+        ) from error
+    return path
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -643,17 +601,6 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 def _prepare_parent(path: Path) -> None:
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; pass a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise OutputError(
-            f"{path}: cannot create the output folder (a part of this path is a "
-            "file, not a folder); pick another output path"
-        ) from error
-    except OSError as error:
-        raise OutputError(
-            f"{path.parent}: cannot create the output folder ({error.strerror}); "
-            "pick a writable path"
-        ) from error
+    make_output_folder(path.parent, "output")
     if not os.access(path.parent, os.W_OK):
         raise OutputError(f"{path.parent}: not writable; pick another output path")

@@ -6,6 +6,9 @@ into *polyps*. :class:`Tracker` takes a frame's timestamp and its regions
 :class:`TrackFrame`: the tracks shown on that frame, their ids, how long each
 has been on screen, how many distinct polyps have been shown so far, and the
 tracks that recently left the view (for the edge arrows of the overlay).
+In a run, :meth:`streamseg.findings.Findings.tracked` calls it once per frame
+and the overlay, the event log, the browser view and the tracks log read the
+result from the frame's findings.
 
 Association (greedy, per frame):
 
@@ -47,7 +50,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamseg.frames import Prediction
 from streamseg.regions import Regions, label_regions
 
 BoxXYWH = tuple[int, int, int, int]
@@ -700,22 +702,3 @@ class Tracker:
         if not (near_edge or leaving):
             return None
         return exit_point(hw, (x1, y1), (vx, vy) if leaving else (0.0, 0.0))
-
-
-def track(tracker: Tracker, prediction: Prediction) -> Prediction:
-    """Run ``tracker`` on a prediction's final mask; the prediction with its tracks.
-
-    One copy of the mask to the host; the regions' colours come from the
-    frame's pixels.
-
-    Returns:
-        The same prediction with ``tracks`` set (its mask is unchanged).
-    """
-    import dataclasses
-
-    import torch
-
-    mask = prediction.mask.to("cpu", torch.bool).contiguous().numpy()
-    regions = detect(mask, prediction.frame.pixels)
-    frame = tracker(prediction.frame.timestamp_s, regions)
-    return dataclasses.replace(prediction, tracks=frame)

@@ -49,7 +49,7 @@ import numpy as np
 
 from streamseg.clips import ClipRecorder, JpegEncoder
 from streamseg.events import describe
-from streamseg.frames import Prediction
+from streamseg.findings import Findings
 from streamseg.sinks import OutputError, parse_bind
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class WebView:
         self._jpeg = jpeg or JpegEncoder()
         self._status_of_run = status
         self._lock = threading.Lock()
-        self._latest: tuple[Prediction, np.ndarray] | None = None
+        self._latest: tuple[Findings, np.ndarray] | None = None
         self._status: dict[str, object] = {"signal": False, "polyp_present": False}
         self._viewers = 0
         self._polyps_seen: int | None = None
@@ -199,11 +199,10 @@ class WebView:
 
     # --- the pipeline thread ----------------------------------------------------
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray) -> None:
         self.frames.publish(self._jpeg(image))
         figures = dict(self._status_of_run()) if self._status_of_run else {}
-        present = bool(prediction.mask.any())
-        tracks = prediction.tracks
+        tracks = findings.tracks
         if tracks is not None:
             self._polyps_seen = tracks.polyps_seen
             figures["polyps_seen"] = tracks.polyps_seen
@@ -216,12 +215,12 @@ class WebView:
                 for view in tracks.tracks
             ]
         with self._lock:
-            self._latest = (prediction, image)
+            self._latest = (findings, image)
             self._status = {
                 **figures,
                 "signal": True,
-                "polyp_present": present,
-                "frame_index": prediction.frame.index,
+                "polyp_present": findings.present,
+                "frame_index": findings.frame.index,
             }
 
     def show_no_signal(self, image: np.ndarray) -> None:
@@ -293,7 +292,7 @@ class WebView:
             latest = self._latest
         if latest is None:
             raise LookupError("no live frame to save (no signal yet)")
-        prediction, image = latest
+        findings, image = latest
         now = datetime.datetime.now()
         stamp = now.strftime("%Y%m%dT%H%M%S_%f")[:-3]
         try:
@@ -308,7 +307,7 @@ class WebView:
             raise OutputError(
                 f"{path}: cannot write the snapshot; check free space and permissions"
             )
-        line = json.loads(describe(prediction).to_json())
+        line = json.loads(describe(findings).to_json())
         line["image"] = path.name
         line["wall_time"] = now.isoformat(timespec="milliseconds")
         with open(self.snapshots / "snapshots.jsonl", "a", encoding="utf-8") as file:

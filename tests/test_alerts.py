@@ -6,12 +6,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-from live_helpers import use_red_disc_segmenter
+from live_helpers import RedDiscSegmenter
 from stream_media import disc_image, write_video
 
 from streamseg.alerts import Alerter, AlertSettings, should_alert
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.overlay import OverlayStyle, draw_border, no_signal_image
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList
 from streamseg.sources import SourceSettings
 
@@ -82,7 +83,6 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
     empty = np.full((*hw, 3), (40, 20, 10), np.uint8)
     images = [empty] * 10 + [disc_image(hw, (24, 32), 10)] * 10
     clip = write_video(tmp_path / "clip.mp4", images)
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     rings = []
     monkeypatch.setattr("streamseg.alerts.terminal_bell", lambda: rings.append(1))
     config = StreamConfig(
@@ -94,7 +94,7 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
         config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     border = [bool((image[-2:, :] == (255, 40, 40)).all()) for image in frames.images]
     # The polyp appears at frame 10 (0.40 s); the border stays 0.18 s: frames 10-14.
     assert border == [10 <= i < 15 for i in range(20)]

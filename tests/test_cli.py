@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CLIP_FRAMES
 from stream_media import (
     decode_video,
     moving_disc,
     signal_run_midway,
-    tiny_model_file,
     write_video,
 )
 
@@ -20,16 +20,6 @@ from streamseg.cli import main
 from streamseg.sinks import gui_backend
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def clip(tmp_path):
-    return write_video(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(6)])
 
 
 def _error_line(capsys):
@@ -63,9 +53,11 @@ def test_run_writes_outputs_and_prints_a_timing_summary(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "6 frames" in out and "inference" in out and "p50/p95/p99" in out
-    assert len(decode_video(tmp_path / "out.mp4")[0]) == 6
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 6
+    assert (
+        f"{CLIP_FRAMES} frames" in out and "inference" in out and "p50/p95/p99" in out
+    )
+    assert len(decode_video(tmp_path / "out.mp4")[0]) == CLIP_FRAMES
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == CLIP_FRAMES
 
 
 @pytest.mark.parametrize(
@@ -103,7 +95,7 @@ def test_missing_model_file_is_a_runtime_failure(clip, tmp_path, capsys):
 def test_without_a_bundled_model_the_message_says_what_to_pass(
     clip, monkeypatch, capsys
 ):
-    monkeypatch.setattr("streamseg.app.default_model_path", lambda: None)
+    monkeypatch.setattr("streamseg.segmenter.default_model_path", lambda: None)
     assert main(["run", str(clip)]) == 1
     assert _error_line(capsys) == (
         "streamseg: error: no bundled default model in this build; pass --model FILE "

@@ -18,22 +18,18 @@ import cv2
 import numpy as np
 import pytest
 from live_helpers import free_port, get, get_json, sender, wait_until
-from stream_media import moving_disc, tiny_model_file
+from stream_media import moving_disc
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.frames import Frame
 from streamseg.overlay import OverlayStyle
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.sources import SourceError, SourceSettings, reconnecting
 
 STYLE = OverlayStyle()
 CARD = ("no signal", None)
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 def _config(url: str, model_file, **source) -> StreamConfig:

@@ -9,20 +9,20 @@ import json
 import cv2
 import numpy as np
 import pytest
-from live_helpers import use_red_disc_segmenter
+from live_helpers import RedDiscSegmenter
 from stream_media import moving_disc, tiny_model_file, write_video
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.report import ReportError, load_tracks, write_report
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.sources import SourceSettings
 from streamseg.tracking import TrackingSettings
 
 
 @pytest.fixture
-def tracked_run(tmp_path, tiny_spec, monkeypatch):
+def tracked_run(tmp_path, tiny_spec):
     """A 20-frame clip of one moving red disc, run with --events and --tracks."""
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     clip = write_video(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(20)])
     config = StreamConfig(
         source=SourceSettings(uri=str(clip)),
@@ -35,7 +35,7 @@ def tracked_run(tmp_path, tiny_spec, monkeypatch):
         tracking=TrackingSettings(min_on_s=0.04),
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     return tmp_path, frames
 
 
@@ -43,7 +43,7 @@ def test_a_run_writes_track_ids_and_tracks_json_with_a_thumbnail(tracked_run):
     folder, frames = tracked_run
     lines = [json.loads(line) for line in (folder / "e.jsonl").read_text().splitlines()]
     assert [line["track_ids"] for line in lines] == [[]] + [[1]] * 19
-    assert frames.predictions[-1].tracks.polyps_seen == 1
+    assert frames.findings[-1].tracks.polyps_seen == 1
     document = load_tracks(folder / "run" / "t.json")
     (track,) = document["tracks"]
     assert track["track_id"] == 1

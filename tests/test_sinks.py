@@ -9,7 +9,9 @@ import pytest
 import torch
 from stream_media import decode_video, disc_image
 
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
+from streamseg.outputs import open_outputs
 from streamseg.sinks import (
     Display,
     EventLog,
@@ -20,7 +22,6 @@ from streamseg.sinks import (
     Sinks,
     VideoRecorder,
     gui_backend,
-    open_sinks,
 )
 
 
@@ -30,7 +31,9 @@ def _prediction(index, timestamp_s, hw=(48, 64), square=None):
         top, left, size = square
         probabilities[top : top + size, left : left + size] = 0.8
     pixels = disc_image(hw, (hw[0] / 2, 8 + 3 * index), 6)
-    return Prediction(Frame(index, timestamp_s, pixels), probabilities, 0.5)
+    return Findings.of(
+        Prediction(Frame(index, timestamp_s, pixels), probabilities, 0.5)
+    )
 
 
 def test_recording_keeps_frame_count_and_source_timing(tmp_path):
@@ -101,7 +104,7 @@ def test_window_without_gui_support_says_what_to_do_instead():
     with pytest.raises(OutputError, match="use --view none"):
         Display()
     with pytest.raises(OutputError, match="use --view none"):
-        open_sinks(OutputSettings(view="window"))
+        open_outputs(OutputSettings(view="window"))
 
 
 def test_sinks_are_all_closed_even_if_one_fails():

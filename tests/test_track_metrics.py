@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamseg.smoothing import SmoothingSettings
-from streamseg.track_metrics import (
+from streamseg.evaluation.track_metrics import (
     TrackScorer,
     id_switches,
     read_polyp_ids,
@@ -14,8 +13,9 @@ from streamseg.track_metrics import (
     toggles,
     true_episodes,
 )
+from streamseg.evaluation.video_data import CachedSequence
+from streamseg.smoothing import SmoothingSettings
 from streamseg.tracking import Tracker, TrackingSettings, detect
-from streamseg.video_eval import CachedSequence
 
 HW = (48, 64)
 

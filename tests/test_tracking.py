@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -214,11 +216,11 @@ def test_settings_reject_values_that_cannot_work(changes):
         TrackingSettings(**changes)
 
 
-def _tracked_prediction(tracker, index, center_x, hw=(96, 128)):
-    import dataclasses
-
+def _tracked_findings(tracker, index, center_x, hw=(96, 128)):
+    """The findings of one frame with a red disc at ``center_x`` (None: no disc)."""
     import torch
 
+    from streamseg.findings import Findings
     from streamseg.frames import Frame, Prediction
 
     yy, xx = np.mgrid[: hw[0], : hw[1]]
@@ -232,8 +234,7 @@ def _tracked_prediction(tracker, index, center_x, hw=(96, 128)):
     prediction = Prediction(
         Frame(index, index / 25, pixels), torch.from_numpy(disc.astype(np.float32)), 0.5
     )
-    frame = tracker(index / 25, detect(disc, pixels))
-    return dataclasses.replace(prediction, tracks=frame)
+    return Findings.of(prediction).tracked(tracker)
 
 
 def test_the_overlay_draws_the_id_the_count_and_an_edge_arrow():
@@ -245,10 +246,10 @@ def test_the_overlay_draws_the_id_the_count_and_an_edge_arrow():
     )
     # A disc moves right and leaves through the right edge.
     images = [
-        render(_tracked_prediction(tracker, i, 40 + 10 * i if i < 9 else None), style)
+        render(_tracked_findings(tracker, i, 40 + 10 * i if i < 9 else None), style)
         for i in range(14)
     ]
-    plain = render(_tracked_prediction(Tracker(TrackingSettings()), 0, None), style)
+    plain = render(_tracked_findings(Tracker(TrackingSettings()), 0, None), style)
     box = np.array(style.box_rgb)
     # Frame 3: the id label sits on a filled box-coloured patch above the disc.
     label = np.all(images[3][10:33, 55:110] == box, axis=-1)
@@ -267,8 +268,8 @@ def test_the_web_status_has_the_count_and_the_track_list():
     web = WebView("127.0.0.1:0")
     try:
         for i in range(3):
-            prediction = _tracked_prediction(tracker, i, 50)
-            web.write(prediction, prediction.frame.pixels)
+            findings = _tracked_findings(tracker, i, 50)
+            web.write(findings, findings.frame.pixels)
         status = web.status()
     finally:
         web.close()
@@ -282,11 +283,22 @@ def test_the_web_count_survives_a_loss_of_signal():
     tracker = Tracker(TrackingSettings(min_on_s=0.0))
     web = WebView("127.0.0.1:0")
     try:
-        prediction = _tracked_prediction(tracker, 0, 50)
-        web.write(prediction, prediction.frame.pixels)
-        web.show_no_signal(prediction.frame.pixels)
+        findings = _tracked_findings(tracker, 0, 50)
+        web.write(findings, findings.frame.pixels)
+        web.show_no_signal(findings.frame.pixels)
         status = web.status()
     finally:
         web.close()
     assert status["signal"] is False
     assert status["polyps_seen"] == 1 and status["tracks"] == []
+
+
+def test_findings_carry_the_tracks_of_their_own_frame():
+    tracker = Tracker(TrackingSettings(min_on_s=0.0))
+    findings = _tracked_findings(tracker, 0, 50)
+    assert findings.track_ids == (1,) and findings.tracks.polyps_seen == 1
+    plain = dataclasses.replace(findings, tracks=None)
+    assert plain.track_ids == ()
+    other = Tracker(TrackingSettings(min_on_s=0.0))(0.0, detect(np.zeros((8, 8), bool)))
+    with pytest.raises(ValueError, match="tracks"):
+        dataclasses.replace(findings, tracks=other)

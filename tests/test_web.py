@@ -18,6 +18,7 @@ from live_helpers import FILL_OVER_DISC_RGB, get, get_json, post, wait_until
 from stream_media import decode_video, disc_image
 
 from streamseg.clips import ClipRecorder, JpegEncoder
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
 from streamseg.overlay import OverlayStyle, no_signal_image, render
 from streamseg.sinks import OutputError, OutputSettings, parse_bind
@@ -27,9 +28,7 @@ HW = (96, 128)
 CENTER_YX, RADIUS = (48, 64), 24
 
 
-def _prediction(
-    index: int, hw=HW, noise: bool = False
-) -> tuple[Prediction, np.ndarray]:
+def _prediction(index: int, hw=HW, noise: bool = False) -> tuple[Findings, np.ndarray]:
     """A disc frame whose mask is exactly the disc, and its rendered image."""
     pixels = disc_image(hw, CENTER_YX, RADIUS)
     if noise:  # incompressible: large JPEGs that fill socket buffers
@@ -39,7 +38,8 @@ def _prediction(
     prediction = Prediction(
         Frame(index, index / 25, pixels), torch.from_numpy(disc.astype(np.float32)), 0.5
     )
-    return prediction, render(prediction, OverlayStyle(hud=False, boxes=False))
+    findings = Findings.of(prediction)
+    return findings, render(findings, OverlayStyle(hud=False, boxes=False))
 
 
 @pytest.fixture
@@ -340,8 +340,9 @@ def test_each_frame_is_jpeg_encoded_once_for_the_view_and_the_clips(
     from stream_media import moving_disc, tiny_model_file, write_video
 
     import streamseg.clips
-    from streamseg.app import ModelSettings, StreamConfig, run
+    from streamseg.app import StreamConfig, run
     from streamseg.clips import ClipSettings
+    from streamseg.segmenter import ModelSettings
     from streamseg.sinks import FrameList
     from streamseg.sources import SourceSettings
 

@@ -52,8 +52,8 @@ from streamseg.tracking import (
 )
 
 if TYPE_CHECKING:
+    from streamseg.evaluation.video_data import CachedSequence
     from streamseg.smoothing import SmoothingSettings
-    from streamseg.video_eval import CachedSequence
 
 
 def toggles(present: Sequence[bool]) -> int:
@@ -328,11 +328,11 @@ def score_tracking(
 
     The smoother and the tracker are reset at each sequence; with ``lead_in``
     both first see one all-background frame one frame period earlier (as in
-    :func:`streamseg.video_eval.score_variant`). The baseline for toggles and
+    :func:`streamseg.evaluation.sweep.score_variant`). The baseline for toggles and
     delay is the per-frame output (``probabilities >= model_threshold``).
 
     Args:
-        sequences: From :func:`streamseg.video_eval.load_dataset`.
+        sequences: From :func:`streamseg.evaluation.video_data.load_dataset`.
         smoothing: The smoothing in front of the tracker (``enabled: false``:
             the tracker sees the per-frame masks).
         tracking: The tracker's settings.
