@@ -111,15 +111,11 @@ class TrackingSettings:
                 f"max_gap_s ({self.max_gap_s}) must be at least keep_s "
                 f"({self.keep_s}); raise max_gap_s or lower keep_s"
             )
-        if not 0 <= self.match_iou <= 1:
-            raise ValueError(
-                f"match_iou: expected a value in [0, 1], got {self.match_iou}"
-            )
-        if not 0 <= self.max_center_distance <= 1:
-            raise ValueError(
-                "max_center_distance: expected a value in [0, 1], "
-                f"got {self.max_center_distance}"
-            )
+        for name in ("match_iou", "max_center_distance"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(
+                    f"{name}: expected a value in [0, 1], got {getattr(self, name)}"
+                )
         if not self.max_color_change > 0:
             raise ValueError(
                 f"max_color_change: expected > 0, got {self.max_color_change}"
