@@ -246,6 +246,7 @@ def write_tables(
 ) -> list[dict[str, Any]]:
     """Rewrite ``ablation.csv`` and ``ablation.md`` in ``runs_dir``; return the rows."""
     runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
     failures = failures or {}
     rows = [arm_row(plan, arm, runs_dir, failures.get(arm.name)) for arm in plan.arms]
     temporary = runs_dir / "ablation.csv.tmp"
