@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Train several recipes side by side on one lent GPU, in one call of the device tool.
-# Prepare .gpu-train/ here first (benchmarks/gpu_train_prepare.sh), then:
-#   run(command="bash benchmarks/gpu_train.sh", carry=[".gpu-train"], timeout_s=590)
+# Train several recipes side by side on one lent GPU.
+# Prepare .gpu-train-env/ and .gpu-train-data/ here first (benchmarks/gpu_train_prepare.sh),
+# then, back to back (the install stays in .gpu-site/ on the warm machine):
+#   run(command="bash benchmarks/gpu_train.sh install", carry=[".gpu-train-env"], timeout_s=120)
+#   run(command="bash benchmarks/gpu_train.sh", carry=[".gpu-train-data"], timeout_s=590)
 # Default runs (RUNS="name=config:seed ..."): the candidate recipe with seeds 0 and 1 and the
 # bundled recipe (seed 0) as the same-machine reference:
 #   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0  v2_s1=...:1  lite2_s0=configs/kvasir_unetpp_lite2.yaml:0
@@ -29,10 +31,12 @@ RUNS=${RUNS:-"v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0 v2_s1=configs/kvasir_u
 WORK=/tmp/gpu-train
 mkdir -p "$WORK"
 
-if ls .gpu-train/wheels/*.whl >/dev/null 2>&1; then
+if ls .gpu-train-env/wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .gpu-train/wheels/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
+    --target .gpu-site .gpu-train-env/wheels/*.whl || exit 1
+fi
+if [[ -d .gpu-site ]]; then
+  export PYTHONPATH=$PWD/.gpu-site:$PWD
 else
   export PYTHONPATH=$PWD
 fi
@@ -59,10 +63,11 @@ for name in ("amx_bf16", "avx512_bf16"):
 PYTHON
 } >"$OUT/env.txt" 2>&1 || { cat "$OUT/env.txt"; exit 1; }
 cat "$OUT/env.txt"
+if [[ "${1:-}" == install ]]; then exit 0; fi
 
 DATA=$WORK/kvasir-train
-if [[ -f .gpu-train/kvasir-train.tar ]]; then
-  tar xf .gpu-train/kvasir-train.tar -C "$WORK" || exit 1
+if [[ -f .gpu-train-data/kvasir-train.tar ]]; then
+  tar xf .gpu-train-data/kvasir-train.tar -C "$WORK" || exit 1
 else
   DATA=tests/fixtures/kvasir  # a smoke run only
 fi
