@@ -191,3 +191,27 @@ def test_ablation_trains_each_arm_once_scores_validation_and_resumes(tmp_path):
     assert code == 0
     # The test split is never scored: no arm folder holds an evaluation of it.
     assert not list(runs.glob("*/eval"))
+
+
+def test_the_report_shows_unfinished_arms_with_their_epochs(tmp_path):
+    plan = load_plan(
+        _plan(
+            tmp_path,
+            "  - name: seed\n  - name: long\n    overrides: [optimization.epochs=3]\n",
+        )
+    )
+    runs = tmp_path / "runs"
+    (runs / "long").mkdir(parents=True)
+    (runs / "long" / "log.csv").write_text(
+        "epoch,time,lr,loss,dice,iou,val_loss,val_dice,val_iou\n"
+        "1,100.0,0.001,0.5,0.6,0.4,0.4,0.70,0.5\n"
+        "2,120.0,0.001,0.4,0.7,0.5,0.3,0.75,0.6\n"
+    )
+    rows = write_tables(plan, runs)
+    assert [r["status"] for r in rows] == ["pending", "running"]
+    long = rows[1]
+    assert (long["epochs_done"], long["epochs"], long["best_epoch"]) == (2, 3, 2)
+    assert long["val_dice_input_size"] == pytest.approx(0.75)
+    assert long["s_per_epoch"] == pytest.approx(110.0)
+    table = (runs / "ablation.md").read_text()
+    assert "| long | `optimization.epochs=3` | running | 2/3 | 2 | 0.7500 |" in table
