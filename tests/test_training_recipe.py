@@ -184,3 +184,40 @@ def test_multiscale_rescales_training_batches_to_multiples_of_32():
         sizes.add(xs.shape[-1])
     # 0.75 x 160 = 120 rounds to 128; 1.25 x 160 = 200 rounds to 192.
     assert sizes == {128, 160, 192}
+
+
+def test_the_lite2_config_is_the_recipe_recorded_in_the_bundled_model():
+    import json
+
+    from streamseg.config import to_dict
+    from streamseg.model import read_spec
+    from training.config import _flatten
+
+    recorded = _flatten(
+        json.loads(
+            read_spec("streamseg/assets/default.safetensors").provenance["config"]
+        )
+    )
+    config = json.loads(
+        json.dumps(
+            to_dict(load_train_config("configs/kvasir_unetpp_lite2.yaml")), default=str
+        )
+    )
+    current = _flatten(config)
+    # Where and how fast it ran, not what it learned.
+    machine = {"data.root", "data.num_workers", "optimization.threads", "output.name"}
+    differing = {
+        key
+        for key in recorded.keys() & current.keys()
+        if recorded[key] != current[key] and key not in machine
+    }
+    assert not differing
+    # Keys newer than the file are at the values that reproduce the old behaviour.
+    newer = {key: current[key] for key in current.keys() - recorded.keys()}
+    assert newer["augment.shear_deg"] == 0.0 and newer["augment.elastic_p"] == 0.0
+    assert (
+        newer["augment.multiscale"] == [] and newer["optimization.optimizer"] == "adam"
+    )
+    assert (
+        newer["optimization.ema_decay"] is None or "optimization.ema_decay" in recorded
+    )
