@@ -220,3 +220,36 @@ def test_the_lite2_config_is_the_recipe_recorded_in_the_bundled_model():
     )
     for key in ("optimization.ema_decay", "optimization.grad_clip", "data.cache_scale"):
         assert newer[key] is None, key
+
+
+def test_a_warmup_schedule_survives_the_weights_only_state_file(tmp_path):
+    from training.config import TrainConfig
+    from training.train import make_scheduler
+
+    config = load_train_config(
+        None,
+        ["optimization.scheduler=warmup_cosine", "optimization.warmup_epochs=1"],
+    )
+    assert isinstance(config, TrainConfig)
+
+    def fresh():
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([parameter], lr=1e-3)
+        return optimizer, make_scheduler(config, optimizer, steps_per_epoch=10)[0]
+
+    optimizer, scheduler = fresh()
+    for _ in range(25):
+        optimizer.step()
+        scheduler.step()
+    torch.save({"scheduler": scheduler.state_dict()}, tmp_path / "state.pt")
+    restored_optimizer, restored = fresh()
+    restored.load_state_dict(
+        torch.load(tmp_path / "state.pt", weights_only=True)["scheduler"]
+    )
+    restored_optimizer.load_state_dict(optimizer.state_dict())
+    optimizer.step()
+    scheduler.step()
+    restored_optimizer.step()
+    restored.step()
+    assert restored.get_last_lr() == pytest.approx(scheduler.get_last_lr())
+    assert 0 < scheduler.get_last_lr()[0] < 1e-3  # past warm-up, decaying
