@@ -504,9 +504,7 @@ class PrecisionModel(Model):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One multiscale draw for a training batch: (N, 3, H, W) and (N, 1, H, W)."""
         factor = self.multiscale[int(torch.randint(len(self.multiscale), (1,)).item())]
-        size = tuple(
-            max(32, round(side * factor / 32) * 32) for side in x.shape[-2:]
-        )
+        size = tuple(max(32, round(side * factor / 32) * 32) for side in x.shape[-2:])
         if size == tuple(x.shape[-2:]):
             return x, y
         x = nn.functional.interpolate(
