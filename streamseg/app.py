@@ -173,6 +173,7 @@ ProgressCallback = Callable[[int, int | None], None]
 def run(
     config: StreamConfig,
     *,
+    segmenter: Segmenter | None = None,
     sinks: Sequence[Sink] = (),
     on_progress: ProgressCallback | None = None,
 ) -> RunStats:
@@ -180,6 +181,8 @@ def run(
 
     Args:
         config: All settings.
+        segmenter: An already loaded segmenter (a batch worker loads the
+            model once for many videos); ``None``: load ``config.model``.
         sinks: Extra sinks besides those ``config.output`` asks for (tests
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
@@ -211,7 +214,8 @@ def run(
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
     check_outputs(config.output)
-    segmenter = _load_segmenter(config.model)
+    if segmenter is None:
+        segmenter = _load_segmenter(config.model)
     try:
         smoother = TemporalSmoother(
             config.smoothing, model_threshold=segmenter.spec.threshold

@@ -9,6 +9,8 @@ Subcommands:
 * ``streamseg info MODEL``
 * ``streamseg evaluate-video [SOURCE --truth MASKS] [--cvc ROOT] [--model FILE]
   [--fps F] [--config YAML] [--set key=value ...] [--sweep] [--out DIR]``
+* ``streamseg batch INPUT --out OUT [--video] [--masks] [--clips] [--workers N]
+  [--ray auto|ADDRESS] [--retries N] [--model FILE] [--config YAML] [--set ...]``
 * ``streamseg bench [--model M] [--clip PATH | --synthetic 720p|1080p] [--frames N]
   [--variants a,b] [--json OUT] [--set key=value ...]``;
   ``streamseg bench --validate --data ROOT [--split test] [--limit N]``
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
+    _add_batch(commands, common)
     return parser
 
 
@@ -137,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate_video(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "batch":
+            from streamseg.batch_cli import batch
+
+            return batch(args)
         return _run(args)
     except ConfigError as error:
         return _fail(error, EXIT_USAGE, args.debug)
@@ -627,6 +634,25 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="Kvasir-SEG folder for --validate")
     parser.add_argument("--split", default="test", help="split name or file")
     parser.add_argument("--limit", type=int, help="validate on the first N images")
+
+
+def _add_batch(commands: Any, common: argparse.ArgumentParser) -> None:
+    from streamseg.batch_cli import add_arguments
+
+    parser = commands.add_parser(
+        "batch",
+        parents=[common],
+        help="run the pipeline on an archive of videos; resumable, local or on Ray",
+        description=(
+            "Run the streamseg run pipeline on every video of a folder (recursive), "
+            "a list file or a manifest (.csv/.jsonl with a path column). Each video "
+            "gets a folder under OUT (mirroring the input tree) with events.jsonl "
+            "and summary.json (and the annotated MP4, masks, clips if asked); "
+            "OUT/runs.jsonl records every attempt. A rerun skips finished videos "
+            "and retries failed ones. See docs/scale.md."
+        ),
+    )
+    add_arguments(parser)
 
 
 def _bench(args: argparse.Namespace) -> int:
