@@ -340,9 +340,8 @@ def _jobs_from_rows(
     sources = [_resolve(base, str(row["path"])) for row in rows]
     if root is None:
         inside = all(_is_relative_to(s, base.resolve()) for s in sources)
-        root = base.resolve() if inside else Path(os.path.commonpath(sources)).parent
-        if not inside and len(sources) == 1:
-            root = sources[0].parent
+        parents = [str(s.parent) for s in sources]
+        root = base.resolve() if inside else Path(os.path.commonpath(parents))
     root = root.resolve()
     jobs: list[VideoJob] = []
     owners: dict[str, str] = {}
