@@ -1210,6 +1210,13 @@ def run_batch(
             engine.stop()
         finally:
             engine.close()
+        if interrupted:
+            # Engines remove the partial outputs of the videos they stop; this
+            # also catches those of workers that were killed (Ray stops its
+            # actors without warning).
+            for job in to_do:
+                if tries[job.video_id] == 0:
+                    _remove_stale_temps(out / job.video_id)
     return BatchReport(
         total=len(jobs),
         done=done,
