@@ -906,7 +906,7 @@ def _size(path: str) -> int | None:
 
 
 def _now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 # --- the run table ---------------------------------------------------------------

@@ -212,6 +212,8 @@ class _Progress:
             return
         speed = self.bar.tasks[task].speed if task < len(self.bar.tasks) else None
         fps = f"{speed:5.1f} fps" if speed else "  -.- fps"
+        if total is not None:  # a header's frame count can be an estimate
+            total = max(total, done)
         self.bar.update(task, completed=done, total=total, fps=fps)
 
     def finished(self, outcome: Any, row: dict[str, Any]) -> None:
