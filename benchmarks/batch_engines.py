@@ -1,10 +1,11 @@
-"""Local engine vs Ray for ``streamseg batch`` on the same six clips: where the time goes.
+r"""Local engine vs Ray for ``streamseg batch`` on the same six clips: where time goes.
 
 Makes six clips (four good, one truncated, one audio-only), then runs the real
-command once per engine, and a second time (nothing left to do), each in a
-fresh process:
+command once per engine, and a second time (the good videos are skipped, the
+bad ones tried again), each in a fresh process:
 
-    streamseg batch CLIPS --out WORK/<engine> --model MODEL --device cpu [--ray auto --workers 1]
+    streamseg batch CLIPS --out WORK/ENGINE --model MODEL --device cpu \
+        [--ray auto --workers 1]
 
 and reads the run table. Reported per engine: the command's wall time; the
 start-up (command start to the first video's start: imports, model load, and
@@ -13,7 +14,8 @@ worker; the per-video overhead between videos (the previous video's end to
 the next one's start: dispatch, result hand-back, the run table write); the
 rerun's wall time.
 
-    python benchmarks/batch_engines.py --work /tmp/batch-bench --json docs/bench/batch_engines.json
+    python benchmarks/batch_engines.py --work /tmp/batch-bench \
+        --json docs/bench/batch_engines.json
 
 Default model: a tiny random Unet/resnet18 at 64x64, so the per-video times
 are mostly the engine's own cost (pass --model FILE for a real one).
@@ -110,9 +112,7 @@ def run_engine(clips: Path, out: Path, model: Path, extra: list[str]) -> dict:
     rows.sort(key=lambda r: r["started_at"])
     starts = [_epoch(r["started_at"]) for r in rows]
     walls = [r["wall_s"] for r in rows]
-    gaps = [
-        starts[i + 1] - (starts[i] + walls[i]) for i in range(len(rows) - 1)
-    ]
+    gaps = [starts[i + 1] - (starts[i] + walls[i]) for i in range(len(rows) - 1)]
     again_start = time.time()
     second = subprocess.run(command, capture_output=True, text=True)
     again_s = time.time() - again_start

@@ -906,7 +906,8 @@ def _size(path: str) -> int | None:
 
 
 def _now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.isoformat(timespec="milliseconds")
 
 
 # --- the run table ---------------------------------------------------------------

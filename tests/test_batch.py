@@ -233,7 +233,7 @@ def test_local_batch_writes_everything_and_a_rerun_does_nothing(
     out = tmp_path / "out"
     jobs = batch.plan_jobs(archive)
     settings = batch.BatchSettings(
-        out=out, outputs=batch.BatchOutputs(video=True), retries=1
+        out=out, outputs=batch.BatchOutputs(video=True, masks=True), retries=1
     )
     report = batch.run_batch(jobs, _config(model_path), settings)
 
@@ -250,6 +250,7 @@ def test_local_batch_writes_everything_and_a_rerun_does_nothing(
         assert summary["model_sha256"] == batch.file_sha256(model_path)
         assert row["outputs"]["video"] == f"{video_id}/annotated.mp4"
         assert (out / row["outputs"]["video"]).stat().st_size > 0
+        assert len(list((folder / "masks").glob("*.png"))) == len(lines)
     assert "no video stream" in latest["audio"]["error"]
     assert "not a video FFmpeg can read" in latest["sub/corrupt"]["error"]
     assert all("\n" not in latest[v]["error"] for v in BAD)
@@ -293,6 +294,29 @@ def test_a_second_driver_on_the_same_output_is_refused(archive, model_path, tmp_
             _config(model_path),
             batch.BatchSettings(out=out),
         )
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda tmp: tmp / "missing", "no such file or folder"),
+        (lambda tmp: _write(tmp / "m.csv", "path,fps\na.mp4,0\n"), "m.csv:2: fps"),
+        (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no files with a"),
+    ],
+)
+def test_cli_usage_errors_are_one_line_and_exit_2(
+    tmp_path, capsys, make_input, message
+):
+    code = main(["batch", str(make_input(tmp_path)), "--out", str(tmp_path / "o")])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.startswith("streamseg: error: ") and message in error
+    assert error.count("\n") == 1
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 # --- kill the driver part-way, rerun --------------------------------------------------
