@@ -235,7 +235,7 @@ def plan_jobs(
                 f"{', '.join(sorted(VIDEO_SUFFIXES))}); pass --pattern GLOB, a list "
                 "file or a manifest"
             )
-        rows = [{"path": str(source)} for source in sources]
+        rows = [{"path": str(source.resolve())} for source in sources]
         base = path
     elif path.is_file():
         if pattern is not None:
@@ -356,6 +356,13 @@ def _jobs_from_rows(
                 fps=_number(row.get("fps"), float, "fps"),
                 max_frames=_number(row.get("max_frames"), int, "max_frames"),
             )
+            if job.fps is not None and (
+                job.kind == "file" or (job.kind is None and source.is_file())
+            ):
+                raise ValueError(
+                    "fps applies to image folders (kind folder); a video file "
+                    "keeps its own timestamps: leave fps empty for it"
+                )
         except ValueError as error:
             raise BatchError(f"{label}: {error}") from None
         if job.video_id in owners:
@@ -574,7 +581,10 @@ class VideoProcessor:
         self.out = Path(out)
         self.outputs = outputs
         self.model_sha256 = model_sha256
-        self.segmenter = segmenter or load_segmenter(self.config.model)
+        if segmenter is None:
+            _check_model_file(self.config.model.path, model_sha256)
+            segmenter = load_segmenter(self.config.model)
+        self.segmenter = segmenter
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(
@@ -727,6 +737,28 @@ def _batch_config(config: StreamConfig) -> StreamConfig:
         source=dataclasses.replace(config.source, realtime=False),
         output=dataclasses.replace(config.output, view="none"),
     )
+
+
+def _check_model_file(path: Path | None, model_sha256: str) -> None:
+    """Make sure a worker loads the very file the driver hashed (shared storage)."""
+    from streamseg.model import ModelFileError
+
+    if path is None:
+        return
+    try:
+        found = file_sha256(path)
+    except OSError as error:
+        raise ModelFileError(
+            f"{path}: cannot read the model file on worker {socket.gethostname()} "
+            f"({error.strerror or error}); put it on storage every node mounts at "
+            "the same path"
+        ) from error
+    if found != model_sha256:
+        raise ModelFileError(
+            f"{path}: the model file on worker {socket.gethostname()} differs from "
+            "the driver's (sha256 mismatch); put it on storage every node mounts at "
+            "the same path"
+        )
 
 
 def load_segmenter(settings: ModelSettings) -> Segmenter:

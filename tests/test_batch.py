@@ -117,12 +117,17 @@ def _rows(out: Path) -> list[dict]:
 # --- planning ----------------------------------------------------------------------
 
 
-def test_folder_input_mirrors_the_tree_and_leaves_the_output_out(archive, tmp_path):
+def test_folder_input_mirrors_the_tree_and_leaves_the_output_out(archive, monkeypatch):
     jobs = batch.plan_jobs(archive, exclude=archive / "out")
     assert [j.video_id for j in jobs] == sorted([*GOOD, *BAD])
     assert {j.video_id: Path(j.source).name for j in jobs}["sub/d"] == "d.mkv"
     only_mp4 = batch.plan_jobs(archive, pattern="sub/*.mp4")
     assert [j.video_id for j in only_mp4] == ["sub/c", "sub/corrupt"]
+    monkeypatch.chdir(archive.parent)
+    relative = batch.plan_jobs(Path(archive.name))
+    assert [(j.video_id, j.source) for j in relative] == [
+        (j.video_id, j.source) for j in jobs
+    ]
 
 
 def test_list_and_manifest_inputs(archive, tmp_path, caplog):
@@ -131,16 +136,16 @@ def test_list_and_manifest_inputs(archive, tmp_path, caplog):
     assert [j.video_id for j in batch.plan_jobs(listing)] == ["a", "sub/c"]
 
     manifest = tmp_path / "m.csv"
+    (tmp_path / "frames").mkdir()
     manifest.write_text(
-        f"path,id,fps,patient\n{archive / 'a.mp4'},case-1,,x\n"
-        f"{archive / 'b.mp4'},case-2,30,y\n"
+        f"path,id,fps,patient\n{archive / 'a.mp4'},case-1,,x\nframes,case-2,30,y\n"
     )
     with caplog.at_level("WARNING", logger="streamseg.batch"):
         jobs = batch.plan_jobs(manifest)
     assert [(j.video_id, j.fps) for j in jobs] == [("case-1", None), ("case-2", 30.0)]
     assert "ignoring columns 'patient'" in caplog.text
     config = jobs[1].config(StreamConfig())
-    assert config.source.uri == str(archive / "b.mp4")
+    assert config.source.uri == str(tmp_path / "frames")
     assert config.source.folder_fps == 30.0
 
     jsonl = tmp_path / "m.jsonl"
@@ -160,11 +165,13 @@ def test_list_and_manifest_inputs(archive, tmp_path, caplog):
         ("path,id\na.mp4,../up\n", "expected a relative path"),
         ("path,id\na.mp4,same\nb.mp4,same\n", "would share the output folder"),
         ("path,kind\na.mp4,camera\n", "kind: expected file or folder"),
+        ("path,fps\na.mp4,30\n", "fps applies to image folders"),
     ],
 )
 def test_manifest_errors_name_the_row_and_the_fix(tmp_path, text, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(text)
+    (tmp_path / "a.mp4").write_bytes(b"")
     with pytest.raises(batch.BatchError, match=message.replace("?", r"\?")):
         batch.plan_jobs(manifest)
 
@@ -426,3 +433,12 @@ def test_killed_run_resumes_and_does_every_good_video_once(
     # Nothing left to do but report: the good are done, the bad given up on.
     assert main([*command, "--retries", "0"]) == 1
     assert len(_rows(out)) == len(rows)
+
+
+def test_a_worker_refuses_a_model_file_other_than_the_drivers(model_path, tmp_path):
+    from streamseg.model import ModelFileError
+
+    with pytest.raises(ModelFileError, match="differs from the driver's"):
+        batch.VideoProcessor(
+            _config(model_path), tmp_path, batch.BatchOutputs(), "0" * 64
+        )
