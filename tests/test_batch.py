@@ -442,3 +442,11 @@ def test_a_worker_refuses_a_model_file_other_than_the_drivers(model_path, tmp_pa
         batch.VideoProcessor(
             _config(model_path), tmp_path, batch.BatchOutputs(), "0" * 64
         )
+
+
+def test_ray_engine_without_ray_says_what_to_install(monkeypatch):
+    from streamseg import batch_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(batch.BatchError, match=r"pip install 'streamseg\[cluster\]'"):
+        batch_ray._import_ray()
