@@ -604,14 +604,27 @@ class VideoProcessor:
                 (its partial outputs are removed).
         """
         from streamseg.app import run
+        from streamseg.model import ModelFileError
         from streamseg.sinks import OutputError
         from streamseg.sources import SourceError
 
         started_at = _now_iso()
         start_s = time.perf_counter()
         final = self.out / job.video_id
-        _remove_stale_temps(final)
-        temp = _temp_folder(final)
+        try:
+            _remove_stale_temps(final)
+            temp = _temp_folder(final)
+        except OSError as error:
+            return Outcome(
+                job.video_id,
+                "failed",
+                error=f"{final.parent}: cannot create the output folder "
+                f"({error.strerror or error}); check the output root's space and "
+                "permissions",
+                error_kind="output",
+                started_at=started_at,
+                worker=self.worker,
+            )
 
         def progress(done: int, total: int | None) -> None:
             if on_progress is not None:
@@ -657,7 +670,7 @@ class VideoProcessor:
                 kind = "output"
             elif isinstance(error, ConfigError):
                 kind = "config"
-            elif type(error).__name__ == "ModelFileError":
+            elif isinstance(error, ModelFileError):
                 kind = "model"
             message = " ".join(str(error).split()) or type(error).__name__
             if kind == "internal":
