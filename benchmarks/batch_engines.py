@@ -117,7 +117,7 @@ def run_engine(clips: Path, out: Path, model: Path, extra: list[str]) -> dict:
     second = subprocess.run(command, capture_output=True, text=True)
     again_s = time.time() - again_start
     return {
-        "command": " ".join(command),
+        "command": " ".join(["python", *command[1:]]),
         "exit_code": first.returncode,
         "rerun_exit_code": second.returncode,
         "wall_s": round(end - start, 2),
