@@ -427,12 +427,18 @@ class BatchOutputs:
         episode_gap_s: Polyp episodes closer than this are merged into one
             in the summary (a mask that blinks off for a frame or two is
             still the same finding).
+        keep_partial: A video whose source fails after some frames were
+            processed (a truncated recording) is finished with what was
+            read: status done, its summary has ``complete: false`` and the
+            reason in ``errors``. Otherwise such a video fails and its
+            partial outputs are dropped.
     """
 
     video: bool = False
     masks: bool = False
     clips: bool = False
     episode_gap_s: float = 0.5
+    keep_partial: bool = False
 
     def __post_init__(self) -> None:
         if self.episode_gap_s < 0:
@@ -461,7 +467,10 @@ def config_sha256(config: StreamConfig, outputs: BatchOutputs) -> str:
     for section, keys in _UNHASHED.items():
         for key in keys:
             data.get(section, {}).pop(key, None)
-    data["batch_outputs"] = dataclasses.asdict(outputs)
+    # keep_partial decides what happens on a failure, not what outputs hold.
+    data["batch_outputs"] = dataclasses.asdict(
+        dataclasses.replace(outputs, keep_partial=False)
+    )
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -507,7 +516,8 @@ class Outcome:
         video_id: The job's id.
         status: ``done``, ``failed`` or ``interrupted`` (stopped by the user:
             nothing kept, not counted as an attempt).
-        error: One line naming the problem (failed only).
+        error: One line naming the problem (failed; or done from a source
+            that failed part-way, with ``keep_partial``).
         error_kind: ``source`` (the video itself: unreadable, no video
             stream, truncated), ``output``, ``model``, ``config``,
             ``internal`` or ``worker`` (the worker process died on it, after
@@ -652,7 +662,45 @@ class VideoProcessor:
                 stats = run(config, segmenter=self.segmenter, on_progress=progress)
             if stats.interrupted:
                 raise KeyboardInterrupt
-            summary = self._finish(job, config, temp, final, stats, warnings.messages)
+            summary = self._finish(
+                job,
+                config,
+                temp,
+                final,
+                wall_s=stats.wall_s,
+                fps=stats.throughput_fps,
+                warnings=warnings.messages,
+            )
+        except SourceError as error:
+            message = " ".join(str(error).split())
+            partial = None
+            if self.outputs.keep_partial and _line_count(temp / "events.jsonl"):
+                partial = self._finish_partial(
+                    job, config, temp, final, start_s, [*warnings.messages], message
+                )
+            if partial is None:
+                shutil.rmtree(temp, ignore_errors=True)
+                return Outcome(
+                    job.video_id,
+                    "failed",
+                    error=message,
+                    error_kind="source",
+                    started_at=started_at,
+                    wall_s=time.perf_counter() - start_s,
+                    worker=self.worker,
+                )
+            return Outcome(
+                job.video_id,
+                "done",
+                error=message,
+                error_kind="source",
+                started_at=started_at,
+                wall_s=time.perf_counter() - start_s,
+                frames=partial["frames"],
+                fps=partial["fps_achieved"],
+                worker=self.worker,
+                summary=partial,
+            )
         except KeyboardInterrupt:
             shutil.rmtree(temp, ignore_errors=True)
             return Outcome(
@@ -664,9 +712,7 @@ class VideoProcessor:
             )
         except Exception as error:  # one video's failure never stops the job
             shutil.rmtree(temp, ignore_errors=True)
-            if isinstance(error, SourceError):
-                kind = "source"
-            elif isinstance(error, OutputError):
+            if isinstance(error, OutputError):
                 kind = "output"
             elif isinstance(error, ConfigError):
                 kind = "config"
@@ -696,14 +742,47 @@ class VideoProcessor:
             summary=summary,
         )
 
+    def _finish_partial(
+        self,
+        job: VideoJob,
+        config: StreamConfig,
+        temp: Path,
+        final: Path,
+        start_s: float,
+        warnings: list[str],
+        error: str,
+    ) -> dict[str, Any] | None:
+        """Finish with the frames read before the source failed (None: cannot)."""
+        wall_s = time.perf_counter() - start_s
+        try:
+            frames = _line_count(temp / "events.jsonl")
+            return self._finish(
+                job,
+                config,
+                temp,
+                final,
+                wall_s=wall_s,
+                fps=frames / wall_s if wall_s > 0 else 0.0,
+                warnings=warnings,
+                errors=[error],
+            )
+        except (OSError, ValueError):
+            log.debug(
+                "%s: cannot keep the partial outputs", job.video_id, exc_info=True
+            )
+            return None
+
     def _finish(
         self,
         job: VideoJob,
         config: StreamConfig,
         temp: Path,
         final: Path,
-        stats: Any,
+        *,
+        wall_s: float,
+        fps: float,
         warnings: list[str],
+        errors: Sequence[str] = (),
     ) -> dict[str, Any]:
         events = temp / "events.jsonl"
         with open(events, encoding="utf-8") as lines:
@@ -723,9 +802,10 @@ class VideoProcessor:
             "model_sha256": self.model_sha256,
             "config_sha256": config_sha256(config, self.outputs),
             **findings,
-            "fps_achieved": round(stats.throughput_fps, 3),
-            "wall_s": round(stats.wall_s, 3),
-            "frames_dropped": stats.frames_dropped,
+            "fps_achieved": round(fps, 3),
+            "wall_s": round(wall_s, 3),
+            "complete": not errors,
+            "errors": list(errors),
             "warnings": warnings,
             "outputs": {
                 "events": "events.jsonl",
@@ -943,6 +1023,15 @@ def _fsync_dir(folder: Path) -> None:
             os.close(descriptor)
 
 
+def _line_count(path: Path) -> int:
+    """Lines in a text file (0 if it does not exist)."""
+    try:
+        with open(path, "rb") as file:
+            return sum(1 for line in file if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
 def _size(path: str) -> int | None:
     try:
         return os.path.getsize(path)
@@ -1068,6 +1157,8 @@ class BatchReport:
         already_done: Videos whose outputs were complete before this run.
         failed: Video ids whose latest attempt failed.
         given_up: Failed videos not tried again (attempts used up).
+        partial: Videos done in this run from a source that failed part-way
+            (``keep_partial``).
         interrupted: The run was stopped (Ctrl-C / SIGTERM); a rerun resumes.
         wall_s: Seconds this run took.
         table: The run table's path.
@@ -1081,6 +1172,7 @@ class BatchReport:
     interrupted: bool
     wall_s: float
     table: Path
+    partial: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -1211,6 +1303,7 @@ def run_batch(
         if engine is None:
             engine = _make_engine(config, settings, model_sha256, progress)
         done, failed, interrupted = 0, {}, False
+        partial: list[str] = []
         by_id = {job.video_id: job for job in to_do}
         tries = dict.fromkeys(by_id, 0)
         pending = list(to_do)
@@ -1239,6 +1332,8 @@ def run_batch(
                     if outcome.status == "done":
                         done += 1
                         failed.pop(job.video_id, None)
+                        if outcome.error:
+                            partial.append(job.video_id)
                     else:
                         failed[job.video_id] = outcome.error
                         if (
@@ -1272,6 +1367,7 @@ def run_batch(
         interrupted=interrupted,
         wall_s=time.perf_counter() - start_s,
         table=table.path,
+        partial=tuple(partial),
     )
 
 

@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a failed video gets at most 1+N attempts over all runs (default 2)",
     )
     parser.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="finish a video whose source fails part-way (truncated) with the frames "
+        "read (summary: complete false, errors); default: it fails",
+    )
+    parser.add_argument(
         "--episode-gap",
         type=float,
         default=0.5,
@@ -125,6 +131,7 @@ def batch(args: argparse.Namespace) -> int:
                 masks=args.masks,
                 clips=args.clips,
                 episode_gap_s=args.episode_gap,
+                keep_partial=args.keep_partial,
             ),
             retries=args.retries,
             workers=args.workers,
@@ -154,6 +161,8 @@ def _print_report(report: Any, table: Any) -> None:
     console = Console(highlight=False, soft_wrap=True)
     latest = table.latest()
     parts = [f"{report.done} done now"]
+    if report.partial:
+        parts[0] += f" ({len(report.partial)} partial: the source failed part-way)"
     if report.already_done:
         parts.append(f"{report.already_done} already done")
     if report.failed:

@@ -463,3 +463,41 @@ def test_ray_engine_without_ray_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(batch.BatchError, match=r"pip install 'streamseg\[cluster\]'"):
         batch_ray._import_ray()
+
+
+@pytest.mark.slow
+def test_a_truncated_video_fails_or_keeps_what_was_read(model_path, tmp_path):
+    import av
+
+    # moov atom first (faststart): the header announces 60 frames, the data
+    # ends early; the decoder reads what is there and stops without an error.
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": "5"}
+        for frame in moving_disc(60):
+            image = av.VideoFrame.from_ndarray(frame.pixels, format="rgb24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode(None))
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    data = whole.read_bytes()
+    (clips / "cut.mp4").write_bytes(data[: int(len(data) * 0.7)])
+    jobs = batch.plan_jobs(clips)
+
+    out = tmp_path / "out"
+    strict = batch.run_batch(jobs, _config(model_path), batch.BatchSettings(out=out))
+    assert strict.failed == ("cut",) and not (out / "cut").exists()
+    error = batch.RunTable(out / "runs.jsonl").latest()["cut"]["error"]
+    assert "of the 60 frames its header announces" in error
+
+    outputs = batch.BatchOutputs(keep_partial=True)
+    settings = batch.BatchSettings(out=out, outputs=outputs)
+    kept = batch.run_batch(jobs, _config(model_path), settings)
+    assert (kept.done, kept.partial, kept.failed) == (1, ("cut",), ())
+    summary = json.loads((out / "cut" / "summary.json").read_text())
+    assert summary["complete"] is False and summary["errors"] == [error]
+    assert 0 < summary["frames"] < 60
+    lines = (out / "cut" / "events.jsonl").read_text().splitlines()
+    assert len(lines) == summary["frames"]
