@@ -15,7 +15,7 @@ the next one's start: dispatch, result hand-back, the run table write); the
 rerun's wall time.
 
     python benchmarks/batch_engines.py --work /tmp/batch-bench \
-        --json docs/bench/batch_engines.json
+        --json docs/data/bench/batch_engines.json
 
 Default model: a tiny random Unet/resnet18 at 64x64, so the per-video times
 are mostly the engine's own cost (pass --model FILE for a real one).

@@ -35,6 +35,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL_NAME = "default.safetensors"
 
 
+def check_threshold(value: float, name: str = "threshold") -> None:
+    """A probability threshold (model file, override, smoothing) lies in (0, 1).
+
+    Raises:
+        ValueError: Names the setting and the value.
+    """
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name}: expected a value in (0, 1), got {value}")
+
+
 class ModelFileError(Exception):
     """The file is missing, is not a streamseg model, or does not fit its own spec."""
 
@@ -84,10 +94,7 @@ class ModelSpec:
                 f"input_hw: expected two positive multiples of 32 (height, width), "
                 f"got {self.input_hw}"
             )
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(
-                f"threshold: expected a value in (0, 1), got {self.threshold}"
-            )
+        check_threshold(self.threshold)
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != 3 or not all(math.isfinite(v) for v in values):

@@ -1,8 +1,9 @@
-"""Draw a prediction over its own frame: translucent fill, contour, boxes and a HUD.
+"""Draw a frame's findings over it: translucent fill, contour, boxes and a HUD.
 
 On a GPU, :func:`render` computes the fill and the contour on the
-probabilities' device, copies the image and the mask to the host in one
-transfer, then draws the boxes and the HUD text with OpenCV. On the CPU
+probabilities' device, copies the image to the host, then draws the boxes
+(the regions of :class:`~streamseg.findings.Findings`, not labelled again)
+and the HUD text with OpenCV. On the CPU
 (:func:`render_host`) everything is drawn with OpenCV and a uint8 lookup
 table, only inside the bounding box of the mask, so the cost follows the
 size of the mask rather than of the frame; both paths give identical pixels.
@@ -19,10 +20,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from streamseg.events import region_boxes
-from streamseg.frames import Prediction
+from streamseg.findings import Findings
+from streamseg.regions import BoxXYWH, find_regions
+from streamseg.stats import Figures
 
 RGB = tuple[int, int, int]
+# Behind the HUD's figures.
+HUD_BACKGROUND_RGB = (16, 16, 16)
 
 
 @dataclass(frozen=True)
@@ -75,49 +79,101 @@ class OverlayStyle:
 class HudText:
     """Run figures shown by the HUD (``None``: not shown).
 
+    Files show progress and speed, live sources frame rate and latency
+    (:class:`streamseg.stats.Figures` holds the definitions).
+
     Attributes:
-        fps: Frames written per second, recently.
-        latency_ms: End-to-end latency of a recent frame.
+        fps: Frames processed per second (``None`` with a known mode: "--").
+        latency_ms: Live: grab -> overlay latency of this frame.
+        frames_done: Files: frames processed, counting this one.
+        frames_total: Files: frames in the file (``None``: unknown).
+        speed_x: Files: video seconds processed per wall-clock second.
+        inset_px: Distance kept from the image's edges (the alert border's
+            width), so that a flashing border never covers the HUD.
     """
 
     fps: float | None = None
     latency_ms: float | None = None
+    frames_done: int | None = None
+    frames_total: int | None = None
+    speed_x: float | None = None
+    inset_px: int = 0
+
+    @classmethod
+    def of(cls, figures: Figures, inset_px: int = 0) -> HudText:
+        """The HUD for ``figures``: progress and speed (files) or fps and latency."""
+        if figures.live:
+            return cls(figures.fps, figures.latency_ms, inset_px=inset_px)
+        return cls(
+            figures.fps,
+            None,
+            figures.frames_done,
+            figures.frames_total,
+            figures.speed_x,
+            inset_px,
+        )
+
+    def text(self) -> str:
+        """The figures as one line, e.g. ``"120/300  5.8 fps  0.23x real time"``.
+
+        Example:
+            >>> HudText(24.96, 85.2).text()
+            '25.0 fps  latency 85 ms'
+            >>> HudText(5.8, None, 120, 300, 0.232).text()
+            '120/300  5.8 fps  0.23x real time'
+        """
+        parts = []
+        if self.frames_done is not None:
+            total = "" if self.frames_total is None else f"/{self.frames_total}"
+            parts.append(f"{self.frames_done}{total}")
+        if self.fps is not None:
+            parts.append(f"{self.fps:.1f} fps")
+        elif self.frames_done is not None or self.latency_ms is not None:
+            parts.append("-- fps")
+        if self.speed_x is not None:
+            parts.append(f"{self.speed_x:.2f}x real time")
+        if self.latency_ms is not None:
+            parts.append(f"latency {self.latency_ms:.0f} ms")
+        return "  ".join(parts)
 
 
 @torch.inference_mode()
 def render(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
-    """Draw ``prediction`` over its frame.
+    """Draw a frame's findings over the frame.
 
     Args:
-        prediction: Probabilities (and mask) for ``prediction.frame``.
+        findings: The frame's final mask and regions (:meth:`Findings.of`).
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
 
     Returns:
-        A new (H, W, 3) uint8 RGB array; ``prediction.frame.pixels`` is untouched.
+        A new (H, W, 3) uint8 RGB array; ``findings.frame.pixels`` is untouched.
     """
-    mask = prediction.mask
-    if mask.device.type == "cpu":
+    if findings.prediction.mask.device.type == "cpu":
         return render_host(
-            prediction.frame.pixels, mask.numpy(), style, hud or HudText()
+            findings.frame.pixels,
+            findings.mask,
+            style,
+            hud or HudText(),
+            boxes_xywh=findings.boxes_xywh,
         )
-    return render_tensor(prediction, style, hud)
+    return render_tensor(findings, style, hud)
 
 
 @torch.inference_mode()
 def render_tensor(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
     """:func:`render` with the fill and contour as tensors on the mask's device.
 
     The GPU path; on the CPU it gives the same pixels as :func:`render_host`
     (tests compare them), only slower.
     """
-    mask = prediction.mask
+    mask = findings.prediction.mask
     device = mask.device
-    source = prediction.frame.pixels
+    source = findings.frame.pixels
     if (
         not source.flags.writeable
     ):  # torch wants writable memory; we still never write it
@@ -136,33 +192,26 @@ def render_tensor(
         edge = inner_edge(mask, style.contour_px)
         contour = torch.tensor(style.contour_rgb, dtype=torch.uint8, device=device)
         image = torch.where(edge[..., None], contour, image)
-    need_mask = style.boxes or style.hud
-    if need_mask:
-        # One device->host copy: the image and the mask travel together.
-        packed = (
-            torch.cat([image, mask[..., None].to(torch.uint8)], dim=-1).cpu().numpy()
-        )
-        host, host_mask = np.ascontiguousarray(packed[..., :3]), packed[..., 3]
-    else:
-        host, host_mask = image.cpu().numpy(), None
-    if np.shares_memory(host, prediction.frame.pixels):
+    # OpenCV draws only on C-contiguous memory (a strided mask gives strided output).
+    host = np.ascontiguousarray(image.cpu().numpy())
+    if np.shares_memory(host, findings.frame.pixels):
         host = (
             host.copy()
         )  # nothing was drawn on the GPU side; never hand out the input
-    if host_mask is not None and style.boxes:
-        draw_boxes(host, region_boxes(host_mask), style)
+    if style.boxes and findings.present:
+        draw_boxes(host, findings.boxes_xywh, style)
     if style.hud:
-        draw_hud(
-            host,
-            bool(host_mask is not None and host_mask.any()),
-            hud or HudText(),
-            style,
-        )
+        draw_hud(host, findings.present, hud or HudText(), style)
     return host
 
 
 def render_host(
-    pixels: np.ndarray, mask: np.ndarray, style: OverlayStyle, hud: HudText
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    style: OverlayStyle,
+    hud: HudText,
+    *,
+    boxes_xywh: tuple[BoxXYWH, ...] | None = None,
 ) -> np.ndarray:
     """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
 
@@ -175,6 +224,8 @@ def render_host(
         mask: (H, W) bool mask.
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
+        boxes_xywh: The mask's region boxes (:class:`Findings`); ``None``:
+            label the mask here.
 
     Returns:
         A new (H, W, 3) uint8 RGB array.
@@ -203,11 +254,14 @@ def render_host(
             eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
             roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
         if style.boxes:
-            boxes = tuple(
-                (bx + left, by + top, bw, bh)
-                for bx, by, bw, bh in region_boxes(roi_mask)
-            )
-            draw_boxes(image, boxes, style)
+            if boxes_xywh is None:
+                boxes_xywh = tuple(
+                    (x + left, y + top, width, height)
+                    for x, y, width, height in (
+                        region.box_xywh for region in find_regions(roi_mask)
+                    )
+                )
+            draw_boxes(image, boxes_xywh, style)
     if style.hud:
         draw_hud(image, present, hud, style)
     return image
@@ -288,7 +342,11 @@ def draw_boxes(
 def draw_hud(
     image: np.ndarray, polyp_present: bool, hud: HudText, style: OverlayStyle
 ) -> None:
-    """Draw the polyp indicator and the run figures in the top-left corner, in place."""
+    """Draw the polyp indicator and the run figures in the top-left corner, in place.
+
+    Everything stays ``hud.inset_px`` away from the edges (inside the alert
+    border).
+    """
     import cv2
 
     height = image.shape[0]
@@ -296,7 +354,7 @@ def draw_hud(
     thickness = max(round(2 * scale), 1)
     font = cv2.FONT_HERSHEY_SIMPLEX
     pad = max(int(8 * scale), 3)
-    x, y = pad, pad
+    x = y = pad + max(hud.inset_px, 0)
     if polyp_present:
         (text_w, text_h), baseline = cv2.getTextSize(
             "POLYP", font, 1.2 * scale, thickness + 1
@@ -319,32 +377,25 @@ def draw_hud(
             cv2.LINE_AA,
         )
         y += text_h + baseline + 2 * pad
-    parts = []
-    if hud.fps is not None:
-        parts.append(f"{hud.fps:.1f} fps")
-    if hud.latency_ms is not None:
-        parts.append(f"{hud.latency_ms:.0f} ms")
-    if parts:
-        text = "  ".join(parts)
-        (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
-        origin = (x, y + text_h + pad // 2)
-        # A dark outline keeps the text readable on bright mucosa.
-        cv2.putText(
+    text = hud.text()
+    if text:
+        size = 0.8 * scale
+        (text_w, text_h), baseline = cv2.getTextSize(text, font, size, thickness)
+        # A dark band behind the figures keeps them readable on bright mucosa
+        # (a thicker dark copy of the text does not: its glyphs drift apart).
+        cv2.rectangle(
             image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
+            (x, y),
+            (x + text_w + 2 * pad, y + text_h + baseline + pad),
+            HUD_BACKGROUND_RGB,
+            -1,
         )
         cv2.putText(
             image,
             text,
-            origin,
+            (x + pad, y + text_h + pad // 2),
             font,
-            0.8 * scale,
+            size,
             style.hud_rgb,
             thickness,
             cv2.LINE_AA,
