@@ -145,9 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args)
         if args.command == "batch":
-            from streamseg.batch_cli import batch
-
-            return batch(args)
+            return _batch(args)
         return _run(args)
     except ConfigError as error:
         return _fail(error, EXIT_USAGE, args.debug)
@@ -195,6 +193,11 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
         },
         "clips": {"folder": getattr(args, "clips", None)},
     }
+    return _with_changes(config, changes)
+
+
+def _with_changes(config: Any, changes: dict[str, dict[str, Any]]) -> Any:
+    """``config`` with each given (not None) value replaced, section by section."""
     for section, values in changes.items():
         given = {key: value for key, value in values.items() if value is not None}
         try:
@@ -655,8 +658,20 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="validate on the first N images")
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from streamseg.app import StreamConfig
+    from streamseg.batch.cli import batch
+
+    config = _with_changes(
+        load_config(StreamConfig, args.config, args.set),
+        {"model": {"path": args.model, "device": args.device}},
+    )
+    with _interrupt_on_signals():
+        return batch(args, config)
+
+
 def _add_batch(commands: Any, common: argparse.ArgumentParser) -> None:
-    from streamseg.batch_cli import add_arguments
+    from streamseg.batch.cli import add_arguments
 
     parser = commands.add_parser(
         "batch",
@@ -681,17 +696,10 @@ def _bench(args: argparse.Namespace) -> int:
     from streamseg.evaluation import bench, bench_inputs
     from streamseg.model import default_model_path
 
-    config = load_config(StreamConfig, args.config, args.set)
-    given = {"device": args.device, "threads": args.threads}
-    try:
-        config = dataclasses.replace(
-            config,
-            model=dataclasses.replace(
-                config.model, **{k: v for k, v in given.items() if v is not None}
-            ),
-        )
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"model: {error}") from None
+    config = _with_changes(
+        load_config(StreamConfig, args.config, args.set),
+        {"model": {"device": args.device, "threads": args.threads}},
+    )
     model = args.model or default_model_path()
     if model is None:
         raise ConfigError(

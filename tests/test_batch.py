@@ -24,9 +24,14 @@ import pytest
 from stream_media import moving_disc, tiny_model_file, write_video
 
 from streamseg import batch
-from streamseg.app import ModelSettings, StreamConfig
+from streamseg.app import StreamConfig
+from streamseg.batch.local import _worker_devices
+from streamseg.batch.table import RUN_TABLE, exclusive
+from streamseg.batch.video import TEMP_TAG
 from streamseg.cli import main
+from streamseg.files import file_sha256
 from streamseg.model import ModelSpec
+from streamseg.segmenter import ModelSettings
 from streamseg.smoothing import SmoothingSettings
 
 GOOD = ("a", "b", "sub/c", "sub/d")
@@ -113,7 +118,7 @@ def _config(model_path: Path, **smoothing) -> StreamConfig:
 
 
 def _rows(out: Path) -> list[dict]:
-    return list(batch.RunTable(out / batch.RUN_TABLE).rows())
+    return list(batch.RunTable(out / RUN_TABLE).rows())
 
 
 # --- planning ----------------------------------------------------------------------
@@ -256,14 +261,14 @@ def test_local_batch_writes_everything_and_a_rerun_does_nothing(
         summary = json.loads((folder / "summary.json").read_text())
         lines = (folder / "events.jsonl").read_text().splitlines()
         assert summary["frames"] == len(lines) == row["frames"] > 0
-        assert summary["model_sha256"] == batch.file_sha256(model_path)
+        assert summary["model_sha256"] == file_sha256(model_path)
         assert row["outputs"]["video"] == f"{video_id}/annotated.mp4"
         assert (out / row["outputs"]["video"]).stat().st_size > 0
         assert len(list((folder / "masks").glob("*.png"))) == len(lines)
     assert "no video stream" in latest["audio"]["error"]
     assert "not a video FFmpeg can read" in latest["sub/corrupt"]["error"]
     assert all("\n" not in latest[v]["error"] for v in BAD)
-    assert not list(out.rglob(f"*{batch.TEMP_TAG}*"))
+    assert not list(out.rglob(f"*{TEMP_TAG}*"))
 
     mtimes = {v: (out / v / "summary.json").stat().st_mtime_ns for v in GOOD}
     again = batch.run_batch(jobs, _config(model_path), settings)
@@ -300,15 +305,15 @@ def test_local_workers_take_the_gpus_in_turn(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert batch._worker_devices("auto", 3) == ["cuda:0", "cuda:1", "cuda:0"]
-    assert batch._worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]
-    assert batch._worker_devices("cpu", 2) == ["cpu", "cpu"]
+    assert _worker_devices("auto", 3) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert _worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]
+    assert _worker_devices("cpu", 2) == ["cpu", "cpu"]
 
 
 def test_a_second_driver_on_the_same_output_is_refused(archive, model_path, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with batch._exclusive(out), pytest.raises(batch.BatchError, match="another"):
+    with exclusive(out), pytest.raises(batch.BatchError, match="another"):
         batch.run_batch(
             batch.plan_jobs(archive)[:1],
             _config(model_path),
@@ -421,7 +426,7 @@ def test_killed_run_resumes_and_does_every_good_video_once(
     }
     assert 1 <= len(before) < len(GOOD), "the signal did not land part-way"
     if signum != signal.SIGKILL:  # a clean stop leaves no partial output behind
-        assert not list(out.rglob(f"*{batch.TEMP_TAG}*"))
+        assert not list(out.rglob(f"*{TEMP_TAG}*"))
     complete = {
         v: (out / v / "summary.json").stat().st_mtime_ns
         for v in GOOD
@@ -441,7 +446,7 @@ def test_killed_run_resumes_and_does_every_good_video_once(
         assert (out / video_id / "summary.json").stat().st_mtime_ns == mtime_ns
     latest = batch.RunTable(out / "runs.jsonl").latest()
     assert all(latest[v]["status"] == "failed" and latest[v]["error"] for v in BAD)
-    assert not list(out.rglob(f"*{batch.TEMP_TAG}*"))
+    assert not list(out.rglob(f"*{TEMP_TAG}*"))
 
     # Nothing left to do but report: the good are done, the bad given up on.
     assert main([*command, "--retries", "0"]) == 1
@@ -458,7 +463,7 @@ def test_a_worker_refuses_a_model_file_other_than_the_drivers(model_path, tmp_pa
 
 
 def test_ray_engine_without_ray_says_what_to_install(monkeypatch):
-    from streamseg import batch_ray
+    from streamseg.batch import ray as batch_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(batch.BatchError, match=r"pip install 'streamseg\[cluster\]'"):

@@ -33,6 +33,7 @@ from streamseg.config import ConfigError
 from streamseg.device import Precision
 from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 from streamseg.evaluation.datasets import DatasetError, read_mask
+from streamseg.files import file_sha256
 from streamseg.frames import Frame
 from streamseg.model import ModelSpec, read_spec
 from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
@@ -213,7 +214,7 @@ def open_video_dataset(
             lambda: read_video(source),
             count,
             masks,
-            _file_digest(Path(source)),
+            file_sha256(Path(source)),
             restamp_fps=fps,
         )
     elif kind == "folder":
@@ -300,19 +301,11 @@ def _count_mismatch(source: str, frames: int, masks: TruthMasks) -> str:
     )
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files_digest(paths: Sequence[Path]) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.name.encode())
-        digest.update(_file_digest(path).encode())
+        digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 
@@ -384,7 +377,7 @@ class ModelRunner:
         if settings.threshold is not None:
             spec = dataclasses.replace(spec, threshold=settings.threshold)
         self.spec: ModelSpec = spec
-        self.digest = _file_digest(self.path)
+        self.digest = file_sha256(self.path)
         self._device: torch.device | None = None
         self._segmenter: Segmenter | None = None
 

@@ -5,14 +5,14 @@ Imported only for ``--ray`` (Ray is the optional ``cluster`` extra:
 
 * scheduling: a fixed-size actor pool (``ActorPoolStrategy``), one actor per
   GPU (``num_gpus=1``; Ray sets ``CUDA_VISIBLE_DEVICES``), each holding the
-  model loaded once (:class:`~streamseg.batch.VideoProcessor`);
+  model loaded once (:class:`~streamseg.batch.video.VideoProcessor`);
 * restarts and retries: an actor that dies (a crashed decoder, a node lost)
   is restarted and its video retried by Ray Data (``max_restarts=-1``,
   ``max_task_retries=retries``); a video whose retries run out is dropped by
   Ray Data (``max_errored_blocks=-1``) and recorded by the driver as failed;
 * progress: Ray Data's own progress bars.
 
-What is ours: one row per video in, one :class:`~streamseg.batch.Outcome` per
+What is ours: one row per video in, one :class:`~streamseg.batch.video.Outcome` per
 video out, streamed back to the driver, which alone writes the run table.
 Outputs are written by the actors straight to the output root, which must be
 storage every node mounts at the same path (see docs/scale.md).
@@ -30,14 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamseg.batch import (
-    BatchError,
-    BatchOutputs,
-    BatchSettings,
-    Outcome,
-    VideoJob,
-    VideoProcessor,
-)
+from streamseg.batch.jobs import BatchError, VideoJob
+from streamseg.batch.settings import BatchSettings
+from streamseg.batch.summary import BatchOutputs
+from streamseg.batch.video import Outcome, VideoProcessor
 
 if TYPE_CHECKING:
     from streamseg.app import StreamConfig

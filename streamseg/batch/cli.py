@@ -1,6 +1,6 @@
 """``streamseg batch``: its arguments, its progress display and its summary.
 
-Parses, builds the typed settings, calls :func:`streamseg.batch.run_batch`,
+Parses, builds the typed settings, calls :func:`streamseg.batch.driver.run_batch`,
 prints. Exit codes: 0 every video done (now or before); 1 some failed (the
 others finished; ``OUT/runs.jsonl`` says why); 2 usage; 130 interrupted (a
 rerun resumes).
@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamseg.config import ConfigError, load_config
+from streamseg.batch.jobs import BatchError, plan_jobs
+from streamseg.batch.settings import BatchSettings
+from streamseg.batch.summary import BatchOutputs
+from streamseg.config import ConfigError
+
+if TYPE_CHECKING:
+    from streamseg.app import StreamConfig
 
 log = logging.getLogger("streamseg.cli")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# As streamseg.cli (usage errors reach it as ConfigError: exit 2).
+EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,24 +115,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def batch(args: argparse.Namespace) -> int:
-    """Run ``streamseg batch`` with parsed ``args``; returns the exit code."""
-    from streamseg import batch as batching
-    from streamseg.app import StreamConfig
-    from streamseg.cli import _interrupt_on_signals
+def batch(args: argparse.Namespace, config: StreamConfig) -> int:
+    """Run ``streamseg batch`` with parsed ``args``; returns the exit code.
 
-    config = load_config(StreamConfig, args.config, args.set)
-    given = {"path": args.model, "device": args.device}
+    Args:
+        args: From the parser :func:`add_arguments` filled.
+        config: The stream config (YAML, ``--set``, ``--model``, ``--device``),
+            built by :mod:`streamseg.cli`, which also turns SIGTERM into
+            Ctrl-C around this call.
+
+    Raises:
+        ConfigError: Unusable options or input (exit 2, one line).
+    """
+    from streamseg.batch.driver import run_batch
+    from streamseg.batch.table import RunTable
+
     try:
-        config = dataclasses.replace(
-            config,
-            model=dataclasses.replace(
-                config.model, **{k: v for k, v in given.items() if v is not None}
-            ),
-        )
-        settings = batching.BatchSettings(
+        settings = BatchSettings(
             out=args.out,
-            outputs=batching.BatchOutputs(
+            outputs=BatchOutputs(
                 video=args.video,
                 masks=args.masks,
                 clips=args.clips,
@@ -141,15 +148,14 @@ def batch(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"batch: {error}") from None
     try:
-        jobs = batching.plan_jobs(
+        jobs = plan_jobs(
             args.input, pattern=args.pattern, root=args.root, exclude=args.out
         )
-        with _interrupt_on_signals(), _display() as progress:
-            report = batching.run_batch(jobs, config, settings, progress=progress)
-    except batching.BatchError as error:
-        sys.stderr.write(f"streamseg: error: {' '.join(str(error).split())}\n")
-        return EXIT_USAGE
-    _print_report(report, batching.RunTable(report.table))
+        with _display() as progress:
+            report = run_batch(jobs, config, settings, progress=progress)
+    except BatchError as error:
+        raise ConfigError(str(error)) from None
+    _print_report(report, RunTable(report.table))
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if report.complete else EXIT_FAILURE
