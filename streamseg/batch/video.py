@@ -160,19 +160,30 @@ class VideoProcessor:
         started_at = now_iso()
         start_s = time.perf_counter()
         final = self.out / job.video_id
+
+        def outcome(status: Any, **fields: Any) -> Outcome:
+            summary = fields.get("summary")
+            if summary is not None:
+                fields |= {"frames": summary["frames"], "fps": summary["fps_achieved"]}
+            return Outcome(
+                job.video_id,
+                status,
+                started_at=started_at,
+                wall_s=time.perf_counter() - start_s,
+                worker=self.worker,
+                **fields,
+            )
+
         try:
             remove_stale_temps(final)
             temp = _temp_folder(final)
         except OSError as error:
-            return Outcome(
-                job.video_id,
+            return outcome(
                 "failed",
                 error=f"{final.parent}: cannot create the output folder "
                 f"({error.strerror or error}); check the output root's space and "
                 "permissions",
                 error_kind="output",
-                started_at=started_at,
-                worker=self.worker,
             )
 
         def progress(done: int, total: int | None, *_: Any) -> None:
@@ -195,7 +206,6 @@ class VideoProcessor:
             ),
         )
         warnings = _WarningCollector()
-        kind = "internal"
         try:
             with warnings.attached():
                 stats = run(config, segmenter=self.segmenter, on_progress=progress)
@@ -219,38 +229,15 @@ class VideoProcessor:
                 )
             if partial is None:
                 shutil.rmtree(temp, ignore_errors=True)
-                return Outcome(
-                    job.video_id,
-                    "failed",
-                    error=message,
-                    error_kind="source",
-                    started_at=started_at,
-                    wall_s=time.perf_counter() - start_s,
-                    worker=self.worker,
-                )
-            return Outcome(
-                job.video_id,
-                "done",
-                error=message,
-                error_kind="source",
-                started_at=started_at,
-                wall_s=time.perf_counter() - start_s,
-                frames=partial["frames"],
-                fps=partial["fps_achieved"],
-                worker=self.worker,
-                summary=partial,
-            )
+                return outcome("failed", error=message, error_kind="source")
+            # Done with what was read: the summary says complete: false.
+            return outcome("done", error=message, error_kind="source", summary=partial)
         except KeyboardInterrupt:
             shutil.rmtree(temp, ignore_errors=True)
-            return Outcome(
-                job.video_id,
-                "interrupted",
-                started_at=started_at,
-                wall_s=time.perf_counter() - start_s,
-                worker=self.worker,
-            )
+            return outcome("interrupted")
         except Exception as error:  # one video's failure never stops the job
             shutil.rmtree(temp, ignore_errors=True)
+            kind = "internal"
             if isinstance(error, OutputError):
                 kind = "output"
             elif isinstance(error, ConfigError):
@@ -261,25 +248,8 @@ class VideoProcessor:
             if kind == "internal":
                 message = f"{type(error).__name__}: {message}"
                 log.debug("%s failed", job.video_id, exc_info=True)
-            return Outcome(
-                job.video_id,
-                "failed",
-                error=message,
-                error_kind=kind,
-                started_at=started_at,
-                wall_s=time.perf_counter() - start_s,
-                worker=self.worker,
-            )
-        return Outcome(
-            job.video_id,
-            "done",
-            started_at=started_at,
-            wall_s=time.perf_counter() - start_s,
-            frames=summary["frames"],
-            fps=summary["fps_achieved"],
-            worker=self.worker,
-            summary=summary,
-        )
+            return outcome("failed", error=message, error_kind=kind)
+        return outcome("done", summary=summary)
 
     def _finish_partial(
         self,
