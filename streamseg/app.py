@@ -64,6 +64,7 @@ from streamseg.sources import (
     open_source,
 )
 from streamseg.stats import RunStats, StatsRecorder
+from streamseg.tracking import Tracker, TrackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class StreamConfig:
     output: OutputSettings = field(default_factory=OutputSettings)
     clips: ClipSettings = field(default_factory=ClipSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,10 @@ def run(
         >>> stats.frames_out, stats.latency_ms[95]  # doctest: +SKIP
         (317, 1739.1)
     """
+    if config.output.tracks is not None and not config.tracking.enabled:
+        raise ConfigError(
+            "output.tracks needs tracking; drop --tracks or set tracking.enabled=true"
+        )
     stop = threading.Event()  # set when the run ends: a reconnecting source stops
     source = open_source(config.source, stop=stop)
     if config.output.view == "window":
@@ -184,6 +190,7 @@ def run(
     hud_inset_px = config.alerts.border_px if config.alerts.flash else 0
     clock = StreamClock(source.live)  # stream and wall-clock times for people
     alerter = Alerter(config.alerts, clock=clock)
+    tracker = Tracker(config.tracking) if config.tracking.enabled else None
     stopped = "end of source"
     last_hw: tuple[int, int] | None = None
     last_frame_s = time.monotonic()
@@ -196,6 +203,9 @@ def run(
             clips=config.clips,
             status=_live_status(source, stats, alerter),
             clock=clock,
+            run_info=None
+            if config.output.tracks is None
+            else _run_info(config, segmenter, source),
         ) as outputs,
     ):
         try:
@@ -217,6 +227,9 @@ def run(
                         prediction = smoother(prediction)
                     with stats.time("findings"):
                         findings = Findings.of(prediction)
+                    if tracker is not None:
+                        with stats.time("tracking"):
+                            findings = findings.tracked(tracker)
                     with stats.time("overlay"):
                         hud = HudText.of(stats.figures(item.frame), hud_inset_px)
                         image = render(findings, config.overlay, hud)
@@ -257,6 +270,34 @@ def run(
         )
     _check_complete(source, stats, stopped)
     return stats.finish(stopped)
+
+
+def _run_info(
+    config: StreamConfig, segmenter: Segmenter, source: Source
+) -> dict[str, object]:
+    """What ``tracks.json`` (and the report made from it) says about the run."""
+    import dataclasses
+
+    from streamseg.model import file_sha256
+
+    path = config.model.model_path()
+    spec = segmenter.spec
+    info = {
+        "source": source.name,
+        "model": {
+            "path": str(path),
+            "sha256": file_sha256(path),
+            "architecture": spec.architecture,
+            "encoder_name": spec.encoder_name,
+            "input_hw": list(spec.input_hw),
+            "threshold": spec.threshold,
+        },
+        "settings": {
+            "tracking": dataclasses.asdict(config.tracking),
+            "smoothing": dataclasses.asdict(config.smoothing),
+        },
+    }
+    return info
 
 
 def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:
@@ -337,7 +378,7 @@ def _alert(alerter: Alerter, findings: Findings, image: np.ndarray) -> None:
     if not settings.enabled:
         return
     timestamp_s = findings.frame.timestamp_s
-    alerter.update(findings.present, timestamp_s)
+    alerter.update(findings.shown, timestamp_s)
     if alerter.flashing(timestamp_s):
         draw_border(image, settings.border_rgb, settings.border_px)
 

@@ -7,6 +7,7 @@ Subcommands:
   [--bind HOST:PORT] [--clips DIR] [--device D] [--max-frames N]
   [--set key=value ...] [--debug]``
 * ``streamseg info [MODEL]`` (default: the bundled model)
+* ``streamseg report --tracks T.json [--events E.jsonl] [--out REPORT.html]``
 * ``streamseg evaluate-video [SOURCE --truth MASKS] [--cvc ROOT] [--model FILE]
   [--fps F] [--config YAML] [--set key=value ...] [--sweep] [--out DIR]``
 * ``streamseg batch INPUT --out OUT [--video] [--masks] [--clips] [--workers N]
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", type=Path, help="write per-frame JSON lines here (.jsonl)"
     )
     run.add_argument(
+        "--tracks",
+        type=Path,
+        help="write the polyp tracks here (.json, thumbnails beside it); "
+        "streamseg report turns it into an HTML report",
+    )
+    run.add_argument(
         "--masks", type=Path, help="write one mask PNG per frame into this folder"
     )
     run.add_argument(
@@ -127,6 +134,36 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         help="model file (.safetensors); default: the bundled model",
     )
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="make a self-contained HTML procedure report from a run's tracks",
+        description=(
+            "Make one self-contained HTML file from the files of "
+            "`streamseg run VIDEO --tracks T.json [--events E.jsonl]`: a timeline "
+            "of each polyp's presence, one card per polyp (picture, times, size), "
+            "the run's settings and model hash."
+        ),
+    )
+    report.add_argument(
+        "--tracks", type=Path, required=True, help="tracks file of the run (.json)"
+    )
+    report.add_argument(
+        "--events",
+        type=Path,
+        help="per-frame JSON lines of the same run (adds the detection strip)",
+    )
+    report.add_argument(
+        "--out", type=Path, help="the .html to write (default: beside --tracks)"
+    )
+    report.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="polyps detected for less than S seconds get no card, only a line "
+        "under brief detections (default 0.2)",
+    )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
     _add_batch(commands, common)
@@ -146,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except ConfigError as error:
         return _fail(error, EXIT_USAGE, args.debug)
@@ -179,6 +218,19 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if stats.interrupted else EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from streamseg.report import write_report
+
+    out = args.out or args.tracks.with_suffix(".html")
+    if not args.min_seconds >= 0:
+        raise ConfigError(f"report: --min-seconds {args.min_seconds} must be >= 0")
+    path = write_report(
+        args.tracks, out, events_path=args.events, min_detected_s=args.min_seconds
+    )
+    sys.stdout.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
 def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
     """Apply the command-line options on top of the YAML and ``--set`` values."""
     changes = {
@@ -187,6 +239,7 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
         "output": {
             "video": args.output,
             "events": args.events,
+            "tracks": getattr(args, "tracks", None),
             "masks": args.masks,
             "view": args.view,
             "bind": getattr(args, "bind", None),
@@ -509,6 +562,12 @@ def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="path of the sweep plot"
     )
+    parser.add_argument(
+        "--polyp-ids",
+        metavar="CSV[:COLUMN]",
+        help="which polyp each frame of SOURCE shows, for the track measures "
+        "(e.g. samples/demo_frames.csv, column segment by default)",
+    )
 
 
 def _evaluate_video(args: argparse.Namespace) -> int:
@@ -553,9 +612,12 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         raise ConfigError("evaluate-video: --grid and --joint-with need --sweep")
     datasets = []
     if args.source is not None:
-        datasets.append(
-            video_data.open_video_dataset(args.source, args.truth, fps=args.fps)
-        )
+        dataset = video_data.open_video_dataset(args.source, args.truth, fps=args.fps)
+        if args.polyp_ids is not None:
+            dataset = _with_polyp_ids(dataset, args.polyp_ids)
+        datasets.append(dataset)
+    elif args.polyp_ids is not None:
+        raise ConfigError("evaluate-video: --polyp-ids needs a SOURCE to go with it")
     if args.cvc is not None:
         datasets.append(
             video_data.open_cvc_dataset(args.cvc, fps=args.fps or DEFAULT_FPS)
@@ -579,6 +641,7 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                 ),
                 joint_sweeps=args.joint_with,
                 on_progress=on_progress,
+                tracking=config.tracking,
             )
     console = Console(width=max(110, Console().width))
     for table in report_tables(evaluation):
@@ -587,6 +650,23 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         for path in write_outputs(evaluation, args.out, plot_path=args.plot):
             console.print(f"wrote {path}")
     return EXIT_OK
+
+
+def _with_polyp_ids(dataset: Any, spec: str) -> Any:
+    from streamseg.evaluation.track_metrics import read_polyp_ids
+
+    try:
+        ids = read_polyp_ids(spec)
+    except ValueError as error:
+        raise ConfigError(f"evaluate-video: {error}") from None
+    (sequence,) = dataset.sequences
+    count = sequence.frame_count or sequence.truth.count
+    if len(ids) != count:
+        raise ConfigError(
+            f"evaluate-video: --polyp-ids {spec} has {len(ids)} rows but "
+            f"{dataset.name} has {count} frames; give one row per frame"
+        )
+    return dataclasses.replace(dataset, polyp_ids=(ids,))
 
 
 def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -106,6 +106,8 @@ class FrameEvent:
         wall_time: Live sources: local wall-clock time of the capture, ISO
             8601 with the UTC offset and milliseconds (``None``: files; the
             key is then left out of the JSON line).
+        track_ids: Ids of the polyp tracks shown on the frame, ascending
+            (empty with tracking off).
     """
 
     index: int
@@ -115,6 +117,7 @@ class FrameEvent:
     boxes_xywh: tuple[BoxXYWH, ...]
     max_probability: float
     wall_time: str | None = None
+    track_ids: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         """One JSONL line (no newline).
@@ -130,6 +133,7 @@ class FrameEvent:
             "area_fraction": round(self.area_fraction, 6),
             "boxes_xywh": [list(box) for box in self.boxes_xywh],
             "max_probability": round(self.max_probability, 4),
+            "track_ids": list(self.track_ids),
         }
         if self.wall_time is not None:
             line["wall_time"] = self.wall_time
@@ -155,4 +159,5 @@ def describe(findings: Findings, clock: StreamClock | None = None) -> FrameEvent
         boxes_xywh=findings.boxes_xywh,
         max_probability=findings.max_probability,
         wall_time=None if wall is None else wall.isoformat(timespec="milliseconds"),
+        track_ids=findings.track_ids,
     )

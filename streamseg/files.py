@@ -8,8 +8,6 @@
   4 KiB page boundary (a line that would is preceded by padding spaces at
   the end of the previous line, which JSON readers ignore). On a failed
   write (disk full) the file is cut back to its last complete line.
-* :func:`file_sha256`: the hex sha256 of a file's bytes (a model file's
-  identity in reports and summaries).
 * :func:`write_atomic`: writes a whole file (a summary, a report) to a
   temporary file beside it and renames it over the target, so readers see
   the old file or the new one, never half of one.
@@ -28,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -147,16 +144,3 @@ def write_atomic(path: str | Path, text: str | bytes, *, sync: bool = True) -> P
             os.unlink(temporary)
         raise
     return path
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read ``chunk_bytes`` at a time.
-
-    Raises:
-        OSError: The file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -5,17 +5,23 @@ regions at most once (not at all when the smoother's area filter already
 did), and takes the area and the highest probability. The overlay, the
 alerts, the event log, the mask writer, event clips and the browser view all
 read this one value instead of each copying and labelling the mask again.
+With tracking on, :meth:`Findings.tracked` adds the polyp tracks of the frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from streamseg.frames import Frame, Prediction
 from streamseg.regions import BoxXYWH, Region, find_regions
+
+if TYPE_CHECKING:
+    from streamseg.tracking import Tracker, TrackFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +37,9 @@ class Findings:
         max_probability: Highest (smoothed, if smoothing is on) probability
             in the frame, in [0, 1].
         present: True if any pixel is in the mask.
-        track_ids: One polyp track id per region, in the order of
-            ``regions``; empty where no tracker runs.
+        tracks: What the polyp tracker shows on this frame (ids, boxes,
+            times on screen, count, edge arrows; :meth:`tracked`); ``None``
+            where no tracker runs.
     """
 
     prediction: Prediction
@@ -41,7 +48,7 @@ class Findings:
     area_fraction: float
     max_probability: float
     present: bool
-    track_ids: tuple[int, ...] = ()
+    tracks: TrackFrame | None = None
 
     def __post_init__(self) -> None:
         if self.mask.shape != self.prediction.frame.hw or self.mask.dtype != bool:
@@ -49,16 +56,40 @@ class Findings:
                 f"mask: expected a {self.prediction.frame.hw} bool array, got "
                 f"{self.mask.shape} {self.mask.dtype}"
             )
-        if self.track_ids and len(self.track_ids) != len(self.regions):
+        if self.tracks is not None and self.tracks.hw != self.mask.shape:
             raise ValueError(
-                f"track_ids: expected one per region ({len(self.regions)}), got "
-                f"{len(self.track_ids)}"
+                f"tracks: expected tracks of a {self.mask.shape} frame, got "
+                f"{self.tracks.hw}"
             )
 
     @property
     def frame(self) -> Frame:
         """The frame these findings are on."""
         return self.prediction.frame
+
+    @property
+    def track_ids(self) -> tuple[int, ...]:
+        """Ids of the polyp tracks shown on this frame, ascending (a marker held
+        after its polyp's last detection included); ``()`` without a tracker."""
+        return () if self.tracks is None else self.tracks.track_ids
+
+    @property
+    def shown(self) -> bool:
+        """Whether a polyp is shown to the user on this frame: a shown track
+        where a tracker runs (steady: minimum on and off times), else any mask
+        pixel. The HUD's POLYP marker and the alerts follow this."""
+        return self.present if self.tracks is None else self.tracks.present
+
+    def tracked(self, tracker: Tracker) -> Findings:
+        """These findings with the tracks ``tracker`` shows on this frame.
+
+        The tracker reads the host mask and the frame's pixels (each region's
+        mean colour); the mask is unchanged.
+        """
+        from streamseg.tracking import detect
+
+        frame = tracker(self.frame.timestamp_s, detect(self.mask, self.frame.pixels))
+        return dataclasses.replace(self, tracks=frame)
 
     @property
     def boxes_xywh(self) -> tuple[BoxXYWH, ...]:

@@ -12,6 +12,7 @@ spec, and loading a file never executes code from it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -349,3 +350,12 @@ def default_model_path() -> Path | None:
     candidate = resources.files("streamseg") / "assets" / DEFAULT_MODEL_NAME
     path = Path(str(candidate))
     return path if path.is_file() else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as 64 hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,8 +1,8 @@
 """The outputs a run asks for, created in one place above the sinks.
 
 :func:`open_outputs` builds the window, the clip recorder, the browser view,
-the recording, the event log and the mask writer from the ``output`` and
-``clips`` sections. It sits above :mod:`streamseg.sinks`,
+the recording, the event log, the polyp tracks log and the mask writer from
+the ``output`` and ``clips`` sections. It sits above :mod:`streamseg.sinks`,
 :mod:`streamseg.clips` and :mod:`streamseg.web`, so none of those needs to
 import another in a circle (web uses clips, clips uses sinks, nothing uses
 web).
@@ -33,6 +33,7 @@ def open_outputs(
     clips: ClipSettings | None = None,
     status: Callable[[], Mapping[str, object]] | None = None,
     clock: StreamClock | None = None,
+    run_info: Mapping[str, object] | None = None,
 ) -> Sinks:
     """Create the sinks ``settings`` (and ``clips``) ask for, plus ``extra`` ones.
 
@@ -48,6 +49,8 @@ def open_outputs(
             frame.
         clock: Stream and wall-clock times for the JSON lines (event log,
             clips, snapshots) and the clips' messages.
+        run_info: What ``tracks.json`` records about the run (``source``,
+            ``model``, ``settings``; :class:`~streamseg.report.TrackLog`).
 
     Raises:
         OutputError: An output cannot be created.
@@ -86,6 +89,10 @@ def open_outputs(
             )
         if settings.events is not None:
             sinks.append(EventLog(settings.events, clock))
+        if settings.tracks is not None:
+            from streamseg.report import TrackLog  # the report's HTML only when asked
+
+            sinks.append(TrackLog(settings.tracks, dict(run_info or {})))
         if settings.masks is not None:
             sinks.append(MaskWriter(settings.masks))
     except BaseException:

@@ -14,7 +14,9 @@ a box or the HUD is drawn.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +25,9 @@ from torch.nn import functional as F
 from streamseg.findings import Findings
 from streamseg.regions import BoxXYWH, find_regions
 from streamseg.stats import Figures
+
+if TYPE_CHECKING:
+    from streamseg.tracking import TrackFrame
 
 RGB = tuple[int, int, int]
 # Behind the HUD's figures.
@@ -158,6 +163,7 @@ def render(
             style,
             hud or HudText(),
             boxes_xywh=findings.boxes_xywh,
+            tracks=findings.tracks,
         )
     return render_tensor(findings, style, hud)
 
@@ -198,10 +204,19 @@ def render_tensor(
         host = (
             host.copy()
         )  # nothing was drawn on the GPU side; never hand out the input
-    if style.boxes and findings.present:
+    tracks = findings.tracks
+    if tracks is not None:
+        draw_tracks(host, tracks, style)
+    elif style.boxes and findings.present:
         draw_boxes(host, findings.boxes_xywh, style)
     if style.hud:
-        draw_hud(host, findings.present, hud or HudText(), style)
+        draw_hud(
+            host,
+            findings.present if tracks is None else tracks.present,
+            hud or HudText(),
+            style,
+            polyps_seen=None if tracks is None else tracks.polyps_seen,
+        )
     return host
 
 
@@ -212,6 +227,7 @@ def render_host(
     hud: HudText,
     *,
     boxes_xywh: tuple[BoxXYWH, ...] | None = None,
+    tracks: TrackFrame | None = None,
 ) -> np.ndarray:
     """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
 
@@ -226,6 +242,9 @@ def render_host(
         hud: Figures for the HUD (drawn only if ``style.hud``).
         boxes_xywh: The mask's region boxes (:class:`Findings`); ``None``:
             label the mask here.
+        tracks: The polyp tracks of this frame: their boxes, ids and times
+            replace the per-region boxes, the HUD shows the count of polyps
+            seen, and edge arrows point to polyps that left the view.
 
     Returns:
         A new (H, W, 3) uint8 RGB array.
@@ -253,7 +272,7 @@ def render_host(
             size = 2 * style.contour_px + 1
             eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
             roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
-        if style.boxes:
+        if style.boxes and tracks is None:
             if boxes_xywh is None:
                 boxes_xywh = tuple(
                     (x + left, y + top, width, height)
@@ -262,8 +281,17 @@ def render_host(
                     )
                 )
             draw_boxes(image, boxes_xywh, style)
+    if tracks is not None:
+        draw_tracks(image, tracks, style)
+        present = tracks.present
     if style.hud:
-        draw_hud(image, present, hud, style)
+        draw_hud(
+            image,
+            present,
+            hud,
+            style,
+            polyps_seen=None if tracks is None else tracks.polyps_seen,
+        )
     return image
 
 
@@ -340,12 +368,18 @@ def draw_boxes(
 
 
 def draw_hud(
-    image: np.ndarray, polyp_present: bool, hud: HudText, style: OverlayStyle
+    image: np.ndarray,
+    polyp_present: bool,
+    hud: HudText,
+    style: OverlayStyle,
+    *,
+    polyps_seen: int | None = None,
 ) -> None:
     """Draw the polyp indicator and the run figures in the top-left corner, in place.
 
     Everything stays ``hud.inset_px`` away from the edges (inside the alert
-    border).
+    border). ``polyps_seen`` (distinct polyps so far; None: not shown) goes on
+    its own line under the indicator.
     """
     import cv2
 
@@ -377,29 +411,11 @@ def draw_hud(
             cv2.LINE_AA,
         )
         y += text_h + baseline + 2 * pad
+    if polyps_seen is not None:
+        y = _hud_line(image, f"polyps seen: {polyps_seen}", (x, y), scale, style)
     text = hud.text()
     if text:
-        size = 0.8 * scale
-        (text_w, text_h), baseline = cv2.getTextSize(text, font, size, thickness)
-        # A dark band behind the figures keeps them readable on bright mucosa
-        # (a thicker dark copy of the text does not: its glyphs drift apart).
-        cv2.rectangle(
-            image,
-            (x, y),
-            (x + text_w + 2 * pad, y + text_h + baseline + pad),
-            HUD_BACKGROUND_RGB,
-            -1,
-        )
-        cv2.putText(
-            image,
-            text,
-            (x + pad, y + text_h + pad // 2),
-            font,
-            size,
-            style.hud_rgb,
-            thickness,
-            cv2.LINE_AA,
-        )
+        _hud_line(image, text, (x, y), scale, style)
 
 
 NO_SIGNAL_TEXT = "NO SIGNAL"
@@ -485,3 +501,125 @@ def draw_border(image: np.ndarray, rgb: RGB, width_px: int) -> None:
     image[-band:] = colour
     image[:, :band] = colour
     image[:, -band:] = colour
+
+
+def _hud_line(
+    image: np.ndarray, text: str, xy: tuple[int, int], scale: float, style: OverlayStyle
+) -> int:
+    """Draw one line of HUD text on a dark band at ``xy`` (its top-left), in place.
+
+    The band keeps the text readable on bright mucosa (a thicker dark copy of
+    the text does not: its glyphs drift apart).
+
+    Returns:
+        The y of the next line.
+    """
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(round(2 * scale), 1)
+    pad = max(int(8 * scale), 3)
+    size = 0.8 * scale
+    (text_w, text_h), baseline = cv2.getTextSize(text, font, size, thickness)
+    x, y = xy
+    bottom = y + text_h + baseline + pad
+    cv2.rectangle(image, (x, y), (x + text_w + 2 * pad, bottom), HUD_BACKGROUND_RGB, -1)
+    origin = (x + pad, y + text_h + pad // 2)
+    cv2.putText(image, text, origin, font, size, style.hud_rgb, thickness, cv2.LINE_AA)
+    return bottom + pad
+
+
+def draw_tracks(image: np.ndarray, tracks: TrackFrame, style: OverlayStyle) -> None:
+    """Draw each shown track's box with its id and time on screen, and edge arrows.
+
+    A track held after its last detection (not detected on this frame) keeps
+    its box, drawn thinner. Arrows (``tracks.departures``) sit at the frame
+    edge and point out of it, where a polyp left the view.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, drawn on in place.
+        tracks: The tracker's output for this frame.
+        style: Box colour and width; label colours from the HUD's.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = max(height / 720.0, 0.35)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(round(1.5 * scale), 1)
+    margin = style.box_margin_px + (style.box_px + 1) // 2
+    for view in tracks.tracks:
+        x, y, w, h = view.box_xywh
+        if style.boxes and style.box_px > 0:
+            cv2.rectangle(
+                image,
+                (x - margin, y - margin),
+                (x + w - 1 + margin, y + h - 1 + margin),
+                style.box_rgb,
+                style.box_px if view.detected else max(style.box_px // 2, 1),
+                cv2.LINE_8,
+            )
+        seconds = view.on_screen_s
+        label = (
+            f"#{view.track_id} {seconds:.1f}s"
+            if seconds < 10
+            else (f"#{view.track_id} {int(seconds) // 60}:{int(seconds) % 60:02d}")
+        )
+        (text_w, text_h), baseline = cv2.getTextSize(
+            label, font, 0.7 * scale, thickness
+        )
+        left = min(max(x - margin, 0), max(width - text_w - 4, 0))
+        top = y - margin - text_h - baseline - 4
+        if top < 0:  # no room above the box: inside its top edge
+            top = max(y - margin, 0) + 2
+        cv2.rectangle(
+            image,
+            (left, top),
+            (left + text_w + 4, top + text_h + baseline + 4),
+            style.box_rgb,
+            -1,
+        )
+        cv2.putText(
+            image,
+            label,
+            (left + 2, top + text_h + 2),
+            font,
+            0.7 * scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    length = max(24.0, 0.08 * min(height, width))
+    for departure in tracks.departures:
+        (ex, ey), (dx, dy) = departure.exit_xy, departure.direction_xy
+        inset = 0.6 * length
+        tip = (
+            min(max(ex - dx * 4, 2), width - 3),
+            min(max(ey - dy * 4, 2), height - 3),
+        )
+        tail = (tip[0] - dx * length, tip[1] - dy * length)
+        if math.isnan(tail[0]) or inset <= 0:
+            continue
+        for colour, width_px in (((0, 0, 0), 7), (style.box_rgb, 4)):
+            cv2.arrowedLine(
+                image,
+                (round(tail[0]), round(tail[1])),
+                (round(tip[0]), round(tip[1])),
+                colour,
+                max(round(width_px * scale), 2),
+                cv2.LINE_AA,
+                tipLength=0.45,
+            )
+        cv2.putText(
+            image,
+            f"#{departure.track_id}",
+            (
+                round(tail[0] - dx * 0.5 * length) - 10,
+                round(tail[1] - dy * 0.5 * length) + 5,
+            ),
+            font,
+            0.6 * scale,
+            style.box_rgb,
+            thickness,
+            cv2.LINE_AA,
+        )

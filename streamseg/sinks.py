@@ -76,6 +76,8 @@ class OutputSettings:
     Attributes:
         video: Annotated recording (``.mp4``; ``.mkv``/``.mov`` also work).
         events: Per-frame JSON lines.
+        tracks: Per-video polyp tracks (``tracks.json``, thumbnails beside
+            it; needs ``tracking.enabled``); ``streamseg report`` reads it.
         masks: Folder for one mask PNG per frame.
         view: ``window`` shows the annotated video live (needs an OpenCV with
             a GUI); ``web`` serves it to browsers at ``bind``; ``none`` shows
@@ -99,6 +101,7 @@ class OutputSettings:
 
     video: Path | None = None
     events: Path | None = None
+    tracks: Path | None = None
     masks: Path | None = None
     view: Literal["none", "window", "web"] = "none"
     bind: str = "127.0.0.1:8080"
@@ -348,8 +351,8 @@ class EventLog:
 
     Each line: ``index``, ``timestamp_s`` (stream time: seconds since the
     first frame), ``polyp_present``, ``area_fraction``, ``boxes_xywh`` (source
-    pixels), ``max_probability``, and for live sources ``wall_time`` (ISO
-    8601); see :class:`~streamseg.events.StreamClock`.
+    pixels), ``max_probability``, ``track_ids``, and for live sources
+    ``wall_time`` (ISO 8601); see :class:`~streamseg.events.StreamClock`.
     """
 
     name = "events"
@@ -680,7 +683,7 @@ def check_outputs(settings: OutputSettings) -> None:
     Raises:
         OutputError: An output path cannot be written, with the fix.
     """
-    for path in (settings.video, settings.events):
+    for path in (settings.video, settings.events, settings.tracks):
         if path is not None:
             _check_file_path(Path(path))
     if settings.video is not None:

@@ -171,6 +171,7 @@ class WebView:
         self._latest: tuple[Findings, np.ndarray] | None = None
         self._status: dict[str, object] = {"signal": False, "polyp_present": False}
         self._viewers = 0
+        self._polyps_seen: int | None = None
         self._last_snapshot: str | None = None
         self._server = _make_server(host, port, self)
         self.host = host
@@ -205,6 +206,18 @@ class WebView:
     def write(self, findings: Findings, image: np.ndarray) -> None:
         self.frames.publish(self._jpeg(image))
         figures = dict(self._status_of_run()) if self._status_of_run else {}
+        tracks = findings.tracks
+        if tracks is not None:
+            self._polyps_seen = tracks.polyps_seen
+            figures["polyps_seen"] = tracks.polyps_seen
+            figures["tracks"] = [
+                {
+                    "id": view.track_id,
+                    "on_screen_s": round(view.on_screen_s, 1),
+                    "detected": view.detected,
+                }
+                for view in tracks.tracks
+            ]
         with self._lock:
             self._latest = (findings, image)
             self._status = {
@@ -222,6 +235,8 @@ class WebView:
             self._latest = None
             self._status = {
                 **figures,
+                "polyps_seen": self._polyps_seen,  # the count survives the silence
+                "tracks": [],
                 "fps": None,  # the figures describe the last frames, not the silence
                 "latency_ms": None,
                 "signal": False,
@@ -510,6 +525,10 @@ PAGE = """<!doctype html>
   button { padding: 8px; font-size: 14px; cursor: pointer; }
   button.recording { background: #d22; color: #fff; }
   #message { min-height: 2em; color: #aaa; word-break: break-all; }
+  #tracks { list-style: none; margin: 0; padding: 0; }
+  #tracks li { padding: 3px 6px; margin: 2px 0; background: #2a2a2a;
+               border-radius: 3px; }
+  #tracks li.held { color: #999; }
 </style>
 </head>
 <body>
@@ -526,7 +545,9 @@ PAGE = """<!doctype html>
     <tr><td>recording</td><td id="recording">-</td></tr>
     <tr><td>clips saved</td><td id="saved">-</td></tr>
     <tr><td>viewers</td><td id="viewers">-</td></tr>
+    <tr><td>polyps seen</td><td id="polyps">-</td></tr>
   </table>
+  <ul id="tracks"></ul>
   <button id="record">Start recording</button>
   <button id="snapshot">Snapshot</button>
   <button id="sound" hidden>Sound on</button>
@@ -557,6 +578,15 @@ function show(s) {
     ? (s.recording_file || "starting") + " (" + (s.recording_frames || 0) + ")" : "off";
   $("saved").textContent = s.clips_saved == null ? "-" : s.clips_saved;
   $("viewers").textContent = s.viewers;
+  $("polyps").textContent = s.polyps_seen == null ? "-" : s.polyps_seen;
+  const list = $("tracks");
+  list.replaceChildren(...(s.tracks || []).map((t) => {
+    const item = document.createElement("li");
+    item.textContent = "#" + t.id + "  " + t.on_screen_s.toFixed(1) + " s"
+      + (t.detected ? "" : " (held)");
+    item.className = t.detected ? "" : "held";
+    return item;
+  }));
   const rec = $("record");
   rec.textContent = s.recording_manual ? "Stop recording" : "Start recording";
   rec.className = s.recording_manual ? "recording" : "";

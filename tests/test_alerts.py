@@ -102,8 +102,9 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
     frames = FrameList()
     run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     border = [bool((image[-2:, :] == (255, 40, 40)).all()) for image in frames.images]
-    # The polyp appears at frame 10 (0.40 s); the border stays 0.18 s: frames 10-14.
-    assert border == [10 <= i < 15 for i in range(20)]
+    # The polyp appears at frame 10 (0.40 s) and is shown (tracking's minimum
+    # on-time, 0.04 s) from frame 11; the border stays 0.18 s: frames 11-15.
+    assert border == [11 <= i < 16 for i in range(20)]
     assert rings == [1]
 
 
@@ -115,7 +116,7 @@ def _polyp_clip(path, hw=(48, 64), empty_frames=10, polyp_frames=10):
 
 def test_the_flash_border_never_covers_the_hud(tmp_path, tiny_spec):
     clip = _polyp_clip(tmp_path / "clip.mp4", hw=(240, 320))
-    alerts = AlertSettings(flash=True, flash_s=0.18)  # border_px 12: frames 10-14
+    alerts = AlertSettings(flash=True, flash_s=0.18)  # border_px 12: frames 11-15
     config = StreamConfig(
         source=SourceSettings(uri=str(clip)),
         model=ModelSettings(device="cpu"),
@@ -133,7 +134,7 @@ def test_the_flash_border_never_covers_the_hud(tmp_path, tiny_spec):
         corner = image[:80, :160]
         return int(np.all(corner == style.alert_rgb, axis=-1).sum())
 
-    flashed, steady = frames.images[10:15], frames.images[15:]
+    flashed, steady = frames.images[11:16], frames.images[16:]
     assert all((image[:band] == alerts.border_rgb).all() for image in flashed)
     assert not any((image[:band] == alerts.border_rgb).all() for image in steady)
     assert indicator_px(steady[0]) > 100

@@ -31,7 +31,7 @@ from streamseg.batch.summary import UNHASHED
 from streamseg.batch.table import RUN_TABLE, exclusive
 from streamseg.batch.video import TEMP_TAG
 from streamseg.cli import main
-from streamseg.files import file_sha256
+from streamseg.model import file_sha256
 from streamseg.segmenter import ModelSettings
 from streamseg.smoothing import SmoothingSettings
 
@@ -210,6 +210,10 @@ def test_config_hash_ignores_where_and_how_fast_but_not_what(model_file):
     assert batch.config_sha256(base, outputs) != batch.config_sha256(smoother, outputs)
     with_video = batch.BatchOutputs(video=True)
     assert batch.config_sha256(base, outputs) != batch.config_sha256(base, with_video)
+    untracked = dataclasses.replace(
+        base, tracking=dataclasses.replace(base.tracking, enabled=False)
+    )
+    assert batch.config_sha256(base, outputs) != batch.config_sha256(untracked, outputs)
 
 
 def test_every_key_the_config_hash_leaves_out_is_a_real_setting():
@@ -224,16 +228,12 @@ def test_every_key_the_config_hash_leaves_out_is_a_real_setting():
 def test_a_section_a_later_version_adds_enters_the_config_hash(model_file):
     @dataclasses.dataclass(frozen=True)
     class Later(StreamConfig):
-        tracking: SmoothingSettings = dataclasses.field(
-            default_factory=SmoothingSettings
-        )
+        future: SmoothingSettings = dataclasses.field(default_factory=SmoothingSettings)
 
     outputs = batch.BatchOutputs()
     base = _config(model_file)
     later = Later(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
-    changed = dataclasses.replace(
-        later, tracking=SmoothingSettings(time_constant_s=0.2)
-    )
+    changed = dataclasses.replace(later, future=SmoothingSettings(time_constant_s=0.2))
     hashes = {batch.config_sha256(c, outputs) for c in (base, later, changed)}
     assert len(hashes) == 3
 
@@ -261,7 +261,9 @@ def test_local_batch_writes_everything_and_a_rerun_does_nothing(
     out = tmp_path / "out"
     jobs = batch.plan_jobs(archive)
     settings = batch.BatchSettings(
-        out=out, outputs=batch.BatchOutputs(video=True, masks=True), retries=1
+        out=out,
+        outputs=batch.BatchOutputs(video=True, masks=True, tracks=True),
+        retries=1,
     )
     report = batch.run_batch(jobs, _config(model_file), settings)
 
@@ -279,6 +281,8 @@ def test_local_batch_writes_everything_and_a_rerun_does_nothing(
         assert row["outputs"]["video"] == f"{video_id}/annotated.mp4"
         assert (out / row["outputs"]["video"]).stat().st_size > 0
         assert len(list((folder / "masks").glob("*.png"))) == len(lines)
+        tracks = json.loads((out / row["outputs"]["tracks"]).read_text())
+        assert isinstance(tracks, dict) and tracks
     assert "no video stream" in latest["audio"]["error"]
     assert "not a video FFmpeg can read" in latest["sub/corrupt"]["error"]
     assert all("\n" not in latest[v]["error"] for v in BAD)

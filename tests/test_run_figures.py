@@ -199,7 +199,8 @@ def test_live_rows_and_alerts_give_stream_time_and_wall_clock_time(
     for row, wall in zip(rows, walls, strict=True):
         elapsed_s = (wall - walls[0]).total_seconds()
         assert elapsed_s == pytest.approx(row["timestamp_s"], abs=0.002)
-    first = next(row for row in rows if row["polyp_present"])
+    # The alert follows what the user is shown: the first frame with a track.
+    first = next(row for row in rows if row["track_ids"])
     assert f"at {first['timestamp_s']:.2f} s" in message, message
     assert first["wall_time"][11:19] in message, message  # hh:mm:ss
 
@@ -212,4 +213,5 @@ def test_file_rows_keep_the_presentation_time_and_no_wall_clock(
         [i / 25 for i in range(20)], abs=1e-3
     )
     assert not any("wall_time" in row for row in rows)
-    assert "at 0.40 s" in message, message
+    # Detected at frame 10 (0.40 s), shown after tracking's 0.04 s minimum.
+    assert "at 0.44 s" in message, message

@@ -82,6 +82,7 @@ def test_event_log_lines_have_every_field(tmp_path):
         "area_fraction": 0.0,
         "boxes_xywh": [],
         "max_probability": 0.0,
+        "track_ids": [],
     }
     assert lines[1]["polyp_present"] is True
     assert lines[1]["boxes_xywh"] == [[20, 10, 8, 8]]

@@ -51,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clips", action="store_true", help="also save event clips with pre-roll"
     )
     parser.add_argument(
+        "--tracks",
+        action="store_true",
+        help="also write tracks.json (polyp tracks with thumbnails) per video, "
+        "for streamseg report",
+    )
+    parser.add_argument(
         "--pattern",
         metavar="GLOB",
         help="folder input: files matching this glob (e.g. '**/*.mp4') instead of "
@@ -137,6 +143,7 @@ def batch(args: argparse.Namespace, config: StreamConfig) -> int:
                 video=args.video,
                 masks=args.masks,
                 clips=args.clips,
+                tracks=args.tracks,
                 episode_gap_s=args.episode_gap,
                 keep_partial=args.keep_partial,
             ),

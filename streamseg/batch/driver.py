@@ -22,7 +22,6 @@ from streamseg.batch.settings import BatchProgress, BatchSettings, Engine
 from streamseg.batch.summary import config_sha256, is_complete, now_iso
 from streamseg.batch.table import RunTable, exclusive, table_row
 from streamseg.batch.video import batch_config, remove_stale_temps
-from streamseg.files import file_sha256
 
 if TYPE_CHECKING:
     from streamseg.app import StreamConfig
@@ -88,9 +87,13 @@ def run_batch(
             cannot be written.
         ModelFileError: The model file is missing or invalid.
     """
-    from streamseg.model import read_spec
+    from streamseg.model import file_sha256, read_spec
 
     start_s = time.perf_counter()
+    if settings.outputs.tracks and not config.tracking.enabled:
+        raise BatchError(
+            "--tracks needs tracking; drop --tracks or set tracking.enabled=true"
+        )
     out = Path(settings.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

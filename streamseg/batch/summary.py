@@ -61,7 +61,16 @@ UNHASHED: Mapping[str, frozenset[str]] = {
         }
     ),
     "output": frozenset(
-        {"video", "events", "masks", "view", "bind", "recordings", "video_queue"}
+        {
+            "video",
+            "events",
+            "tracks",
+            "masks",
+            "view",
+            "bind",
+            "recordings",
+            "video_queue",
+        }
     ),
     "clips": frozenset({"folder"}),
     "alerts": frozenset({"sound"}),
@@ -76,6 +85,9 @@ class BatchOutputs:
         video: The annotated MP4 (``annotated.mp4``).
         masks: One mask PNG per frame (``masks/``).
         clips: Event clips with pre-roll (``clips/``).
+        tracks: The polyp tracks (``tracks.json``, thumbnails beside it; needs
+            ``tracking.enabled``), which ``streamseg report`` turns into a
+            procedure report.
         episode_gap_s: Polyp episodes closer than this are merged into one
             in the summary (a mask that blinks off for a frame or two is
             still the same finding).
@@ -89,6 +101,7 @@ class BatchOutputs:
     video: bool = False
     masks: bool = False
     clips: bool = False
+    tracks: bool = False
     episode_gap_s: float = 0.5
     keep_partial: bool = False
 

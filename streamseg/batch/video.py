@@ -32,7 +32,7 @@ from streamseg.batch.summary import (
     summarize_events,
 )
 from streamseg.config import ConfigError
-from streamseg.files import file_sha256, write_atomic
+from streamseg.files import write_atomic
 
 if TYPE_CHECKING:
     from streamseg.app import StreamConfig
@@ -200,6 +200,7 @@ class VideoProcessor:
                 events=temp / "events.jsonl",
                 video=temp / "annotated.mp4" if self.outputs.video else None,
                 masks=temp / "masks" if self.outputs.masks else None,
+                tracks=temp / "tracks.json" if self.outputs.tracks else None,
             ),
             clips=dataclasses.replace(
                 config.clips, folder=temp / "clips" if self.outputs.clips else None
@@ -300,7 +301,7 @@ class VideoProcessor:
                 episode_gap_s=self.outputs.episode_gap_s,
             )
         output_bytes = {}
-        for name in ("events.jsonl", "annotated.mp4"):
+        for name in ("events.jsonl", "annotated.mp4", "tracks.json"):
             if (temp / name).is_file():
                 output_bytes[name] = (temp / name).stat().st_size
         summary = {
@@ -321,6 +322,7 @@ class VideoProcessor:
                 "video": "annotated.mp4" if self.outputs.video else None,
                 "masks": "masks" if self.outputs.masks else None,
                 "clips": "clips" if self.outputs.clips else None,
+                "tracks": "tracks.json" if self.outputs.tracks else None,
             },
             "output_bytes": output_bytes,
             "worker": self.worker,
@@ -343,7 +345,7 @@ def batch_config(config: StreamConfig) -> StreamConfig:
 
 def _check_model_file(path: Path | None, model_sha256: str) -> None:
     """Make sure a worker loads the very file the driver hashed (shared storage)."""
-    from streamseg.model import ModelFileError
+    from streamseg.model import ModelFileError, file_sha256
 
     if path is None:
         return

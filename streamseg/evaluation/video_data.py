@@ -33,9 +33,8 @@ from streamseg.config import ConfigError
 from streamseg.device import Precision
 from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 from streamseg.evaluation.datasets import DatasetError, read_mask
-from streamseg.files import file_sha256
 from streamseg.frames import Frame
-from streamseg.model import ModelSpec, read_spec
+from streamseg.model import ModelSpec, file_sha256, read_spec
 from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 from streamseg.sources import (
     SourceError,
@@ -174,6 +173,9 @@ class EvalDataset:
     name: str
     sequences: tuple[SequenceSource, ...]
     timing: str
+    # Per sequence, per frame: which polyp the truth shows (None: unknown);
+    # only the track measures use it (streamseg.evaluation.track_metrics).
+    polyp_ids: tuple[tuple[int, ...] | None, ...] | None = None
 
 
 def open_video_dataset(

@@ -67,6 +67,7 @@ from streamseg.evaluation.sweep import (
     run_sweep,
     score_variant,
 )
+from streamseg.evaluation.track_metrics import TrackScores, score_tracking
 from streamseg.evaluation.video_data import (
     EvalDataset,
     ModelRunner,
@@ -74,6 +75,7 @@ from streamseg.evaluation.video_data import (
     load_dataset,
 )
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
+from streamseg.tracking import TrackingSettings
 
 if TYPE_CHECKING:
     from streamseg.segmenter import ModelSettings
@@ -98,6 +100,7 @@ class DatasetReport:
     per_frame: VariantResult
     smoothed: VariantResult
     comparison: Comparison
+    tracks: TrackScores | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class VideoEvaluation:
     datasets: tuple[DatasetReport, ...]
     sweep: tuple[SweepRow, ...] = ()
     choice_max_hysteresis_gap: float | None = None
+    tracking: TrackingSettings | None = None
 
     @property
     def chosen(self) -> SweepRow | None:
@@ -146,6 +150,9 @@ class VideoEvaluation:
                 "settings": dataclasses.asdict(self.smoothing),
                 "label": describe(self.smoothing, self.model_threshold),
             },
+            "tracking": None
+            if self.tracking is None
+            else dataclasses.asdict(self.tracking),
             "datasets": [
                 {
                     "name": d.name,
@@ -158,6 +165,7 @@ class VideoEvaluation:
                     SMOOTHED: _result_dict(d.smoothed),
                     "smoothed_vs_per_frame": dataclasses.asdict(d.comparison),
                     "smoothed_shortfalls": d.comparison.shortfalls(self.target),
+                    "tracks": None if d.tracks is None else d.tracks.as_dict(),
                 }
                 for d in self.datasets
             ],
@@ -205,6 +213,7 @@ def evaluate_video(
     joint_sweeps: Sequence[Path] = (),
     on_progress: ProgressCallback | None = None,
     on_sweep_progress: ProgressCallback | None = None,
+    tracking: TrackingSettings | None = None,
 ) -> VideoEvaluation:
     """Evaluate per-frame vs smoothed output (and optionally sweep) on datasets.
 
@@ -225,6 +234,9 @@ def evaluate_video(
             target there (:func:`join_sweeps`).
         on_progress: Called with (frames done, frames total) during inference.
         on_sweep_progress: Called with (variants done, variants total).
+        tracking: Also score the polyp tracks behind ``smoothing``
+            (:func:`streamseg.evaluation.track_metrics.score_tracking`; None
+            or ``enabled: false``: no track scores).
 
     Raises:
         TruthError, SourceError, ModelFileError, ConfigError.
@@ -283,6 +295,17 @@ def evaluate_video(
                 per_frame=baseline,
                 smoothed=smoothed,
                 comparison=compare(baseline, smoothed, target),
+                tracks=score_tracking(
+                    sequences,
+                    smoothing,
+                    tracking,
+                    threshold,
+                    polyp_ids=dataset.polyp_ids,
+                    frames=[source.frames for source in dataset.sequences],
+                    **options,
+                )
+                if tracking is not None and tracking.enabled
+                else None,
             )
         )
     rows: list[SweepRow] = []
@@ -311,6 +334,7 @@ def evaluate_video(
         datasets=tuple(reports),
         sweep=tuple(rows),
         choice_max_hysteresis_gap=choice_max_hysteresis_gap,
+        tracking=tracking,
     )
 
 

@@ -460,6 +460,7 @@ def report_tables(evaluation: VideoEvaluation, *, top: int = 12) -> list[Any]:
             else "missed: " + ", ".join(f"{k} by {v:.3g}" for k, v in misses.items()),
         )
         tables.append(table)
+    tables.extend(track_tables(evaluation))
     if evaluation.sweep:
         target = evaluation.target
         candidates = within_gap(
@@ -515,3 +516,76 @@ def _fmt(fmt: str, value: float) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value))
         else fmt.format(value)
     )
+
+
+def track_tables(evaluation: VideoEvaluation) -> list[Any]:
+    """Rich table per dataset: presence toggles, ids, delay, Dice of the tracks."""
+    from rich.table import Table
+
+    if evaluation.tracking is None:
+        return []
+    t = evaluation.tracking
+    tables = []
+    for d in evaluation.datasets:
+        if d.tracks is None:
+            continue
+        k = d.tracks
+        table = Table(
+            title=f"{d.name}: polyp tracks",
+            title_justify="left",
+            caption=(
+                f"tracks = smoothed + tracking min_on_s={t.min_on_s:g} "
+                f"keep_s={t.keep_s:g} max_gap_s={t.max_gap_s:g} "
+                f"match_iou={t.match_iou:g}"
+            ),
+            caption_justify="left",
+        )
+        table.add_column("metric")
+        table.add_column(PER_FRAME, justify="right")
+        table.add_column(SMOOTHED, justify="right")
+        table.add_column("tracks", justify="right")
+        base, smooth = d.per_frame.scores, d.smoothed.scores
+        table.add_row(
+            "presence toggles / min (after the first detection)",
+            _fmt("{:.1f}", k.per_frame_toggles_per_minute),
+            _fmt("{:.1f}", k.smoothed_toggles_per_minute),
+            _fmt("{:.1f}", k.toggles_per_minute)
+            + (
+                f" (x{k.toggles_per_minute / k.per_frame_toggles_per_minute:.2f})"
+                if k.per_frame_toggles_per_minute
+                else ""
+            ),
+        )
+        table.add_row(
+            "Dice macro",
+            _fmt("{:.4f}", base.dice_macro),
+            _fmt("{:.4f}", smooth.dice_macro),
+            _fmt("{:.4f}", k.dice_macro) + f" ({k.dice_macro - base.dice_macro:+.4f})",
+        )
+        table.add_row(
+            f"first-detection delay, ms (of {k.episodes} true episodes)",
+            "",
+            "",
+            _fmt("{:.1f}", k.mean_delay_ms)
+            + f" (+{k.added_delay_ms_mean:.0f} vs per-frame)",
+        )
+        table.add_row(
+            "missed episodes",
+            "",
+            "",
+            f"{k.missed_episodes} ({k.newly_missed_episodes} newly)",
+        )
+        table.add_row(
+            "ID switches (per true episode)",
+            "",
+            "",
+            f"{k.id_switches} ({_fmt('{:.2f}', k.id_switches_per_episode)})",
+        )
+        table.add_row(
+            "polyps shown / true polyps (ids covering 2+ polyps)",
+            "",
+            "",
+            f"{k.polyps_shown} / {k.true_polyps} ({k.merged_ids})",
+        )
+        tables.append(table)
+    return tables
