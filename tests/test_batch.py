@@ -182,6 +182,7 @@ def test_summary_counts_time_and_merges_close_episodes():
             "timestamp_s": i / 10,
             "polyp_present": i in present,
             "area_fraction": present.get(i, 0.0),
+            "track_ids": [1] if i < 6 else [2, 3] if i == 8 else [],
         }
         for i in range(10)
     ]
@@ -189,6 +190,7 @@ def test_summary_counts_time_and_merges_close_episodes():
     assert summary["frames"] == 10 and summary["duration_s"] == pytest.approx(1.0)
     assert summary["polyp_time_s"] == pytest.approx(0.4)
     assert summary["max_area_fraction"] == 0.3
+    assert summary["track_count"] == 3
     assert summary["max_area_timestamp_s"] == pytest.approx(0.3)
     assert [(e["start_s"], e["end_s"], e["frames"]) for e in summary["episodes"]] == [
         (0.2, 0.6, 3),

@@ -179,8 +179,10 @@ def summarize_events(
     Returns:
         ``frames``, ``duration_s``, ``polyp_frames``, ``polyp_time_s``,
         ``polyp_time_fraction``, ``max_area_fraction``,
-        ``max_area_timestamp_s``, ``episode_count`` and ``episodes`` (each:
-        ``start_s``, ``end_s``, ``frames``, ``max_area_fraction``).
+        ``max_area_timestamp_s``, ``episode_count``, ``episodes`` (each:
+        ``start_s``, ``end_s``, ``frames``, ``max_area_fraction``) and
+        ``track_count`` (distinct polyp track ids shown, from the events'
+        ``track_ids``; 0 when tracking is off).
 
     Example:
         >>> e = [{"timestamp_s": i / 10, "polyp_present": i in (2, 3, 7),
@@ -192,7 +194,9 @@ def summarize_events(
     times: list[float] = []
     present: list[bool] = []
     areas: list[float] = []
+    tracks: set[int] = set()
     for event in events:
+        tracks.update(event.get("track_ids") or ())
         times.append(float(event["timestamp_s"]))
         present.append(bool(event["polyp_present"]))
         areas.append(float(event["area_fraction"]))
@@ -206,6 +210,7 @@ def summarize_events(
             "max_area_fraction": 0.0,
             "max_area_timestamp_s": None,
             "episode_count": 0,
+            "track_count": 0,
             "episodes": [],
         }
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -244,6 +249,7 @@ def summarize_events(
         "max_area_fraction": round(areas[peak], 6),
         "max_area_timestamp_s": times[peak] if areas[peak] > 0 else None,
         "episode_count": len(episodes),
+        "track_count": len(tracks),
         "episodes": [
             {k: round(v, 6) if isinstance(v, float) else v for k, v in e.items()}
             for e in episodes
