@@ -10,6 +10,8 @@ Subcommands:
 * ``streamseg report --tracks T.json [--events E.jsonl] [--out REPORT.html]``
 * ``streamseg evaluate-video [SOURCE --truth MASKS] [--cvc ROOT] [--model FILE]
   [--fps F] [--config YAML] [--set key=value ...] [--sweep] [--out DIR]``
+* ``streamseg batch INPUT --out OUT [--video] [--masks] [--clips] [--workers N]
+  [--ray auto|ADDRESS] [--retries N] [--model FILE] [--config YAML] [--set ...]``
 * ``streamseg bench [--model M] [--clip PATH | --synthetic 720p|1080p] [--frames N]
   [--variants a,b] [--json OUT] [--set key=value ...]``;
   ``streamseg bench --validate --data ROOT [--split test] [--limit N]``
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
+    _add_batch(commands, common)
     return parser
 
 
@@ -178,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate_video(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "batch":
+            return _batch(args)
         if args.command == "report":
             return _report(args)
         return _run(args)
@@ -241,6 +246,11 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
         },
         "clips": {"folder": getattr(args, "clips", None)},
     }
+    return _with_changes(config, changes)
+
+
+def _with_changes(config: Any, changes: dict[str, dict[str, Any]]) -> Any:
+    """``config`` with each given (not None) value replaced, section by section."""
     for section, values in changes.items():
         given = {key: value for key, value in values.items() if value is not None}
         try:
@@ -728,6 +738,37 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="validate on the first N images")
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from streamseg.app import StreamConfig
+    from streamseg.batch.cli import batch
+
+    config = _with_changes(
+        load_config(StreamConfig, args.config, args.set),
+        {"model": {"path": args.model, "device": args.device}},
+    )
+    with _interrupt_on_signals():
+        return batch(args, config)
+
+
+def _add_batch(commands: Any, common: argparse.ArgumentParser) -> None:
+    from streamseg.batch.cli import add_arguments
+
+    parser = commands.add_parser(
+        "batch",
+        parents=[common],
+        help="run the pipeline on an archive of videos; resumable, local or on Ray",
+        description=(
+            "Run the streamseg run pipeline on every video of a folder (recursive), "
+            "a list file or a manifest (.csv/.jsonl with a path column). Each video "
+            "gets a folder under OUT (mirroring the input tree) with events.jsonl "
+            "and summary.json (and the annotated MP4, masks, clips if asked); "
+            "OUT/runs.jsonl records every attempt. A rerun skips finished videos "
+            "and retries failed ones. See docs/scale.md."
+        ),
+    )
+    add_arguments(parser)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -735,17 +776,10 @@ def _bench(args: argparse.Namespace) -> int:
     from streamseg.evaluation import bench, bench_inputs
     from streamseg.model import default_model_path
 
-    config = load_config(StreamConfig, args.config, args.set)
-    given = {"device": args.device, "threads": args.threads}
-    try:
-        config = dataclasses.replace(
-            config,
-            model=dataclasses.replace(
-                config.model, **{k: v for k, v in given.items() if v is not None}
-            ),
-        )
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"model: {error}") from None
+    config = _with_changes(
+        load_config(StreamConfig, args.config, args.set),
+        {"model": {"device": args.device, "threads": args.threads}},
+    )
     model = args.model or default_model_path()
     if model is None:
         raise ConfigError(

@@ -87,3 +87,13 @@ def test_the_runtime_does_not_import_the_tools():
     for name in runtime:
         tools = sorted(t for t in graph[name] if t.startswith("streamseg.evaluation"))
         assert not tools, f"{name} imports {tools}"
+
+
+def test_the_runtime_does_not_import_batch():
+    """``streamseg batch`` builds on the runtime; only the CLI dispatches to it."""
+    graph = _import_graph()
+    for name, targets in graph.items():
+        if name.startswith("streamseg.batch") or name == "streamseg.cli":
+            continue
+        batch = sorted(t for t in targets if t.startswith("streamseg.batch"))
+        assert not batch, f"{name} imports {batch}"
