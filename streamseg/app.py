@@ -183,6 +183,8 @@ def run(
     )
 
     batch_size = 1 if source.live else config.model.batch_size
+    # Live sources: the newest frame at once, never test-time augmentation.
+    live_tta = "none" if source.live else None
     expected = source.frame_count
     if settings.max_frames is not None and expected is not None:
         expected = min(expected, settings.max_frames)
@@ -219,7 +221,9 @@ def run(
                         break
                     continue
                 with stats.time("inference", frames=len(batch)):
-                    predictions = segmenter.segment([item.frame for item in batch])
+                    predictions = segmenter.segment(
+                        [item.frame for item in batch], tta=live_tta
+                    )
                     synchronize(segmenter.device)
                 for item, prediction in zip(batch, predictions, strict=True):
                     clock.start(item.frame.timestamp_s)

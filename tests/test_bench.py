@@ -202,12 +202,13 @@ def test_time_model_times_only_the_measured_calls(model_file):
     calls = []
     original = segmenter.probabilities
 
-    def counting(images):
+    def counting(images, *, tta):
         # Laid out as uploaded frames are (NHWC memory), and an inference tensor.
         assert images.is_contiguous(memory_format=torch.channels_last)
         assert images.is_inference()
+        assert tta == segmenter.tta  # model-only timing includes the TTA work
         calls.append(tuple(images.shape))
-        return original(images)
+        return original(images, tta=tta)
 
     segmenter.probabilities = counting
     ticks = itertools.count(step=0.004)  # every reading of the clock: +4 ms

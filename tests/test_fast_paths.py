@@ -324,3 +324,45 @@ def test_pinned_uploads_are_exact_and_survive_buffer_reuse():
     torch.cuda.synchronize()
     for batch, result in zip(batches, results, strict=True):
         assert torch.equal(result.cpu(), to_tensor(np.stack(batch), CPU))
+
+
+def test_flip_tta_is_the_mean_of_the_flipped_predictions_in_one_forward(tiny_spec):
+    from streamseg.model import build_network
+    from streamseg.segmenter import predict_probabilities
+
+    torch.manual_seed(0)
+    network = build_network(tiny_spec).eval()
+    calls = []
+    network.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape))
+    images = torch.rand(2, 3, 48, 80)
+    with torch.inference_mode():
+        plain = predict_probabilities(network, images, tiny_spec.input_hw)
+        hflip = predict_probabilities(network, images.flip(-1), tiny_spec.input_hw)
+        vflip = predict_probabilities(network, images.flip(-2), tiny_spec.input_hw)
+        calls.clear()
+        tta = predict_probabilities(network, images, tiny_spec.input_hw, tta="flips")
+    assert calls == [torch.Size([6, 3, *tiny_spec.input_hw])]  # one forward pass
+    expected = (plain + hflip.flip(-1) + vflip.flip(-2)) / 3
+    torch.testing.assert_close(tta, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(tta, plain, atol=1e-3)
+
+
+def test_tta_runs_on_files_and_never_on_live_sources(tiny_spec, tmp_path):
+    from streamseg.model import build_network
+    from streamseg.segmenter import Segmenter
+
+    network = build_network(tiny_spec).eval()
+    segmenter = Segmenter(network, tiny_spec, torch.device("cpu"), tta="flips")
+    assert "flips TTA" in segmenter.describe()
+    shapes = []
+    network.register_forward_hook(
+        lambda _m, inputs, _o: shapes.append(inputs[0].shape[0])
+    )
+    frames = [
+        Frame(i, i / 25, np.full((40, 60, 3), 30 * i, np.uint8)) for i in range(2)
+    ]
+    segmenter.segment(frames)
+    segmenter.segment(frames[:1], tta="none")  # what the app does for live sources
+    assert shapes == [6, 1]
+    with pytest.raises(ValueError, match="tta: expected one of none, flips"):
+        Segmenter(network, tiny_spec, torch.device("cpu"), tta="rotations")

@@ -63,9 +63,9 @@ def predict_image(
 ) -> torch.Tensor:
     """Foreground probabilities for one image, at its own resolution.
 
-    Without TTA this is exactly ``Segmenter`` (upload, resize, forward,
-    sigmoid, resize back). With TTA the probabilities of the image, its
-    horizontal flip and its vertical flip (flipped back) are averaged.
+    This is exactly ``Segmenter`` (upload, resize, forward, sigmoid, resize
+    back), with or without flip TTA (the image, its horizontal and its vertical
+    flip, flipped back and averaged: the runtime's ``model.tta: flips``).
 
     Args:
         network: Eval-mode network on ``device``.
@@ -80,14 +80,9 @@ def predict_image(
     """
     images = to_tensor(pixels, device)
     with torch.inference_mode():
-        probabilities = predict_probabilities(network, images, input_hw, precision)
-        if tta:
-            for dims in ((-1,), (-2,)):
-                flipped = predict_probabilities(
-                    network, images.flip(dims), input_hw, precision
-                )
-                probabilities = probabilities + flipped.flip(dims)
-            probabilities = probabilities / 3.0
+        probabilities = predict_probabilities(
+            network, images, input_hw, precision, tta="flips" if tta else "none"
+        )
     return probabilities[0]
 
 

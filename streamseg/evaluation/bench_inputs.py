@@ -155,6 +155,7 @@ def settings_key(settings: ModelSettings, device: torch.device) -> tuple:
         settings.backend,
         settings.compile_mode if settings.compile else None,
         settings.cuda_graphs,
+        settings.tta,
     )
 
 

@@ -166,12 +166,12 @@ def time_model(
     with torch.inference_mode():  # the kind of tensor segment() hands over
         images = frame_like_input(batch_size, (height, width), segmenter.device)
     for _ in range(warmup):
-        segmenter.probabilities(images)
+        segmenter.probabilities(images, tta=segmenter.tta)
     synchronize(segmenter.device)
     samples = []
     for _ in range(iterations):
         start_s = clock()
-        segmenter.probabilities(images)
+        segmenter.probabilities(images, tta=segmenter.tta)
         synchronize(segmenter.device)
         samples.append(clock() - start_s)
     total_s = sum(samples)
@@ -346,6 +346,8 @@ def describe_settings(settings: ModelSettings) -> str:
         parts.append(f"compiled ({settings.compile_mode})")
     if settings.cuda_graphs:
         parts.append("CUDA graphs")
+    if settings.tta != "none":
+        parts.append(f"{settings.tta} TTA (files)")
     return ", ".join(parts)
 
 
