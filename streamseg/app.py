@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from streamseg.alerts import Alerter, AlertSettings
+from streamseg.backends.openvino import Int8ArtefactError, Quantized, choose_backend
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
@@ -100,8 +101,15 @@ class ModelSettings:
             core). On a CPU shared with other work, fewer threads can be much
             faster (measured on 2 busy cores: a small model ran 8x faster with
             1 thread than with 2); on an idle machine more threads help.
-        backend: ``torch``, or ``onnx`` (ONNX Runtime on the CPU, fp32; needs
-            the ``onnx`` extra).
+        backend: ``auto`` (OpenVINO with the model file's INT8 artefact on a
+            CPU where OpenVINO is installed and the artefact exists; else
+            torch), ``torch``, ``onnx`` (ONNX Runtime on the CPU, fp32; needs
+            the ``onnx`` extra) or ``openvino`` (CPU; needs the ``openvino``
+            extra).
+        quantized: ``auto`` (the INT8 artefact where one exists, with backend
+            openvino or auto), ``true`` (require it) or ``false`` (fp32).
+            The artefact (``<model stem>.int8.xml/.bin/.json``) is made by
+            ``python -m training quantize`` and must match the model file.
         compile: Run the network through ``torch.compile`` (compiled at
             start for batch 1 and ``batch_size``; the time is logged, and
             Inductor caches the result on disk for the next start).
@@ -118,7 +126,8 @@ class ModelSettings:
     threshold: float | None = None
     batch_size: int = 4
     threads: int | None = None
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    quantized: Quantized = "auto"
     compile: bool = False
     compile_mode: Literal[
         "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
@@ -142,7 +151,7 @@ class ModelSettings:
             ValueError: An unknown precision, or fp16 without CUDA.
         """
         return resolve_precision(
-            device, self.precision, cpu_auto_bf16=self.backend == "torch"
+            device, self.precision, cpu_auto_bf16=self.backend in ("torch", "auto")
         )
 
 
@@ -394,13 +403,18 @@ def _show_no_signal(
 
 def _load_segmenter(settings: ModelSettings) -> Segmenter:
     """Pick the device and precision (once, at the edge) and load the model file."""
+    path = _model_path(settings)
     try:
         device = select_device(settings.device)
+        choice = choose_backend(settings.backend, settings.quantized, device, path)
+        settings = replace(settings, backend=choice.backend)
         precision = settings.resolved_precision(device)
+    except Int8ArtefactError as error:
+        raise ModelFileError(str(error)) from error
     except ValueError as error:
         raise ConfigError(f"model: {error}") from error
+    log.info("%s", choice.reason)
     configure_backend(device, threads=settings.threads)
-    path = _model_path(settings)
     try:
         return Segmenter.from_file(
             path,
@@ -413,6 +427,7 @@ def _load_segmenter(settings: ModelSettings) -> Segmenter:
             compile_mode=settings.compile_mode,
             cuda_graphs=settings.cuda_graphs,
             batch_sizes=(1, settings.batch_size),
+            int8=choice.int8,
         )
     except ValueError as error:  # an option this device or install cannot honour
         raise ConfigError(f"model: {error}") from error

@@ -23,6 +23,9 @@ cuda_graphs        one captured CUDA graph per batch size, replayed with a
 backend ``onnx``   the network exported to ONNX (cached under
                    :func:`cache_dir`) and run by ONNX Runtime on the CPU;
                    needs the ``onnx`` extra, imported only when asked for
+backend            OpenVINO on the CPU: the network converted to fp32 IR
+``openvino``       (cached), or the model file's INT8 artefact
+                   (:mod:`streamseg.backends.openvino`)
 =================  ==========================================================
 
 On CUDA, frames reach the device through reusable pinned host buffers (the
@@ -60,11 +63,11 @@ from streamseg.transforms import resize, to_tensor
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "openvino"]
 CompileMode = Literal[
     "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
 ]
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "openvino")
 COMPILE_MODES = (
     "default",
     "reduce-overhead",
@@ -117,7 +120,8 @@ class Segmenter:
         precision: Autocast dtype (fp32, bf16 or fp16).
         channels_last: Use the NHWC memory format (faster convolutions on
             CPU with bf16 and on tensor-core GPUs).
-        backend: ``torch`` or ``onnx`` (ONNX Runtime, CPU, fp32 only).
+        backend: ``torch``, ``onnx`` (ONNX Runtime, CPU, fp32 only) or
+            ``openvino`` (CPU; fp32, or INT8 with ``int8``).
         compile: Run the network through ``torch.compile``.
         compile_mode: ``torch.compile`` mode.
         cuda_graphs: Capture and replay a CUDA graph per batch size (CUDA
@@ -126,6 +130,9 @@ class Segmenter:
         batch_sizes: Batch sizes prepared at construction when a fast path
             needs it (compile, CUDA graphs): 1 for live sources and the file
             batch size. Smaller batches are padded up to a prepared size.
+        int8: backend openvino: the model file's INT8 artefact (``.xml``),
+            checked by :func:`streamseg.backends.openvino.choose_backend`;
+            ``None``: fp32.
 
     Attributes:
         prepare_s: Seconds spent at construction on ONNX export/loading,
@@ -157,6 +164,7 @@ class Segmenter:
         compile_mode: CompileMode = "default",
         cuda_graphs: bool = False,
         batch_sizes: Sequence[int] = (1,),
+        int8: str | Path | None = None,
     ) -> None:
         check_options(
             device,
@@ -175,6 +183,7 @@ class Segmenter:
         self.compile_mode: str | None = compile_mode if compile else None
         self.cuda_graphs = cuda_graphs
         self.batch_sizes = tuple(sorted(set(batch_sizes)))
+        self.int8 = Path(int8) if int8 is not None and backend == "openvino" else None
         network = network.to(device).eval()
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
@@ -187,7 +196,7 @@ class Segmenter:
         # Compile, capture, and on CUDA let cudnn pick its kernels, now rather
         # than on the first frames (a live source would drop frames meanwhile).
         prepares = self._is_fast_path or device.type == "cuda"
-        if self.backend == "torch" and prepares:
+        if self.backend in ("torch", "openvino") and prepares:
             self.warm_up(self.batch_sizes)
         self.prepare_s = time.perf_counter() - start_s if prepares else 0.0
         if prepares:
@@ -207,6 +216,7 @@ class Segmenter:
         compile_mode: CompileMode = "default",
         cuda_graphs: bool = False,
         batch_sizes: Sequence[int] = (1,),
+        int8: str | Path | None = None,
     ) -> Segmenter:
         """Load a model file; ``threshold`` (if given) replaces the file's own."""
         network, spec = load_model(path)
@@ -223,6 +233,7 @@ class Segmenter:
             compile_mode=compile_mode,
             cuda_graphs=cuda_graphs,
             batch_sizes=batch_sizes,
+            int8=int8,
         )
 
     @property
@@ -238,6 +249,8 @@ class Segmenter:
             parts.append("channels_last")
         if self.backend == "onnx":
             parts.append("ONNX Runtime")
+        if self.backend == "openvino":
+            parts = ["int8" if self.int8 is not None else "fp32", "OpenVINO"]
         if self.compile_mode is not None:
             parts.append(f"compiled ({self.compile_mode})")
         if self.cuda_graphs:
@@ -314,6 +327,12 @@ class Segmenter:
     def _make_runner(self, network: nn.Module) -> Runner:
         if self.backend == "onnx":
             return OnnxRunner.for_network(network, self.spec)
+        if self.backend == "openvino":
+            from streamseg.backends.openvino import OpenVinoRunner
+
+            if self.int8 is not None:
+                return OpenVinoRunner.int8(self.int8)
+            return OpenVinoRunner.fp32(network, self.spec)
         if self.cuda_graphs:
             return CudaGraphRunner(network, self.precision)
         if self.compile_mode is not None:
@@ -359,6 +378,22 @@ def check_options(
             raise ValueError(
                 "compile and cuda_graphs apply to backend torch; turn them off for "
                 "backend onnx"
+            )
+    if backend == "openvino":
+        if device.type != "cpu":
+            raise ValueError(
+                f"backend openvino runs on the CPU, but the device is {device}; use "
+                "backend torch on CUDA"
+            )
+        if precision.dtype is not None:
+            raise ValueError(
+                f"backend openvino runs fp32 or the INT8 artefact, but precision is "
+                f"{precision.name}; set precision fp32 (or auto)"
+            )
+        if compile or cuda_graphs:
+            raise ValueError(
+                "compile and cuda_graphs apply to backend torch; turn them off for "
+                "backend openvino"
             )
     if cuda_graphs and compile:
         raise ValueError(
