@@ -234,7 +234,7 @@ def choose_backend(
 
 
 def ir_path(network: nn.Module, spec: ModelSpec) -> Path:
-    """The cache path of ``network``'s fp32 IR, named after weights, spec and versions."""
+    """Cache path of the fp32 IR, named after weights, spec and versions."""
     from streamseg.segmenter import cache_dir
 
     openvino = import_openvino()
