@@ -52,13 +52,21 @@ import numpy as np
 import torch
 
 from streamseg.app import ModelSettings, StreamConfig, _load_segmenter, run
+from streamseg.backends import openvino as ov_backend
+from streamseg.cpu import cpu_info
 from streamseg.device import (
     configure_backend,
     select_device,
     synchronize,
 )
 from streamseg.frames import Frame, Prediction
-from streamseg.model import ModelSpec, build_network, load_model, save_model
+from streamseg.model import (
+    ModelSpec,
+    build_network,
+    default_model_path,
+    load_model,
+    save_model,
+)
 from streamseg.overlay import HudText, OverlayStyle, render
 from streamseg.segmenter import Segmenter
 from streamseg.sources import probe_video, read_video
@@ -133,8 +141,10 @@ def _variant(
     compile_mode: str | None = None,
     cuda_graphs: bool = False,
     cuda_only: bool = False,
+    quantized: bool = False,
 ) -> Variant:
     settings = {
+        "quantized": quantized,
         "precision": precision,
         "channels_last": channels_last,
         "backend": backend,
@@ -155,6 +165,8 @@ VARIANTS: dict[str, Variant] = {
         _variant("bf16-cl-compile", "bf16", channels_last=True, compile_mode="default"),
         _variant("fp32-compile", "fp32", compile_mode="default"),
         _variant("onnx", "fp32", backend="onnx"),
+        _variant("ov-fp32", "fp32", backend="openvino"),
+        _variant("ov-int8", "fp32", backend="openvino", quantized=True),
         _variant("fp16", "fp16", cuda_only=True),
         _variant("fp16-cl", "fp16", channels_last=True, cuda_only=True),
         _variant(
@@ -174,7 +186,7 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 DEFAULT_VARIANTS = {
-    "cpu": ("fp32", "bf16-cl", "bf16-cl-compile", "onnx"),
+    "cpu": ("fp32", "bf16-cl", "bf16-cl-compile", "onnx", "ov-fp32", "ov-int8"),
     "cuda": ("fp32", "fp16", "fp16-cl", "fp16-cl-graphs", "fp16-cl-compile"),
 }
 
@@ -185,9 +197,20 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
-def variant_names(device: torch.device) -> tuple[str, ...]:
-    """The variants benchmarked by default on ``device``."""
-    return DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"]
+def variant_names(
+    device: torch.device, model_path: str | Path | None = None
+) -> tuple[str, ...]:
+    """The variants benchmarked by default on ``device`` (for ``model_path``).
+
+    OpenVINO variants are left out where OpenVINO is not installed, and
+    ``ov-int8`` where the model file has no INT8 artefact.
+    """
+    names = DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"]
+    if not ov_backend.available():
+        return tuple(n for n in names if not n.startswith("ov-"))
+    if model_path is None or not ov_backend.int8_paths(model_path).any_exist():
+        return tuple(n for n in names if n != "ov-int8")
+    return names
 
 
 def resolve_variant(name: str, base: ModelSettings) -> ModelSettings:
@@ -206,14 +229,35 @@ def resolve_variant(name: str, base: ModelSettings) -> ModelSettings:
     return VARIANTS[name].apply(base)
 
 
+def resolve_backend(settings: ModelSettings, device: torch.device) -> ModelSettings:
+    """``settings`` with ``backend: auto`` and ``quantized`` resolved as
+    :func:`streamseg.app.run` resolves them (``quantized``: True for INT8)."""
+    path = settings.path or default_model_path()
+    if path is None or (
+        settings.backend == "openvino" and settings.quantized in (True, False)
+    ):
+        return settings
+    try:
+        choice = ov_backend.choose_backend(
+            settings.backend, settings.quantized, device, path
+        )
+    except ValueError:  # loading the segmenter reports it, with the fix
+        return settings
+    return dataclasses.replace(
+        settings, backend=choice.backend, quantized=choice.int8 is not None
+    )
+
+
 def settings_key(settings: ModelSettings, device: torch.device) -> tuple:
     """What decides how the network runs (two variants with one key are one run)."""
+    settings = resolve_backend(settings, device)
     precision = settings.resolved_precision(device).name
-    onnx = settings.backend == "onnx"
+    onnx = settings.backend != "torch"
     return (
         precision,
         settings.channels_last and not onnx,
         settings.backend,
+        settings.quantized is True,
         settings.compile_mode if settings.compile else None,
         settings.cuda_graphs,
     )
@@ -721,6 +765,9 @@ def run_pipeline(
 def describe_settings(settings: ModelSettings) -> str:
     """How these settings run the network, as ``Segmenter.describe()`` words it."""
     device = select_device(settings.device)
+    settings = resolve_backend(settings, device)
+    if settings.backend == "openvino":
+        return f"{'int8' if settings.quantized is True else 'fp32'}, OpenVINO"
     parts = [settings.resolved_precision(device).name]
     if settings.channels_last and settings.backend == "torch":
         parts.append("channels_last")
@@ -1156,8 +1203,10 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    facts = cpu_info()
     info: dict[str, Any] = {
         "cpu": cpu,
+        "cpu_flags": facts.flags(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -1168,6 +1217,8 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
     }
     with contextlib.suppress(metadata.PackageNotFoundError):
         info["onnxruntime"] = metadata.version("onnxruntime")
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        info["openvino"] = metadata.version("openvino")
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info["gpu"] = properties.name
@@ -1277,7 +1328,7 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
 def _model_only_variants(
     settings: BenchSettings, base: ModelSettings, device: torch.device
 ) -> list[str]:
-    names = list(settings.variants or variant_names(device))
+    names = list(settings.variants or variant_names(device, base.path))
     for name in settings.pipeline_variants:
         if name not in names:
             names.append(name)
@@ -1408,7 +1459,12 @@ def report_tables(report: BenchReport) -> list[Any]:
     tables = []
     machine, model = report.machine, report.model
     load = machine.get("load_average_start")
-    where = machine.get("gpu") or machine["cpu"]
+    flags = machine.get("cpu_flags") or {}
+    where = machine.get("gpu") or (
+        machine["cpu"]
+        + "; "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+    )
     title = (
         f"{model.architecture}/{model.encoder} {model.input_hw[0]}x{model.input_hw[1]}"
         f" on {machine['device']} ({where}, {machine['torch_threads']} threads, "
