@@ -236,7 +236,7 @@ def run(
         segmenter.spec.encoder_name,
         *segmenter.spec.input_hw,
         segmenter.device,
-        segmenter.precision.name,
+        segmenter.describe(),
     )
 
     settings = config.source
