@@ -217,3 +217,29 @@ def test_cpu_facts_from_cpuinfo():
     assert "amx no" in info.describe()
     amx = parse_cpuinfo("model name: X\nflags: amx_tile amx_bf16 amx_int8\n", 1)
     assert amx.amx and not amx.avx512_vnni
+
+
+def test_the_bundled_model_ships_its_int8_artefact():
+    from streamseg.model import default_model_path
+
+    model = default_model_path()
+    assert model is not None
+    paths = ov_backend.int8_paths(model)
+    assert paths.exist(), "streamseg/assets/default.int8.{xml,bin,json} missing"
+    provenance = ov_backend.read_provenance(model)  # sha256 of the shipped file
+    assert provenance["schema"] == ov_backend.PROVENANCE_SCHEMA
+    assert provenance["calibration"]["images"] == 200
+    assert "training part" in provenance["calibration"]["drawn_from"]
+    validation = provenance["validation"]
+    assert validation["images"] == 88
+    assert abs(validation["fp32_dice"] - validation["int8_dice"]) <= 0.005
+    assert validation["mask_agreement_pct"] > 99.0
+
+
+@needs_openvino
+def test_backend_auto_runs_the_bundled_int8_artefact_on_the_cpu():
+    settings = ModelSettings(device="cpu", batch_size=1)
+    segmenter = _load_segmenter(settings)
+    assert segmenter.describe() == "int8, OpenVINO"
+    frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
+    assert segmenter(frame).probabilities.shape == (64, 80)
