@@ -243,3 +243,26 @@ def test_backend_auto_runs_the_bundled_int8_artefact_on_the_cpu():
     assert segmenter.describe() == "int8, OpenVINO"
     frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
     assert segmenter(frame).probabilities.shape == (64, 80)
+
+
+def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
+    from streamseg import bench
+
+    plain = save_model(
+        tmp_path / "plain.safetensors", build_network(tiny_spec), tiny_spec
+    )
+    names = bench.variant_names(CPU, plain)
+    assert "ov-int8" not in names
+    assert ("ov-fp32" in names) == ov_backend.available()
+    machine = bench.describe_machine(CPU)
+    assert set(machine["cpu_flags"]) == {"amx", "avx512_bf16", "avx512_vnni"}
+    # ov-int8 and ov-fp32 run differently; config resolves to one of the variants.
+    base = ModelSettings(path=plain)
+    keys = {
+        bench.settings_key(bench.resolve_variant(n, base), CPU)
+        for n in ("ov-fp32", "ov-int8", "fp32-cl", "onnx")
+    }
+    assert len(keys) == 4
+    assert bench.describe_settings(bench.resolve_variant("ov-int8", base)) == (
+        "int8, OpenVINO"
+    )
