@@ -315,4 +315,5 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         json.dump(data, file, indent=2)
         file.write("\n")
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; it ships with the model
     os.replace(temporary, path)
