@@ -406,7 +406,14 @@ def _load_segmenter(settings: ModelSettings) -> Segmenter:
     path = _model_path(settings)
     try:
         device = select_device(settings.device)
-        choice = choose_backend(settings.backend, settings.quantized, device, path)
+        choice = choose_backend(
+            settings.backend,
+            settings.quantized,
+            device,
+            path,
+            precision=settings.precision,
+            torch_options=settings.compile or settings.cuda_graphs,
+        )
         settings = replace(settings, backend=choice.backend)
         precision = settings.resolved_precision(device)
     except Int8ArtefactError as error:

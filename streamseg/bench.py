@@ -239,7 +239,12 @@ def resolve_backend(settings: ModelSettings, device: torch.device) -> ModelSetti
         return settings
     try:
         choice = ov_backend.choose_backend(
-            settings.backend, settings.quantized, device, path
+            settings.backend,
+            settings.quantized,
+            device,
+            path,
+            precision=settings.precision,
+            torch_options=settings.compile or settings.cuda_graphs,
         )
     except ValueError:  # loading the segmenter reports it, with the fix
         return settings

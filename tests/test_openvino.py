@@ -135,7 +135,17 @@ def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_mo
     segmenter = _load_segmenter(ModelSettings(path=model, batch_size=2))
     assert segmenter.describe() == "int8, OpenVINO"
     assert len(segmenter.segment(_frames())) == 2
-    # quantized false, or a GPU: not the artefact.
+    # A torch precision or torch option, quantized false, or a GPU: torch.
+    assert (
+        ov_backend.choose_backend("auto", "auto", CPU, model, precision="bf16").backend
+        == "torch"
+    )
+    assert (
+        ov_backend.choose_backend(
+            "auto", "auto", CPU, model, torch_options=True
+        ).backend
+        == "torch"
+    )
     assert ov_backend.choose_backend("auto", False, CPU, model).backend == "torch"
     assert (
         ov_backend.choose_backend("auto", "auto", torch.device("cuda"), model).backend

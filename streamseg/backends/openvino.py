@@ -176,12 +176,17 @@ def choose_backend(
     quantized: Any,
     device: torch.device,
     model_path: str | Path,
+    *,
+    precision: str = "auto",
+    torch_options: bool = False,
 ) -> BackendChoice:
     """Resolve ``auto`` backends and quantization, once, at the edge.
 
     ``backend auto``: OpenVINO with the INT8 artefact where the device is a
-    CPU, OpenVINO is installed, ``quantized`` is not False and the model file
-    has an INT8 artefact; else torch (the previous default).
+    CPU, OpenVINO is installed, ``quantized`` is not False, the model file
+    has an INT8 artefact, and neither a torch precision (bf16, fp16) nor a
+    torch option (``torch_options``: compile, CUDA graphs) was asked for;
+    else torch (the previous default).
     ``backend openvino``: INT8 when ``quantized`` is True, or ``auto`` and an
     artefact exists; else fp32.
 
@@ -204,6 +209,10 @@ def choose_backend(
     if backend == "auto":
         if device.type != "cpu":
             return BackendChoice("torch", None, f"backend auto on {device}: torch")
+        if precision not in ("auto", "fp32") or torch_options:
+            return BackendChoice(
+                "torch", None, "backend auto: torch (precision or options of torch)"
+            )
         if not available():
             return BackendChoice(
                 "torch", None, "backend auto: OpenVINO not installed, torch"
