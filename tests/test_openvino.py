@@ -276,3 +276,14 @@ def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
     assert bench.describe_settings(bench.resolve_variant("ov-int8", base)) == (
         "int8, OpenVINO"
     )
+
+
+def test_quantize_command_usage_errors_exit_2(tiny_spec, tmp_path):
+    from training.__main__ import main
+
+    model = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
+    code = main(
+        ["quantize", "--model", str(model), "--data", str(KVASIR), "--subset-size", "0"]
+    )
+    assert code == 2
+    assert not ov_backend.int8_paths(model).any_exist()
