@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pip prints errors only; each step prints one line instead. `make setup PIP_QUIET=`
+# shows pip's full output.
+PIP_QUIET ?= -qq
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
@@ -10,15 +13,21 @@ export HF_HUB_OFFLINE := 1
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,dev]'
-	touch $@
+	@echo "setup: creating $(VENV) with $$($(PYTHON) --version 2>&1)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: updating pip"
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	@echo "setup: installing streamseg with its training and test extras (first time: about 5.5 GB, a few minutes)"
+	@$(PY) -m pip install $(PIP_QUIET) -e '.[train,dev]'
+	@touch $@
+	@echo "setup: done; $(VENV)/bin/streamseg --help lists the commands"
 
 # The main job: the bundled default model on the bundled sample clip.
 demo: setup
-	$(VENV)/bin/streamseg run samples/demo.mp4 --output out/demo_annotated.mp4 \
+	@echo "demo: the bundled default model on samples/demo.mp4 (300 frames)"
+	@$(VENV)/bin/streamseg run samples/demo.mp4 --output out/demo_annotated.mp4 \
 		--events out/demo_events.jsonl --view none
+	@echo "demo: annotated video out/demo_annotated.mp4, per-frame findings out/demo_events.jsonl"
 
 test: setup browser
 	$(PY) -m pytest -q

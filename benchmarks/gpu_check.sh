@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check of issue 6, as one prepared script for the device machine (H100/H200).
-# Prepare .gpu/ here first (benchmarks/gpu_prepare.sh), then:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=560)
-# It writes to $OUT (at most 8 files come back):
+# GPU check of the fast paths: the CUDA tests, fp16 agreement with fp32, and the
+# benchmark, in one script for a CUDA machine (H100/H200 class) without network access.
+# Prepare .gpu/ first with benchmarks/gpu_prepare.sh (on a machine with PyPI access),
+# copy the repository with .gpu/ to the GPU machine, then run there:
+#   OUT=results bash benchmarks/gpu_check.sh
+# It writes to $OUT (default /tmp/streamseg-gpu):
 #   env.txt            GPU, driver, versions
 #   gpu_tests.log      the @pytest.mark.gpu tests (fp16 vs fp32, CUDA graphs, compile
 #                      reduce-overhead, pinned uploads, bench smoke)
@@ -10,10 +12,10 @@
 #                      fp16-cl-compile), pipeline on 720p and 1080p (file + paced live),
 #                      naive loop, ratios
 #   validate_gpu.json/.log  fp16 variants vs fp32 on Kvasir-SEG test images
-# Every step has its own time limit, so one slow step cannot eat the whole lease.
-# Environment knobs: TIME_MODEL (default random:UnetPlusPlus/efficientnet-b2@352, the
-# issue's target size; timing does not depend on the weights), FRAMES (600 per clip),
-# PIPELINE_VARIANTS (config,fp16-cl-graphs).
+# Every step has its own time limit, so one slow step cannot hold up the others.
+# Environment knobs: TIME_MODEL (default random:UnetPlusPlus/efficientnet-b2@352;
+# timing does not depend on the weights), FRAMES (600 per clip), PIPELINE_VARIANTS
+# (config,fp16-cl-graphs), PY (python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/streamseg-gpu}

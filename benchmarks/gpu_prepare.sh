@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Prepare the one GPU check of issue 6 (benchmarks/gpu_check.sh). Run HERE, on the
-# development machine (it needs PyPI), from anywhere:
+# Prepare the offline bundle for benchmarks/gpu_check.sh. Run it on a machine with
+# PyPI access, from anywhere:
 #
 #   bash benchmarks/gpu_prepare.sh [MODEL.safetensors] [N_TEST_IMAGES]
 #
-# It fills .gpu/ (ignored through .git/info/exclude, never committed) with what the GPU
-# image lacks or cannot reach, within the device tool's 64 MiB working-tree limit:
-#   .gpu/wheels/  segmentation-models-pytorch and PyAV wheels for CPython 3.12 (the GPU
-#                 image has torch, onnxruntime, opencv, rich, yaml, safetensors, timm)
+# It fills .gpu/ (listed in .git/info/exclude, never committed) with what a CUDA image
+# with torch but without network lacks, in at most LIMIT_MB (default 60) MiB so that
+# the repository and the bundle fit a small upload:
+#   .gpu/wheels/  segmentation-models-pytorch and PyAV wheels for CPython 3.12 (the
+#                 image is expected to have torch, onnxruntime, opencv, rich, yaml,
+#                 safetensors, timm)
 #   .gpu/model.safetensors   the trained model, weights stored as float16 (half the size;
 #                 loaded back as float32, so fp32-vs-fp16 agreement is still exact to test)
 #   .gpu/kvasir/  the first N (default 60) images of the Kvasir-SEG test split + masks
-# Then, in a session that holds a device:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".gpu"], timeout_s=560)
+#                 (DATA: the Kvasir-SEG folder, default ../shared/data/kvasir-seg)
+# Then copy the repository with .gpu/ to the GPU machine and run gpu_check.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-}
 COUNT=${2:-60}
 DATA=${DATA:-../shared/data/kvasir-seg}
 PY=${PY:-.venv/bin/python}
-LIMIT_BYTES=$((60 * 1024 * 1024))  # leave room under 64 MiB for the repository itself
+LIMIT_BYTES=$((${LIMIT_MB:-60} * 1024 * 1024))
 
 exclude=$(git rev-parse --git-path info/exclude)
 grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
@@ -60,6 +62,6 @@ fi
 size=$(du -sb .gpu | cut -f1)
 echo ".gpu/ holds $((size / 1024 / 1024)) MiB"
 if ((size > LIMIT_BYTES)); then
-  echo "too large for the device tool (64 MiB with the repository): pass fewer images" >&2
+  echo "larger than LIMIT_MB (${LIMIT_MB:-60} MiB): pass fewer images" >&2
   exit 1
 fi

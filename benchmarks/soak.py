@@ -1,6 +1,6 @@
 """Soak test: ``streamseg run`` for N minutes at real time from a looping source.
 
-Issue 8 asks for 20 minutes at real time with resident memory flat (growth
+The criterion: 20 minutes at real time with resident memory flat (growth
 under 5 %) and no frame-count drift. This script runs the real pipeline
 (:func:`streamseg.app.run`: paced newest-frame source, inference, smoothing,
 overlay, H.264 recording on its thread, JSONL events) on a clip that loops
@@ -14,7 +14,7 @@ size (RSS) every ``--sample-s`` seconds, and reports:
   pipeline accounted for (received + counted as dropped); must be 0;
 * ``wall_drift_s``: wall time minus source time (real-time pacing).
 
-Usage (the issue's run; needs an idle machine)::
+Usage (the full 20-minute run; needs an idle machine)::
 
     .venv/bin/python benchmarks/soak.py --minutes 20 --json soak.json
 
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         config = load_config(StreamConfig, None, overrides)
 
-        def open_looping(settings):
+        def open_looping(settings, **_options):
             return Source(
                 f"{clip} (looped, {args.minutes:g} min)",
                 "file",

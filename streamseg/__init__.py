@@ -21,6 +21,8 @@ from streamseg.model import (
 # Imported on first use: they pull in PyAV, OpenCV and smp, which a caller
 # that only reads a model file does not need.
 _LAZY = {
+    "Findings": "streamseg.findings",
+    "ModelSettings": "streamseg.segmenter",
     "Segmenter": "streamseg.segmenter",
     "StreamConfig": "streamseg.app",
     "run": "streamseg.app",
@@ -30,8 +32,10 @@ _LAZY = {
 }
 
 __all__ = [
+    "Findings",
     "Frame",
     "ModelFileError",
+    "ModelSettings",
     "ModelSpec",
     "OutputError",
     "Prediction",

@@ -10,10 +10,13 @@ plays it) or the terminal bell (``sound: bell``).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from streamseg.events import StreamClock, say_when
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +96,18 @@ def should_alert(
 
 
 def terminal_bell() -> None:
-    """Ring the bell of the terminal streamseg runs in (nothing without a terminal)."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\a")
-        sys.stderr.flush()
+    """Ring the bell of the terminal streamseg runs in (nothing without a terminal).
+
+    The bell goes straight to stderr's file descriptor: a progress display
+    that redirects ``sys.stderr`` (rich, on file runs) would drop the control
+    character, and its proxy does not even say it is a terminal.
+    """
+    try:
+        descriptor = sys.stderr.fileno()
+        if os.isatty(descriptor):
+            os.write(descriptor, b"\a")
+    except (AttributeError, OSError, ValueError):  # no terminal behind stderr
+        return
 
 
 class Alerter:
@@ -106,6 +117,8 @@ class Alerter:
         settings: What to do and how often.
         ring: Called on each alert when ``settings.sound == "bell"``
             (``None``: :func:`terminal_bell`).
+        clock: Gives the times of the alert messages (stream time, and the
+            wall-clock time for live sources); ``None``: the raw timestamps.
 
     Attributes:
         count: Alerts so far (the browser view beeps when it increases).
@@ -120,11 +133,15 @@ class Alerter:
     """
 
     def __init__(
-        self, settings: AlertSettings, ring: Callable[[], None] | None = None
+        self,
+        settings: AlertSettings,
+        ring: Callable[[], None] | None = None,
+        clock: StreamClock | None = None,
     ) -> None:
         self.settings = settings
         self.count = 0
         self._ring = ring
+        self._clock = clock
         self._was_present = False
         self._last_alert_s: float | None = None
 
@@ -141,7 +158,8 @@ class Alerter:
         if alert:
             self.count += 1
             self._last_alert_s = timestamp_s
-            log.info("alert %d: polyp appeared at %.2f s", self.count, timestamp_s)
+            when = say_when(timestamp_s, self._clock)
+            log.info("alert %d: polyp appeared at %s", self.count, when)
             if self.settings.sound == "bell":
                 (self._ring or terminal_bell)()
         return alert

@@ -24,29 +24,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from streamseg.alerts import Alerter, AlertSettings
-from streamseg.backends.openvino import Int8ArtefactError, Quantized, choose_backend
-from streamseg.background import Stalled, WhenFull, in_background
+from streamseg.background import Background, Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
 from streamseg.config import ConfigError
-from streamseg.device import (
-    Precision,
-    configure_backend,
-    resolve_precision,
-    select_device,
-    synchronize,
-)
-from streamseg.frames import Frame, Prediction
-from streamseg.model import ModelFileError, default_model_path
+from streamseg.device import synchronize
+from streamseg.events import StreamClock
+from streamseg.findings import Findings
+from streamseg.frames import Frame
+from streamseg.outputs import open_outputs
 from streamseg.overlay import (
     HudText,
     OverlayStyle,
@@ -54,14 +47,13 @@ from streamseg.overlay import (
     no_signal_image,
     render,
 )
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
 from streamseg.sinks import (
     OutputSettings,
     Sink,
     Sinks,
     check_display,
     check_outputs,
-    open_sinks,
 )
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
 from streamseg.sources import (
@@ -72,87 +64,9 @@ from streamseg.sources import (
     open_source,
 )
 from streamseg.stats import RunStats, StatsRecorder
+from streamseg.tracking import Tracker, TrackingSettings
 
 log = logging.getLogger(__name__)
-
-NO_DEFAULT_MODEL = (
-    "no bundled default model in this build; pass --model FILE "
-    "(train one with python -m training train ...)"
-)
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """The ``model`` section of the stream config.
-
-    Attributes:
-        path: Model file (``.safetensors``); ``None``: the bundled default.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (fp16 on CUDA; bf16 on a CPU with native bf16,
-            AMX or AVX-512 BF16, with the torch backend; else fp32), ``fp32``,
-            ``bf16`` or ``fp16`` (CUDA only).
-        channels_last: NHWC memory format (faster on tensor cores and with
-            bf16 on recent CPUs; the same speed for fp32 on a CPU).
-        threshold: Overrides the model file's calibrated threshold
-            (``None``: use the file's).
-        batch_size: Frames per forward pass for files and folders (throughput);
-            live sources always use 1 (the newest frame, at once).
-        threads: CPU threads for torch (``None``: torch's default, one per
-            core). On a CPU shared with other work, fewer threads can be much
-            faster (measured on 2 busy cores: a small model ran 8x faster with
-            1 thread than with 2); on an idle machine more threads help.
-        backend: ``auto`` (OpenVINO with the model file's INT8 artefact on a
-            CPU where OpenVINO is installed and the artefact exists; else
-            torch), ``torch``, ``onnx`` (ONNX Runtime on the CPU, fp32; needs
-            the ``onnx`` extra) or ``openvino`` (CPU; needs the ``openvino``
-            extra).
-        quantized: ``auto`` (the INT8 artefact where one exists, with backend
-            openvino or auto), ``true`` (require it) or ``false`` (fp32).
-            The artefact (``<model stem>.int8.xml/.bin/.json``) is made by
-            ``python -m training quantize`` and must match the model file.
-        compile: Run the network through ``torch.compile`` (compiled at
-            start for batch 1 and ``batch_size``; the time is logged, and
-            Inductor caches the result on disk for the next start).
-        compile_mode: ``default``, ``reduce-overhead`` (CUDA graphs through
-            Inductor), ``max-autotune`` or ``max-autotune-no-cudagraphs``.
-        cuda_graphs: Capture and replay CUDA graphs (CUDA only; not with
-            ``compile``).
-    """
-
-    path: Path | None = None
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool = True
-    threshold: float | None = None
-    batch_size: int = 4
-    threads: int | None = None
-    backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
-    quantized: Quantized = "auto"
-    compile: bool = False
-    compile_mode: Literal[
-        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
-    ] = "default"
-    cuda_graphs: bool = False
-
-    def __post_init__(self) -> None:
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ValueError(
-                f"threshold: expected a value in (0, 1) or null, got {self.threshold}"
-            )
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
-
-    def resolved_precision(self, device: torch.device) -> Precision:
-        """The autocast dtype these settings mean on ``device`` (``auto`` resolved).
-
-        Raises:
-            ValueError: An unknown precision, or fp16 without CUDA.
-        """
-        return resolve_precision(
-            device, self.precision, cpu_auto_bf16=self.backend in ("torch", "auto")
-        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +80,7 @@ class StreamConfig:
     output: OutputSettings = field(default_factory=OutputSettings)
     clips: ClipSettings = field(default_factory=ClipSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +91,13 @@ class _Decoded:
     decoded_s: float
 
 
-ProgressCallback = Callable[[int, int | None], None]
+ProgressCallback = Callable[..., None]
 
 
 def run(
     config: StreamConfig,
     *,
+    segmenter: Segmenter | None = None,
     sinks: Sequence[Sink] = (),
     on_progress: ProgressCallback | None = None,
 ) -> RunStats:
@@ -189,10 +105,13 @@ def run(
 
     Args:
         config: All settings.
+        segmenter: Use this segmenter instead of loading ``config.model``
+            (tools and tests inject one; ``config.model.batch_size`` still
+            sets the file batch size).
         sinks: Extra sinks besides those ``config.output`` asks for (tests
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
-            expected or None).
+            expected or None, the :class:`~streamseg.stats.Figures` shown).
 
     Returns:
         The run's statistics (``stopped`` says why it ended; an interrupt
@@ -216,17 +135,41 @@ def run(
         >>> stats.frames_out, stats.latency_ms[95]  # doctest: +SKIP
         (317, 1739.1)
     """
-    source = open_source(config.source)
+    if config.output.tracks is not None and not config.tracking.enabled:
+        raise ConfigError(
+            "output.tracks needs tracking; drop --tracks or set tracking.enabled=true"
+        )
+    stop = threading.Event()  # set when the run ends: a reconnecting source stops
+    source = open_source(config.source, stop=stop)
     if config.output.view == "window":
         check_display()  # before the model loads: fail fast
     check_outputs(config.output)
-    segmenter = _load_segmenter(config.model)
+    settings = config.source
+    stall_limit_s = _stall_limit_s(source, settings)
+    # Cameras and streams open now, while the model loads: the frames they
+    # deliver meanwhile are dropped (the newest wins) and counted like any
+    # other drop. Files (also when played as if live) start once the model is
+    # ready: waiting loses nothing.
+    frames = None
+    if source.kind in ("device", "stream"):
+        frames = _in_background(source, settings, stall_limit_s, stop)
     try:
-        smoother = TemporalSmoother(
-            config.smoothing, model_threshold=segmenter.spec.threshold
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
+        if segmenter is None:
+            segmenter = Segmenter.from_settings(
+                config.model, prepare_device(config.model)
+            )
+        try:
+            smoother = TemporalSmoother(
+                config.smoothing, model_threshold=segmenter.spec.threshold
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    except BaseException:
+        if frames is not None:
+            frames.close()
+        raise
+    if frames is None:
+        frames = _in_background(source, settings, stall_limit_s, stop)
     log.info(
         "%s (%s%s) -> %s/%s %dx%d on %s (%s)",
         source.name,
@@ -239,26 +182,30 @@ def run(
         segmenter.describe(),
     )
 
-    settings = config.source
     batch_size = 1 if source.live else config.model.batch_size
     expected = source.frame_count
     if settings.max_frames is not None and expected is not None:
         expected = min(expected, settings.max_frames)
-    stats = StatsRecorder(source.name, live=source.live)
-    alerter = Alerter(config.alerts)
-    stall_limit_s = _stall_limit_s(source, settings)
-    frames = _in_background(source, settings, stall_limit_s)
+    stats = StatsRecorder(source.name, live=source.live, frames_total=expected)
+    hud_inset_px = config.alerts.border_px if config.alerts.flash else 0
+    clock = StreamClock(source.live)  # stream and wall-clock times for people
+    alerter = Alerter(config.alerts, clock=clock)
+    tracker = Tracker(config.tracking) if config.tracking.enabled else None
     stopped = "end of source"
     last_hw: tuple[int, int] | None = None
     last_frame_s = time.monotonic()
     with (
         contextlib.closing(frames),
-        open_sinks(
+        open_outputs(
             config.output,
             nominal_fps=source.nominal_fps,
             extra=sinks,
             clips=config.clips,
             status=_live_status(source, stats, alerter),
+            clock=clock,
+            run_info=None
+            if config.output.tracks is None
+            else _run_info(config, segmenter, source),
         ) as outputs,
     ):
         try:
@@ -275,21 +222,28 @@ def run(
                     predictions = segmenter.segment([item.frame for item in batch])
                     synchronize(segmenter.device)
                 for item, prediction in zip(batch, predictions, strict=True):
+                    clock.start(item.frame.timestamp_s)
                     with stats.time("smoothing"):
                         prediction = smoother(prediction)
+                    with stats.time("findings"):
+                        findings = Findings.of(prediction)
+                    if tracker is not None:
+                        with stats.time("tracking"):
+                            findings = findings.tracked(tracker)
                     with stats.time("overlay"):
-                        hud = HudText(stats.recent_fps, _ms(stats.last_latency_s))
-                        image = render(prediction, config.overlay, hud)
-                        _alert(alerter, prediction, image)
+                        hud = HudText.of(stats.figures(item.frame), hud_inset_px)
+                        image = render(findings, config.overlay, hud)
+                        _alert(alerter, findings, image)
                     for sink in outputs:
                         with stats.time(sink.name):
-                            sink.write(prediction, image)
+                            sink.write(findings, image)
                     origin_s = item.frame.timestamp_s if source.live else item.decoded_s
                     last_frame_s = time.monotonic()
-                    stats.frame_out(last_frame_s - origin_s)
+                    stats.frame_out(last_frame_s - origin_s, item.frame.timestamp_s)
                     last_hw = item.frame.hw
                     if on_progress is not None:
-                        on_progress(stats.frames_out, expected)
+                        on_progress(stats.frames_out, expected, stats.shown)
+                stats.batch_out()
                 if outputs.stopped_by_user:
                     stopped = "closed by user"
                     break
@@ -318,6 +272,34 @@ def run(
     return stats.finish(stopped)
 
 
+def _run_info(
+    config: StreamConfig, segmenter: Segmenter, source: Source
+) -> dict[str, object]:
+    """What ``tracks.json`` (and the report made from it) says about the run."""
+    import dataclasses
+
+    from streamseg.model import file_sha256
+
+    path = config.model.model_path()
+    spec = segmenter.spec
+    info = {
+        "source": source.name,
+        "model": {
+            "path": str(path),
+            "sha256": file_sha256(path),
+            "architecture": spec.architecture,
+            "encoder_name": spec.encoder_name,
+            "input_hw": list(spec.input_hw),
+            "threshold": spec.threshold,
+        },
+        "settings": {
+            "tracking": dataclasses.asdict(config.tracking),
+            "smoothing": dataclasses.asdict(config.smoothing),
+        },
+    }
+    return info
+
+
 def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:
     """Fail when a file ended well short of the frame count its header announces.
 
@@ -343,6 +325,9 @@ def _check_complete(source: Source, stats: StatsRecorder, stopped: str) -> None:
 
 # Handed over by the source queue while a live source delivers nothing.
 NO_SIGNAL = object()
+# On close, wait this long for a live source's thread: one inside an attempt
+# to open a stream ends only with that attempt's timeout, and then by itself.
+LIVE_JOIN_TIMEOUT_S = 0.5
 
 
 def _stall_limit_s(source: Source, settings: SourceSettings) -> float | None:
@@ -369,11 +354,15 @@ def _live_status(
     """The run figures for the browser view's status panel."""
 
     def figures() -> dict[str, object]:
+        shown = stats.shown  # the figures the HUD of this frame shows
         return {
             "source": source.name,
             "live": source.live,
-            "fps": stats.recent_fps,
-            "latency_ms": _ms(stats.last_latency_s),
+            "fps": shown.fps,
+            "latency_ms": shown.latency_ms,
+            "frames_done": shown.frames_done,
+            "frames_total": shown.frames_total,
+            "speed_x": shown.speed_x,
             "frames_out": stats.frames_out,
             "frames_dropped": stats.frames_dropped,
             "alerts": alerter.count,
@@ -383,13 +372,13 @@ def _live_status(
     return figures
 
 
-def _alert(alerter: Alerter, prediction: Prediction, image: np.ndarray) -> None:
+def _alert(alerter: Alerter, findings: Findings, image: np.ndarray) -> None:
     """Update the alert state; draw the border flash on ``image`` (in place)."""
     settings = alerter.settings
     if not settings.enabled:
         return
-    timestamp_s = prediction.frame.timestamp_s
-    alerter.update(bool(prediction.mask.any()), timestamp_s)
+    timestamp_s = findings.frame.timestamp_s
+    alerter.update(findings.shown, timestamp_s)
     if alerter.flashing(timestamp_s):
         draw_border(image, settings.border_rgb, settings.border_px)
 
@@ -401,53 +390,18 @@ def _show_no_signal(
     outputs.show_no_signal(no_signal_image(hw, style, silent_s))
 
 
-def _load_segmenter(settings: ModelSettings) -> Segmenter:
-    """Pick the device and precision (once, at the edge) and load the model file."""
-    path = _model_path(settings)
-    try:
-        device = select_device(settings.device)
-        choice = choose_backend(
-            settings.backend,
-            settings.quantized,
-            device,
-            path,
-            precision=settings.precision,
-            torch_options=settings.compile or settings.cuda_graphs,
-        )
-        settings = replace(settings, backend=choice.backend)
-        precision = settings.resolved_precision(device)
-    except Int8ArtefactError as error:
-        raise ModelFileError(str(error)) from error
-    except ValueError as error:
-        raise ConfigError(f"model: {error}") from error
-    log.info("%s", choice.reason)
-    configure_backend(device, threads=settings.threads)
-    try:
-        return Segmenter.from_file(
-            path,
-            device,
-            precision,
-            threshold=settings.threshold,
-            channels_last=settings.channels_last,
-            backend=settings.backend,
-            compile=settings.compile,
-            compile_mode=settings.compile_mode,
-            cuda_graphs=settings.cuda_graphs,
-            batch_sizes=(1, settings.batch_size),
-            int8=choice.int8,
-        )
-    except ValueError as error:  # an option this device or install cannot honour
-        raise ConfigError(f"model: {error}") from error
-
-
 def _in_background(
-    source: Source, settings: SourceSettings, stall_limit_s: float | None
-) -> Generator[_Decoded, None, None]:
-    """Decode on a worker thread with the queue policy of the source's kind.
+    source: Source,
+    settings: SourceSettings,
+    stall_limit_s: float | None,
+    stop: threading.Event,
+) -> Background[_Decoded]:
+    """Decode on a worker thread (started now) with the queue policy of the source.
 
     Files: lossless, ``prefetch`` frames ahead (BLOCK). Live sources: the
     newest frame only (DROP_OLDEST), :data:`NO_SIGNAL` every ``no_signal_s``
-    while no frame comes, and a stall after ``stall_limit_s``.
+    while no frame comes, a stall after ``stall_limit_s``, and no long wait
+    on close for a producer inside an attempt to open the source.
     """
     if not source.live:
         return in_background(
@@ -455,6 +409,7 @@ def _in_background(
             maxsize=settings.prefetch,
             when_full=WhenFull.BLOCK,
             name="streamseg-source",
+            stop=stop,
         )
     return in_background(
         _stamped(source),
@@ -465,16 +420,9 @@ def _in_background(
         idle_s=settings.no_signal_s,
         idle_item=NO_SIGNAL,
         name="streamseg-source",
+        stop=stop,
+        join_timeout_s=LIVE_JOIN_TIMEOUT_S,
     )
-
-
-def _model_path(settings: ModelSettings) -> Path:
-    if settings.path is not None:
-        return settings.path
-    path = default_model_path()
-    if path is None:
-        raise ModelFileError(NO_DEFAULT_MODEL)
-    return path
 
 
 def _stamped(frames: Iterable[Frame]) -> Iterator[_Decoded]:
@@ -509,6 +457,13 @@ def _batches(
         taken += 1
         stats.add("decode wait", time.perf_counter() - start_s)
         stats.frame_in(item.frame)
+        if stats.frames_in == 1 and item.frame.index > 0:
+            log.info(
+                "%s: %d frames arrived while the model was loading (the newest "
+                "frame wins: they count as dropped)",
+                stats.source,
+                item.frame.index,
+            )
         if batch and item.frame.hw != batch[0].frame.hw:
             yield batch
             batch = []
@@ -518,7 +473,3 @@ def _batches(
             batch = []
     if batch:
         yield batch
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else 1000.0 * seconds

@@ -70,12 +70,14 @@ _END = object()
 class _Handover:
     """A bounded queue between two threads, with a stop event and a policy."""
 
-    def __init__(self, maxsize: int, when_full: WhenFull) -> None:
+    def __init__(
+        self, maxsize: int, when_full: WhenFull, stop: threading.Event | None = None
+    ) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize: expected >= 1, got {maxsize}")
         self.items: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self.when_full = when_full
-        self.stop = threading.Event()
+        self.stop = stop if stop is not None else threading.Event()
         self.dropped = 0
 
     def offer(self, item: object, *, always: bool = False) -> bool:
@@ -102,6 +104,26 @@ class _Handover:
                 self.items.get_nowait()
 
 
+class Background(Iterator[T]):
+    """The consumer's end of :func:`in_background`: iterate it, then close it.
+
+    ``close()`` sets the stop event, closes the producer's iterable (on its
+    own thread) and joins the worker, whether or not anything was taken.
+    """
+
+    def __init__(self, items: Generator[T, None, None], finish: Callable[[], None]):
+        self._items = items
+        self._finish = finish
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    def close(self) -> None:
+        """Stop the worker and wait for it (up to the join timeout)."""
+        self._items.close()
+        self._finish()
+
+
 def in_background(
     items: Iterable[T],
     *,
@@ -112,14 +134,18 @@ def in_background(
     idle_s: float | None = None,
     idle_item: object = None,
     name: str = "streamseg-producer",
-) -> Generator[T, None, None]:
+    stop: threading.Event | None = None,
+    join_timeout_s: float = JOIN_TIMEOUT_S,
+) -> Background[T]:
     """Iterate ``items`` on a worker thread and hand them over through a bounded queue.
 
-    The worker starts on the first ``next()``. A producer exception is
-    re-raised here, in the consumer. Closing the returned generator (or
-    leaving a ``with contextlib.closing(...)`` block) sets the stop event,
-    closes ``items`` (on the worker thread that iterated it) and joins the
-    worker.
+    The worker starts at once: a live source starts grabbing while the
+    caller is still getting ready (loading a model), its newest frame wins
+    meanwhile and the frames it replaced show up as index gaps. A producer
+    exception is re-raised here, in the consumer. Closing the returned
+    iterator (or leaving a ``with contextlib.closing(...)`` block) sets the
+    stop event, closes ``items`` (on the worker thread that iterated it) and
+    joins the worker.
 
     Args:
         items: Any iterable; a generator is closed on the worker thread, so
@@ -135,6 +161,13 @@ def in_background(
             SIGNAL"); the stall timeout still counts from the last real item.
         idle_item: The marker yielded when idle (never an item of ``items``).
         name: Worker thread name (shows in debuggers and thread dumps).
+        stop: The stop event to set on close (``None``: a new one). Pass one
+            that the producer also watches, so that it can stop while it
+            waits for something other than the queue (a reconnection).
+        join_timeout_s: How long close waits for the worker. A producer
+            blocked in a call only its own timeout ends (opening a network
+            stream) is left to end by itself: it is a daemon thread and stops
+            at its next look at the stop event.
 
     Yields:
         The items, in order (minus the ones DROP_OLDEST discarded).
@@ -143,7 +176,7 @@ def in_background(
         Stalled: No item within the timeout.
         BaseException: Whatever the producer raised.
     """
-    handover = _Handover(maxsize, when_full)
+    handover = _Handover(maxsize, when_full, stop)
 
     def produce() -> None:
         iterator = iter(items)
@@ -164,9 +197,37 @@ def in_background(
 
     worker = threading.Thread(target=produce, name=name, daemon=True)
     worker.start()
+    joined = [False]
+
+    def finish(timeout_s: float = join_timeout_s) -> None:
+        if joined[0]:
+            return
+        joined[0] = True
+        handover.stop.set()
+        handover.drain()
+        # A short join asked for by the caller leaves the worker behind on
+        # purpose; only an unexpected hang is worth a warning.
+        _join(worker, timeout_s, expected=timeout_s == join_timeout_s < JOIN_TIMEOUT_S)
+
+    return Background(
+        _consume(handover, timeout_s, first_timeout_s, idle_s, idle_item, name, finish),
+        finish,
+    )
+
+
+def _consume(
+    handover: _Handover,
+    timeout_s: float | None,
+    first_timeout_s: float | None,
+    idle_s: float | None,
+    idle_item: object,
+    name: str,
+    finish: Callable[..., None],
+) -> Generator[T, None, None]:
+    """The consumer side of :func:`in_background` (runs on the caller's thread)."""
     timeout = first_timeout_s if first_timeout_s is not None else timeout_s
     deadline_s = None if timeout is None else time.monotonic() + timeout
-    join_timeout_s = JOIN_TIMEOUT_S
+    join_timeout_s: float | None = None
     try:
         while True:
             wait_s = None if deadline_s is None else deadline_s - time.monotonic()
@@ -194,9 +255,10 @@ def in_background(
             # consumer asks again, so a slow consumer never looks like a stall.
             deadline_s = None if timeout is None else time.monotonic() + timeout
     finally:
-        handover.stop.set()
-        handover.drain()
-        _join(worker, join_timeout_s)
+        if join_timeout_s is None:
+            finish()
+        else:
+            finish(join_timeout_s)
 
 
 class Inbox(Generic[T]):
@@ -302,11 +364,19 @@ def to_background(
     return Inbox(consume, maxsize=maxsize, name=name)
 
 
-def _join(worker: threading.Thread, timeout_s: float) -> None:
+def _join(
+    worker: threading.Thread, timeout_s: float, *, expected: bool = False
+) -> None:
     if worker is threading.current_thread() or not worker.is_alive():
         return
     worker.join(timeout_s)
-    if worker.is_alive():
+    if worker.is_alive() and expected:
+        log.info(
+            "background thread %s is still in a call that only its own timeout "
+            "ends; it stops by itself after that",
+            worker.name,
+        )
+    elif worker.is_alive():
         log.warning(
             "background thread %s did not stop within %g s (blocked in a driver "
             "call?); leaving it behind as a daemon thread",

@@ -6,7 +6,8 @@ Subcommands:
   [--events OUT.jsonl] [--masks DIR] [--view window|web|none]
   [--bind HOST:PORT] [--clips DIR] [--device D] [--max-frames N]
   [--set key=value ...] [--debug]``
-* ``streamseg info MODEL``
+* ``streamseg info [MODEL]`` (default: the bundled model)
+* ``streamseg report --tracks T.json [--events E.jsonl] [--out REPORT.html]``
 * ``streamseg evaluate-video [SOURCE --truth MASKS] [--cvc ROOT] [--model FILE]
   [--fps F] [--config YAML] [--set key=value ...] [--sweep] [--out DIR]``
 * ``streamseg bench [--model M] [--clip PATH | --synthetic 720p|1080p] [--frames N]
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--events", type=Path, help="write per-frame JSON lines here (.jsonl)"
     )
     run.add_argument(
+        "--tracks",
+        type=Path,
+        help="write the polyp tracks here (.json, thumbnails beside it); "
+        "streamseg report turns it into an HTML report",
+    )
+    run.add_argument(
         "--masks", type=Path, help="write one mask PNG per frame into this folder"
     )
     run.add_argument(
@@ -115,11 +122,45 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser(
         "info",
         parents=[common],
-        help="show what a model file holds",
-        description="Show what a model file holds.",
+        help="show what a model file holds (default: the bundled model)",
+        description="Show what a model file holds (default: the bundled model).",
     )
     info.add_argument(
-        "model", metavar="MODEL", type=Path, help="model file (.safetensors)"
+        "model",
+        metavar="MODEL",
+        type=Path,
+        nargs="?",
+        help="model file (.safetensors); default: the bundled model",
+    )
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="make a self-contained HTML procedure report from a run's tracks",
+        description=(
+            "Make one self-contained HTML file from the files of "
+            "`streamseg run VIDEO --tracks T.json [--events E.jsonl]`: a timeline "
+            "of each polyp's presence, one card per polyp (picture, times, size), "
+            "the run's settings and model hash."
+        ),
+    )
+    report.add_argument(
+        "--tracks", type=Path, required=True, help="tracks file of the run (.json)"
+    )
+    report.add_argument(
+        "--events",
+        type=Path,
+        help="per-frame JSON lines of the same run (adds the detection strip)",
+    )
+    report.add_argument(
+        "--out", type=Path, help="the .html to write (default: beside --tracks)"
+    )
+    report.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.2,
+        metavar="S",
+        help="polyps detected for less than S seconds get no card, only a line "
+        "under brief detections (default 0.2)",
     )
     _add_evaluate_video(commands, common)
     _add_bench(commands, common)
@@ -137,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate_video(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except ConfigError as error:
         return _fail(error, EXIT_USAGE, args.debug)
@@ -170,6 +213,19 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if stats.interrupted else EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from streamseg.report import write_report
+
+    out = args.out or args.tracks.with_suffix(".html")
+    if not args.min_seconds >= 0:
+        raise ConfigError(f"report: --min-seconds {args.min_seconds} must be >= 0")
+    path = write_report(
+        args.tracks, out, events_path=args.events, min_detected_s=args.min_seconds
+    )
+    sys.stdout.write(f"wrote {path}\n")
+    return EXIT_OK
+
+
 def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
     """Apply the command-line options on top of the YAML and ``--set`` values."""
     changes = {
@@ -178,6 +234,7 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
         "output": {
             "video": args.output,
             "events": args.events,
+            "tracks": getattr(args, "tracks", None),
             "masks": args.masks,
             "view": args.view,
             "bind": getattr(args, "bind", None),
@@ -196,13 +253,23 @@ def _with_arguments(config: Any, args: argparse.Namespace) -> Any:
     return config
 
 
-def _info(path: Path) -> int:
+def _info(path: Path | None) -> int:
     from rich.console import Console
     from rich.table import Table
     from safetensors import safe_open
 
+    from streamseg import model
     from streamseg.model import read_spec
 
+    title = str(path)
+    if path is None:
+        path = model.default_model_path()
+        if path is None:
+            raise ConfigError(
+                "info: this build has no bundled default model; pass MODEL "
+                "(a .safetensors model file)"
+            )
+        title = f"{path.name} (the bundled default model)"
     spec = read_spec(path)
     count, parameters, dtypes = 0, 0, set()
     with safe_open(str(path), framework="pt") as file:
@@ -215,7 +282,7 @@ def _info(path: Path) -> int:
                 size *= side
             parameters += size
             dtypes.add(tensor.get_dtype())
-    table = Table(title=str(path), show_header=False, title_justify="left")
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("file size", f"{path.stat().st_size / 1e6:.2f} MB")
@@ -284,22 +351,28 @@ def _progress_bar() -> Iterator[Any]:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[fps]} fps"),
+        TextColumn("{task.fields[fps]} fps{task.fields[speed]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
     )
     task: list[Any] = []
 
-    def update(done: int, total: int | None) -> None:
+    def update(done: int, total: int | None, figures: Any = None) -> None:
         if total is None:
             return
         if not task:
             progress.start()
-            task.append(progress.add_task("frames", total=total, fps="  -.-"))
-        speed = progress.tasks[0].speed
+            task.append(progress.add_task("frames", total=total, fps="  -.-", speed=""))
+        # The run's own figures (streamseg.stats) when it gives them: rich's
+        # speed estimate counts the frames of one batch as a burst.
+        speed = progress.tasks[0].speed if figures is None else figures.fps
+        speed_x = getattr(figures, "speed_x", None)
         progress.update(
-            task[0], completed=done, fps=f"{speed:5.1f}" if speed else "  -.-"
+            task[0],
+            completed=done,
+            fps=f"{speed:5.1f}" if speed else "  -.-",
+            speed=f" ({speed_x:.2f}x real time)" if speed_x else "",
         )
 
     try:
@@ -367,7 +440,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
-    from streamseg.video_eval import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
+    from streamseg.evaluation import DEFAULT_FPS, DEFAULT_LONG_SIDE_PX
 
     parser = commands.add_parser(
         "evaluate-video",
@@ -479,13 +552,20 @@ def _add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="path of the sweep plot"
     )
+    parser.add_argument(
+        "--polyp-ids",
+        metavar="CSV[:COLUMN]",
+        help="which polyp each frame of SOURCE shows, for the track measures "
+        "(e.g. samples/demo_frames.csv, column segment by default)",
+    )
 
 
 def _evaluate_video(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamseg import video_eval
     from streamseg.app import StreamConfig
+    from streamseg.evaluation import DEFAULT_FPS, sweep, video_data, video_eval
+    from streamseg.evaluation.video_report import report_tables, write_outputs
 
     if args.source is None and args.cvc is None:
         raise ConfigError(
@@ -515,23 +595,24 @@ def _evaluate_video(args: argparse.Namespace) -> int:
         config.model, **{k: v for k, v in given.items() if v is not None}
     )
     try:
-        grid = video_eval.SweepGrid.from_overrides(args.grid) if args.sweep else None
+        grid = sweep.SweepGrid.from_overrides(args.grid) if args.sweep else None
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if (args.grid or args.joint_with) and not args.sweep:
         raise ConfigError("evaluate-video: --grid and --joint-with need --sweep")
     datasets = []
     if args.source is not None:
-        datasets.append(
-            video_eval.open_video_dataset(args.source, args.truth, fps=args.fps)
-        )
+        dataset = video_data.open_video_dataset(args.source, args.truth, fps=args.fps)
+        if args.polyp_ids is not None:
+            dataset = _with_polyp_ids(dataset, args.polyp_ids)
+        datasets.append(dataset)
+    elif args.polyp_ids is not None:
+        raise ConfigError("evaluate-video: --polyp-ids needs a SOURCE to go with it")
     if args.cvc is not None:
         datasets.append(
-            video_eval.open_cvc_dataset(
-                args.cvc, fps=args.fps or video_eval.DEFAULT_FPS
-            )
+            video_data.open_cvc_dataset(args.cvc, fps=args.fps or DEFAULT_FPS)
         )
-    cache = None if args.no_cache else (args.cache or video_eval.default_cache_dir())
+    cache = None if args.no_cache else (args.cache or video_data.default_cache_dir())
     with _interrupt_on_signals():
         with _progress_bar() as on_progress:
             evaluation = video_eval.evaluate_video(
@@ -544,20 +625,38 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                 min_detection_iou=args.detection_iou,
                 sweep=grid,
                 choice_max_hysteresis_gap=(
-                    video_eval.CHOICE_MAX_HYSTERESIS_GAP
+                    sweep.CHOICE_MAX_HYSTERESIS_GAP
                     if args.choice_max_gap is None
                     else args.choice_max_gap
                 ),
                 joint_sweeps=args.joint_with,
                 on_progress=on_progress,
+                tracking=config.tracking,
             )
     console = Console(width=max(110, Console().width))
-    for table in video_eval.report_tables(evaluation):
+    for table in report_tables(evaluation):
         console.print(table)
     if args.out is not None:
-        for path in video_eval.write_outputs(evaluation, args.out, plot_path=args.plot):
+        for path in write_outputs(evaluation, args.out, plot_path=args.plot):
             console.print(f"wrote {path}")
     return EXIT_OK
+
+
+def _with_polyp_ids(dataset: Any, spec: str) -> Any:
+    from streamseg.evaluation.track_metrics import read_polyp_ids
+
+    try:
+        ids = read_polyp_ids(spec)
+    except ValueError as error:
+        raise ConfigError(f"evaluate-video: {error}") from None
+    (sequence,) = dataset.sequences
+    count = sequence.frame_count or sequence.truth.count
+    if len(ids) != count:
+        raise ConfigError(
+            f"evaluate-video: --polyp-ids {spec} has {len(ids)} rows but "
+            f"{dataset.name} has {count} frames; give one row per frame"
+        )
+    return dataclasses.replace(dataset, polyp_ids=(ids,))
 
 
 def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -633,8 +732,8 @@ def _add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from streamseg import bench
     from streamseg.app import StreamConfig
+    from streamseg.evaluation import bench, bench_inputs
     from streamseg.model import default_model_path
 
     config = load_config(StreamConfig, args.config, args.set)
@@ -660,8 +759,8 @@ def _bench(args: argparse.Namespace) -> int:
             clips=tuple(args.clip),
             synthetic=tuple(args.synthetic) or ("720p", "1080p"),
             frames=args.frames,
-            variants=bench.parse_names(args.variants),
-            pipeline_variants=bench.parse_names(args.pipeline_variants) or (),
+            variants=bench_inputs.parse_names(args.variants),
+            pipeline_variants=bench_inputs.parse_names(args.pipeline_variants) or (),
             iterations=args.iterations,
             warmup=args.warmup,
             warmup_frames=args.warmup_frames,
@@ -673,13 +772,15 @@ def _bench(args: argparse.Namespace) -> int:
         )
         if args.validate:
             if args.data is None:
-                raise bench.BenchError("--validate needs --data ROOT (Kvasir-SEG)")
+                raise bench_inputs.BenchError(
+                    "--validate needs --data ROOT (Kvasir-SEG)"
+                )
             report = bench.validation_report(
                 settings, config, args.data, split=args.split, limit=args.limit
             )
         else:
             report = bench.run_benchmark(settings, config)
-    except (bench.BenchError, ValueError) as error:
+    except (bench_inputs.BenchError, ValueError) as error:
         return _fail(error, EXIT_USAGE, args.debug)
     console = Console(width=max(120, Console().width))
     for table in bench.report_tables(report):

@@ -15,7 +15,10 @@ its start; ``clip`` for detections, ``rec`` for manual recordings) with a
 ``.jsonl`` beside it holding one :class:`~streamseg.events.FrameEvent` line
 per frame. Frames go to the H.264 encoder as JPEG bytes, decoded on the
 encoder's thread; a finished clip is flushed and closed on a background
-thread too, so the pipeline never waits for a clip to be written.
+thread too, so the pipeline never waits for a clip to be written. Clips are
+crash-safe like the main recording: a clip open when the process is killed
+plays up to about half a second before the kill (fragmented MP4, rewritten
+as a regular MP4 once the clip ends), and its JSONL holds whole lines.
 
 The same :class:`JpegEncoder` serves the browser view, so each frame is
 JPEG-encoded at most once.
@@ -34,9 +37,17 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.background import to_background
-from streamseg.events import describe
-from streamseg.frames import Prediction
-from streamseg.sinks import OutputError, OutputSettings, VideoRecorder
+from streamseg.events import StreamClock, describe, say_when
+from streamseg.files import LineWriter
+from streamseg.findings import Findings
+from streamseg.sinks import (
+    OutputError,
+    OutputSettings,
+    VideoRecorder,
+    check_output_folder,
+    make_output_folder,
+    write_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +238,7 @@ class _Clip:
         self.start_s: float | None = None
         self.end_s: float | None = None
         try:
-            self._events = open(self.events_path, "w", encoding="utf-8", buffering=1)
+            self._events = LineWriter(self.events_path)
         except OSError as error:
             raise OutputError(
                 f"{self.events_path}: cannot write the clip's event log "
@@ -236,7 +247,7 @@ class _Clip:
 
     def add(self, frame: EncodedFrame) -> None:
         self.recorder.write_image(frame.jpeg, frame.timestamp_s)
-        self._events.write(frame.event_json + "\n")
+        write_line(self._events, frame.event_json, "clip's event log")
         self.frames += 1
         if self.start_s is None:
             self.start_s = frame.timestamp_s
@@ -252,7 +263,7 @@ class _Clip:
 class ClipRecorder:
     """Save clips around detections (with pre-roll) and manual recordings.
 
-    A sink: ``write(prediction, image)`` once per frame from the pipeline
+    A sink: ``write(findings, image)`` once per frame from the pipeline
     thread; :meth:`start_manual`, :meth:`stop_manual` and :meth:`status` may
     be called from any thread (the browser view's request threads).
 
@@ -269,6 +280,8 @@ class ClipRecorder:
         queue_size: Frames that may wait for a clip's encoder (besides the
             pre-roll, which is queued at once when a clip starts).
         now: Wall clock for clip names (tests inject one).
+        clock: Stream and wall-clock times for the clips' JSON lines and
+            messages (``None``: the frames' own timestamps).
     """
 
     name = "clips"
@@ -287,15 +300,12 @@ class ClipRecorder:
         preset: str = "ultrafast",
         queue_size: int = 16,
         now: Callable[[], datetime.datetime] = datetime.datetime.now,
+        clock: StreamClock | None = None,
     ) -> None:
         self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{self.folder}: cannot create the clips folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        self.clock = clock
+        # Created with the first clip: a run that records nothing leaves no folder.
+        check_output_folder(self.folder, "clips")
         self.auto = auto
         self.pre_roll_s = pre_roll_s
         self.post_roll_s = post_roll_s
@@ -323,9 +333,9 @@ class ClipRecorder:
 
     # --- the pipeline thread --------------------------------------------------
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        event = describe(prediction) if self.auto else None
-        now_s = prediction.frame.timestamp_s
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        event = describe(findings, self.clock) if self.auto else None
+        now_s = findings.frame.timestamp_s
         with self._lock:
             if event is not None and event.polyp_present:
                 self._last_detection_s = now_s
@@ -340,7 +350,7 @@ class ClipRecorder:
             if not need_jpeg:
                 return
             if event is None:
-                event = describe(prediction)
+                event = describe(findings, self.clock)
             frame = EncodedFrame(now_s, self.jpeg(image), event.to_json())
             if want and self._clip is None:
                 self._start(now_s, manual=self._manual)
@@ -409,9 +419,10 @@ class ClipRecorder:
         )
         self._clip = _Clip(stem, recorder)
         log.info(
-            "%s: %s started with %.1f s of pre-roll",
+            "%s: %s started at %s with %.1f s of pre-roll",
             self._clip.video_path,
             "recording" if manual else "clip",
+            say_when(now_s, self.clock),
             now_s - pre_roll[0].timestamp_s if pre_roll else 0.0,
         )
         for frame in pre_roll:
@@ -438,6 +449,7 @@ class ClipRecorder:
             )
 
     def _unique_stem(self, prefix: str) -> Path:
+        make_output_folder(self.folder, "clips")
         base = f"{prefix}_{self._now():%Y%m%dT%H%M%S}"
         stem, number = base, 1
         while stem in self._used_stems or (self.folder / f"{stem}.mp4").exists():
@@ -452,6 +464,7 @@ def open_recorder(
     clips: ClipSettings | None,
     *,
     nominal_fps: float | None = None,
+    clock: StreamClock | None = None,
 ) -> ClipRecorder:
     """The recorder for event clips and for the browser view's buttons.
 
@@ -466,6 +479,7 @@ def open_recorder(
         "crf": output.video_crf,
         "preset": output.video_preset,
         "queue_size": output.video_queue,
+        "clock": clock,
     }
     if clips is not None and clips.folder is not None:
         return ClipRecorder(

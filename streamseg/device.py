@@ -10,13 +10,14 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 log = logging.getLogger(__name__)
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISION_NAMES: tuple[str, ...] = get_args(PrecisionName)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def resolve_precision(
         if device.type != "cuda":
             raise ValueError("precision fp16 needs CUDA; on CPU use bf16 or fp32")
         return Precision(torch.float16)
-    raise ValueError(f"precision {name!r}: expected auto, fp32, bf16 or fp16")
+    raise ValueError(
+        f"precision {name!r}: expected one of {', '.join(PRECISION_NAMES)}"
+    )
 
 
 def configure_backend(device: torch.device, *, threads: int | None = None) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from streamseg.regions import Region
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +71,16 @@ class Prediction:
         mask_override: Optional (height, width) bool tensor that replaces the
             plain threshold (set by temporal smoothing, which applies
             hysteresis and a minimum area).
+        regions: The connected regions of :attr:`mask`, largest first, when
+            whoever made the mask has labelled them already (the smoother's
+            area filter); ``None``: not labelled yet.
     """
 
     frame: Frame
     probabilities: torch.Tensor
     threshold: float
     mask_override: torch.Tensor | None = None
+    regions: tuple[Region, ...] | None = None
 
     def __post_init__(self) -> None:
         if tuple(self.probabilities.shape) != self.frame.hw:

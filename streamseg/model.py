@@ -12,6 +12,7 @@ spec, and loading a file never executes code from it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -33,6 +34,16 @@ FORMAT = "streamseg-model/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL_NAME = "default.safetensors"
+
+
+def check_threshold(value: float, name: str = "threshold") -> None:
+    """A probability threshold (model file, override, smoothing) lies in (0, 1).
+
+    Raises:
+        ValueError: Names the setting and the value.
+    """
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name}: expected a value in (0, 1), got {value}")
 
 
 class ModelFileError(Exception):
@@ -84,10 +95,7 @@ class ModelSpec:
                 f"input_hw: expected two positive multiples of 32 (height, width), "
                 f"got {self.input_hw}"
             )
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(
-                f"threshold: expected a value in (0, 1), got {self.threshold}"
-            )
+        check_threshold(self.threshold)
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) != 3 or not all(math.isfinite(v) for v in values):
@@ -342,3 +350,12 @@ def default_model_path() -> Path | None:
     candidate = resources.files("streamseg") / "assets" / DEFAULT_MODEL_NAME
     path = Path(str(candidate))
     return path if path.is_file() else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, as 64 hex digits (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

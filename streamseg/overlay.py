@@ -1,8 +1,9 @@
-"""Draw a prediction over its own frame: translucent fill, contour, boxes and a HUD.
+"""Draw a frame's findings over it: translucent fill, contour, boxes and a HUD.
 
 On a GPU, :func:`render` computes the fill and the contour on the
-probabilities' device, copies the image and the mask to the host in one
-transfer, then draws the boxes and the HUD text with OpenCV. On the CPU
+probabilities' device, copies the image to the host, then draws the boxes
+(the regions of :class:`~streamseg.findings.Findings`, not labelled again)
+and the HUD text with OpenCV. On the CPU
 (:func:`render_host`) everything is drawn with OpenCV and a uint8 lookup
 table, only inside the bounding box of the mask, so the cost follows the
 size of the mask rather than of the frame; both paths give identical pixels.
@@ -13,16 +14,24 @@ a box or the HUD is drawn.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from streamseg.events import region_boxes
-from streamseg.frames import Prediction
+from streamseg.findings import Findings
+from streamseg.regions import BoxXYWH, find_regions
+from streamseg.stats import Figures
+
+if TYPE_CHECKING:
+    from streamseg.tracking import TrackFrame
 
 RGB = tuple[int, int, int]
+# Behind the HUD's figures.
+HUD_BACKGROUND_RGB = (16, 16, 16)
 
 
 @dataclass(frozen=True)
@@ -75,49 +84,102 @@ class OverlayStyle:
 class HudText:
     """Run figures shown by the HUD (``None``: not shown).
 
+    Files show progress and speed, live sources frame rate and latency
+    (:class:`streamseg.stats.Figures` holds the definitions).
+
     Attributes:
-        fps: Frames written per second, recently.
-        latency_ms: End-to-end latency of a recent frame.
+        fps: Frames processed per second (``None`` with a known mode: "--").
+        latency_ms: Live: grab -> overlay latency of this frame.
+        frames_done: Files: frames processed, counting this one.
+        frames_total: Files: frames in the file (``None``: unknown).
+        speed_x: Files: video seconds processed per wall-clock second.
+        inset_px: Distance kept from the image's edges (the alert border's
+            width), so that a flashing border never covers the HUD.
     """
 
     fps: float | None = None
     latency_ms: float | None = None
+    frames_done: int | None = None
+    frames_total: int | None = None
+    speed_x: float | None = None
+    inset_px: int = 0
+
+    @classmethod
+    def of(cls, figures: Figures, inset_px: int = 0) -> HudText:
+        """The HUD for ``figures``: progress and speed (files) or fps and latency."""
+        if figures.live:
+            return cls(figures.fps, figures.latency_ms, inset_px=inset_px)
+        return cls(
+            figures.fps,
+            None,
+            figures.frames_done,
+            figures.frames_total,
+            figures.speed_x,
+            inset_px,
+        )
+
+    def text(self) -> str:
+        """The figures as one line, e.g. ``"120/300  5.8 fps  0.23x real time"``.
+
+        Example:
+            >>> HudText(24.96, 85.2).text()
+            '25.0 fps  latency 85 ms'
+            >>> HudText(5.8, None, 120, 300, 0.232).text()
+            '120/300  5.8 fps  0.23x real time'
+        """
+        parts = []
+        if self.frames_done is not None:
+            total = "" if self.frames_total is None else f"/{self.frames_total}"
+            parts.append(f"{self.frames_done}{total}")
+        if self.fps is not None:
+            parts.append(f"{self.fps:.1f} fps")
+        elif self.frames_done is not None or self.latency_ms is not None:
+            parts.append("-- fps")
+        if self.speed_x is not None:
+            parts.append(f"{self.speed_x:.2f}x real time")
+        if self.latency_ms is not None:
+            parts.append(f"latency {self.latency_ms:.0f} ms")
+        return "  ".join(parts)
 
 
 @torch.inference_mode()
 def render(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
-    """Draw ``prediction`` over its frame.
+    """Draw a frame's findings over the frame.
 
     Args:
-        prediction: Probabilities (and mask) for ``prediction.frame``.
+        findings: The frame's final mask and regions (:meth:`Findings.of`).
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
 
     Returns:
-        A new (H, W, 3) uint8 RGB array; ``prediction.frame.pixels`` is untouched.
+        A new (H, W, 3) uint8 RGB array; ``findings.frame.pixels`` is untouched.
     """
-    mask = prediction.mask
-    if mask.device.type == "cpu":
+    if findings.prediction.mask.device.type == "cpu":
         return render_host(
-            prediction.frame.pixels, mask.numpy(), style, hud or HudText()
+            findings.frame.pixels,
+            findings.mask,
+            style,
+            hud or HudText(),
+            boxes_xywh=findings.boxes_xywh,
+            tracks=findings.tracks,
         )
-    return render_tensor(prediction, style, hud)
+    return render_tensor(findings, style, hud)
 
 
 @torch.inference_mode()
 def render_tensor(
-    prediction: Prediction, style: OverlayStyle, hud: HudText | None = None
+    findings: Findings, style: OverlayStyle, hud: HudText | None = None
 ) -> np.ndarray:
     """:func:`render` with the fill and contour as tensors on the mask's device.
 
     The GPU path; on the CPU it gives the same pixels as :func:`render_host`
     (tests compare them), only slower.
     """
-    mask = prediction.mask
+    mask = findings.prediction.mask
     device = mask.device
-    source = prediction.frame.pixels
+    source = findings.frame.pixels
     if (
         not source.flags.writeable
     ):  # torch wants writable memory; we still never write it
@@ -136,33 +198,36 @@ def render_tensor(
         edge = inner_edge(mask, style.contour_px)
         contour = torch.tensor(style.contour_rgb, dtype=torch.uint8, device=device)
         image = torch.where(edge[..., None], contour, image)
-    need_mask = style.boxes or style.hud
-    if need_mask:
-        # One device->host copy: the image and the mask travel together.
-        packed = (
-            torch.cat([image, mask[..., None].to(torch.uint8)], dim=-1).cpu().numpy()
-        )
-        host, host_mask = np.ascontiguousarray(packed[..., :3]), packed[..., 3]
-    else:
-        host, host_mask = image.cpu().numpy(), None
-    if np.shares_memory(host, prediction.frame.pixels):
+    # OpenCV draws only on C-contiguous memory (a strided mask gives strided output).
+    host = np.ascontiguousarray(image.cpu().numpy())
+    if np.shares_memory(host, findings.frame.pixels):
         host = (
             host.copy()
         )  # nothing was drawn on the GPU side; never hand out the input
-    if host_mask is not None and style.boxes:
-        draw_boxes(host, region_boxes(host_mask), style)
+    tracks = findings.tracks
+    if tracks is not None:
+        draw_tracks(host, tracks, style)
+    elif style.boxes and findings.present:
+        draw_boxes(host, findings.boxes_xywh, style)
     if style.hud:
         draw_hud(
             host,
-            bool(host_mask is not None and host_mask.any()),
+            findings.present if tracks is None else tracks.present,
             hud or HudText(),
             style,
+            polyps_seen=None if tracks is None else tracks.polyps_seen,
         )
     return host
 
 
 def render_host(
-    pixels: np.ndarray, mask: np.ndarray, style: OverlayStyle, hud: HudText
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    style: OverlayStyle,
+    hud: HudText,
+    *,
+    boxes_xywh: tuple[BoxXYWH, ...] | None = None,
+    tracks: TrackFrame | None = None,
 ) -> np.ndarray:
     """:func:`render` on the host, with OpenCV, limited to the mask's bounding box.
 
@@ -175,6 +240,11 @@ def render_host(
         mask: (H, W) bool mask.
         style: Colours, opacity and what to draw.
         hud: Figures for the HUD (drawn only if ``style.hud``).
+        boxes_xywh: The mask's region boxes (:class:`Findings`); ``None``:
+            label the mask here.
+        tracks: The polyp tracks of this frame: their boxes, ids and times
+            replace the per-region boxes, the HUD shows the count of polyps
+            seen, and edge arrows point to polyps that left the view.
 
     Returns:
         A new (H, W, 3) uint8 RGB array.
@@ -202,14 +272,26 @@ def render_host(
             size = 2 * style.contour_px + 1
             eroded = cv2.erode(roi_mask, np.ones((size, size), np.uint8))
             roi[(roi_mask != 0) & (eroded == 0)] = style.contour_rgb
-        if style.boxes:
-            boxes = tuple(
-                (bx + left, by + top, bw, bh)
-                for bx, by, bw, bh in region_boxes(roi_mask)
-            )
-            draw_boxes(image, boxes, style)
+        if style.boxes and tracks is None:
+            if boxes_xywh is None:
+                boxes_xywh = tuple(
+                    (x + left, y + top, width, height)
+                    for x, y, width, height in (
+                        region.box_xywh for region in find_regions(roi_mask)
+                    )
+                )
+            draw_boxes(image, boxes_xywh, style)
+    if tracks is not None:
+        draw_tracks(image, tracks, style)
+        present = tracks.present
     if style.hud:
-        draw_hud(image, present, hud, style)
+        draw_hud(
+            image,
+            present,
+            hud,
+            style,
+            polyps_seen=None if tracks is None else tracks.polyps_seen,
+        )
     return image
 
 
@@ -286,9 +368,19 @@ def draw_boxes(
 
 
 def draw_hud(
-    image: np.ndarray, polyp_present: bool, hud: HudText, style: OverlayStyle
+    image: np.ndarray,
+    polyp_present: bool,
+    hud: HudText,
+    style: OverlayStyle,
+    *,
+    polyps_seen: int | None = None,
 ) -> None:
-    """Draw the polyp indicator and the run figures in the top-left corner, in place."""
+    """Draw the polyp indicator and the run figures in the top-left corner, in place.
+
+    Everything stays ``hud.inset_px`` away from the edges (inside the alert
+    border). ``polyps_seen`` (distinct polyps so far; None: not shown) goes on
+    its own line under the indicator.
+    """
     import cv2
 
     height = image.shape[0]
@@ -296,7 +388,7 @@ def draw_hud(
     thickness = max(round(2 * scale), 1)
     font = cv2.FONT_HERSHEY_SIMPLEX
     pad = max(int(8 * scale), 3)
-    x, y = pad, pad
+    x = y = pad + max(hud.inset_px, 0)
     if polyp_present:
         (text_w, text_h), baseline = cv2.getTextSize(
             "POLYP", font, 1.2 * scale, thickness + 1
@@ -319,36 +411,11 @@ def draw_hud(
             cv2.LINE_AA,
         )
         y += text_h + baseline + 2 * pad
-    parts = []
-    if hud.fps is not None:
-        parts.append(f"{hud.fps:.1f} fps")
-    if hud.latency_ms is not None:
-        parts.append(f"{hud.latency_ms:.0f} ms")
-    if parts:
-        text = "  ".join(parts)
-        (_, text_h), _ = cv2.getTextSize(text, font, 0.8 * scale, thickness)
-        origin = (x, y + text_h + pad // 2)
-        # A dark outline keeps the text readable on bright mucosa.
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            (0, 0, 0),
-            thickness + 2,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            image,
-            text,
-            origin,
-            font,
-            0.8 * scale,
-            style.hud_rgb,
-            thickness,
-            cv2.LINE_AA,
-        )
+    if polyps_seen is not None:
+        y = _hud_line(image, f"polyps seen: {polyps_seen}", (x, y), scale, style)
+    text = hud.text()
+    if text:
+        _hud_line(image, text, (x, y), scale, style)
 
 
 NO_SIGNAL_TEXT = "NO SIGNAL"
@@ -434,3 +501,125 @@ def draw_border(image: np.ndarray, rgb: RGB, width_px: int) -> None:
     image[-band:] = colour
     image[:, :band] = colour
     image[:, -band:] = colour
+
+
+def _hud_line(
+    image: np.ndarray, text: str, xy: tuple[int, int], scale: float, style: OverlayStyle
+) -> int:
+    """Draw one line of HUD text on a dark band at ``xy`` (its top-left), in place.
+
+    The band keeps the text readable on bright mucosa (a thicker dark copy of
+    the text does not: its glyphs drift apart).
+
+    Returns:
+        The y of the next line.
+    """
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(round(2 * scale), 1)
+    pad = max(int(8 * scale), 3)
+    size = 0.8 * scale
+    (text_w, text_h), baseline = cv2.getTextSize(text, font, size, thickness)
+    x, y = xy
+    bottom = y + text_h + baseline + pad
+    cv2.rectangle(image, (x, y), (x + text_w + 2 * pad, bottom), HUD_BACKGROUND_RGB, -1)
+    origin = (x + pad, y + text_h + pad // 2)
+    cv2.putText(image, text, origin, font, size, style.hud_rgb, thickness, cv2.LINE_AA)
+    return bottom + pad
+
+
+def draw_tracks(image: np.ndarray, tracks: TrackFrame, style: OverlayStyle) -> None:
+    """Draw each shown track's box with its id and time on screen, and edge arrows.
+
+    A track held after its last detection (not detected on this frame) keeps
+    its box, drawn thinner. Arrows (``tracks.departures``) sit at the frame
+    edge and point out of it, where a polyp left the view.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, drawn on in place.
+        tracks: The tracker's output for this frame.
+        style: Box colour and width; label colours from the HUD's.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = max(height / 720.0, 0.35)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(round(1.5 * scale), 1)
+    margin = style.box_margin_px + (style.box_px + 1) // 2
+    for view in tracks.tracks:
+        x, y, w, h = view.box_xywh
+        if style.boxes and style.box_px > 0:
+            cv2.rectangle(
+                image,
+                (x - margin, y - margin),
+                (x + w - 1 + margin, y + h - 1 + margin),
+                style.box_rgb,
+                style.box_px if view.detected else max(style.box_px // 2, 1),
+                cv2.LINE_8,
+            )
+        seconds = view.on_screen_s
+        label = (
+            f"#{view.track_id} {seconds:.1f}s"
+            if seconds < 10
+            else (f"#{view.track_id} {int(seconds) // 60}:{int(seconds) % 60:02d}")
+        )
+        (text_w, text_h), baseline = cv2.getTextSize(
+            label, font, 0.7 * scale, thickness
+        )
+        left = min(max(x - margin, 0), max(width - text_w - 4, 0))
+        top = y - margin - text_h - baseline - 4
+        if top < 0:  # no room above the box: inside its top edge
+            top = max(y - margin, 0) + 2
+        cv2.rectangle(
+            image,
+            (left, top),
+            (left + text_w + 4, top + text_h + baseline + 4),
+            style.box_rgb,
+            -1,
+        )
+        cv2.putText(
+            image,
+            label,
+            (left + 2, top + text_h + 2),
+            font,
+            0.7 * scale,
+            (0, 0, 0),
+            thickness,
+            cv2.LINE_AA,
+        )
+    length = max(24.0, 0.08 * min(height, width))
+    for departure in tracks.departures:
+        (ex, ey), (dx, dy) = departure.exit_xy, departure.direction_xy
+        inset = 0.6 * length
+        tip = (
+            min(max(ex - dx * 4, 2), width - 3),
+            min(max(ey - dy * 4, 2), height - 3),
+        )
+        tail = (tip[0] - dx * length, tip[1] - dy * length)
+        if math.isnan(tail[0]) or inset <= 0:
+            continue
+        for colour, width_px in (((0, 0, 0), 7), (style.box_rgb, 4)):
+            cv2.arrowedLine(
+                image,
+                (round(tail[0]), round(tail[1])),
+                (round(tip[0]), round(tip[1])),
+                colour,
+                max(round(width_px * scale), 2),
+                cv2.LINE_AA,
+                tipLength=0.45,
+            )
+        cv2.putText(
+            image,
+            f"#{departure.track_id}",
+            (
+                round(tail[0] - dx * 0.5 * length) - 10,
+                round(tail[1] - dy * 0.5 * length) + 5,
+            ),
+            font,
+            0.6 * scale,
+            style.box_rgb,
+            thickness,
+            cv2.LINE_AA,
+        )

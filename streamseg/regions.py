@@ -1,10 +1,13 @@
 """Connected regions of a binary mask, labelled inside the mask's bounding box.
 
-One labelling routine for the area filter (smoothing), the overlay's boxes and
-the event log. Labelling runs only over the bounding box of the mask's pixels
-(a polyp rarely fills the frame) and with 16-bit labels unless OpenCV reports
-more than 65535 regions; results equal whole-frame 32-bit labelling
-(tests/test_smoothing.py, tests/test_events.py). At 1080p this took one
+One labelling routine, run at most once per frame: the area filter (smoothing)
+labels the mask and hands the surviving regions on with its result; only
+without an area filter does :class:`~streamseg.findings.Findings` label the
+final mask itself. Overlay boxes, events, clips and the web view read
+:class:`Region` values from there. Labelling runs only over the bounding box
+of the mask's pixels (a polyp rarely fills the frame) and with 16-bit labels
+unless OpenCV reports more than 65535 regions; results equal whole-frame
+32-bit labelling (tests/test_smoothing.py). At 1080p this took one
 polyp-sized mask from 13 ms to under 3 ms (docs/benchmarks.md).
 """
 
@@ -13,6 +16,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+BoxXYWH = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """One 8-connected region of a mask.
+
+    Attributes:
+        box_xywh: ``(x, y, width, height)`` of its bounding box, in mask pixels.
+        area_px: Its pixel count.
+    """
+
+    box_xywh: BoxXYWH
+    area_px: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +86,40 @@ class Regions:
             inside[box] |= self.labels[box] == label
         return result
 
-    def boxes_xywh(self) -> tuple[tuple[int, int, int, int], ...]:
-        """``(x, y, width, height)`` per region in mask pixels, largest first."""
-        import cv2
+    def listed(self, keep: np.ndarray | None = None) -> tuple[Region, ...]:
+        """The regions (those where ``keep[label]``, if given), largest first.
 
+        Args:
+            keep: (N + 1,) bool per label, as for :meth:`mask_of`.
+        """
         x0, y0 = self.origin_xy
-        rows = sorted(self.stats[1:].tolist(), key=lambda row: -row[cv2.CC_STAT_AREA])
+        rows = self.stats[1:].tolist()
+        if keep is not None:
+            rows = [row for row, kept in zip(rows, keep[1:], strict=True) if kept]
+        rows.sort(key=lambda row: -row[4])  # cv2.CC_STAT_AREA
         return tuple(
-            (int(x + x0), int(y + y0), int(w), int(h)) for x, y, w, h, _ in rows
+            Region((int(x + x0), int(y + y0), int(w), int(h)), int(area))
+            for x, y, w, h, area in rows
         )
+
+    def boxes_xywh(self) -> tuple[BoxXYWH, ...]:
+        """``(x, y, width, height)`` per region in mask pixels, largest first."""
+        return tuple(region.box_xywh for region in self.listed())
+
+
+def find_regions(mask: np.ndarray) -> tuple[Region, ...]:
+    """The 8-connected regions of a mask, largest first (``()`` when empty).
+
+    Args:
+        mask: (H, W) bool or uint8 array (non-zero = foreground), on the host.
+
+    Example:
+        >>> m = np.zeros((4, 5), bool); m[1:3, 2:4] = True
+        >>> find_regions(m)
+        (Region(box_xywh=(2, 1, 2, 2), area_px=4),)
+    """
+    regions = label_regions(np.asarray(mask))
+    return () if regions is None else regions.listed()
 
 
 def label_regions(mask: np.ndarray) -> Regions | None:

@@ -1,8 +1,10 @@
 """Segmenter: Frame -> Prediction (upload, resize, forward, sigmoid, resize back).
 
 :func:`predict_probabilities` is the one inference path (training's test-set
-evaluation calls it too). :class:`Segmenter` runs it on frames and chooses how
-the network itself is executed, once, at construction:
+evaluation calls it too). :class:`Segmenter` runs it on frames; the forward
+pass itself is a runner from :mod:`streamseg.backends`, chosen once, at
+construction. :class:`ModelSettings` is the ``model`` config section and
+:meth:`Segmenter.from_settings` the only mapping from it to a segmenter:
 
 =================  ==========================================================
 option             what it does
@@ -21,11 +23,16 @@ cuda_graphs        one captured CUDA graph per batch size, replayed with a
                    static input buffer (CUDA only; removes per-kernel launch
                    overhead for small batches)
 backend ``onnx``   the network exported to ONNX (cached under
-                   :func:`cache_dir`) and run by ONNX Runtime on the CPU;
-                   needs the ``onnx`` extra, imported only when asked for
+                   :func:`streamseg.backends.onnx.cache_dir`) and run by ONNX
+                   Runtime on the CPU; needs the ``onnx`` extra, imported only
+                   when asked for
 backend            OpenVINO on the CPU: the network converted to fp32 IR
 ``openvino``       (cached), or the model file's INT8 artefact
                    (:mod:`streamseg.backends.openvino`)
+backend ``auto``   the setting only, resolved once in :meth:`Segmenter.from_settings`
+                   by :func:`streamseg.backends.openvino.choose_backend`
+                   (OpenVINO INT8 on a CPU where the model file has a
+                   matching INT8 artefact; else torch)
 =================  ==========================================================
 
 On CUDA, frames reach the device through reusable pinned host buffers (the
@@ -39,48 +46,57 @@ trigger a recompilation.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import io
 import logging
-import os
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from streamseg.device import Precision, autocast, synchronize
+from streamseg.backends import BACKENDS, Backend, BackendSetting, Runner
+from streamseg.backends.openvino import (
+    BackendChoice,
+    Int8ArtefactError,
+    Quantized,
+    choose_backend,
+)
+from streamseg.backends.torch import COMPILE_MODES, CompileMode, TorchRunner
+from streamseg.config import ConfigError
+from streamseg.device import (
+    Precision,
+    PrecisionName,
+    autocast,
+    configure_backend,
+    resolve_precision,
+    select_device,
+    synchronize,
+)
 from streamseg.frames import Frame, Prediction
-from streamseg.model import ModelSpec, load_model
+from streamseg.model import (
+    ModelFileError,
+    ModelSpec,
+    check_threshold,
+    default_model_path,
+    load_model,
+)
 from streamseg.transforms import resize, to_tensor
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["torch", "onnx", "openvino"]
-CompileMode = Literal[
-    "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
-]
-BACKENDS = ("torch", "onnx", "openvino")
-COMPILE_MODES = (
-    "default",
-    "reduce-overhead",
-    "max-autotune",
-    "max-autotune-no-cudagraphs",
+NO_DEFAULT_MODEL = (
+    "no bundled default model in this build; pass --model FILE "
+    "(train one with python -m training train ...)"
 )
-ONNX_OPSET = 18
-ONNX_EXTRA_HINT = "pip install 'streamseg[onnx]' (onnxruntime, onnx, onnxscript)"
+# Backends that run a converted graph on the CPU, and what they run.
+CPU_GRAPHS = {"onnx": "the fp32 graph", "openvino": "fp32 or the INT8 artefact"}
 # Calls per prepared batch size at construction: the first compiles or captures,
 # the second runs the compiled path once more (cudagraph trees record there).
 WARM_UP_CALLS = 2
 
-Runner = Callable[[torch.Tensor], torch.Tensor]
 FP32 = Precision(None)
 
 
@@ -110,6 +126,136 @@ def predict_probabilities(
     return resize(logits.float().sigmoid(), (height, width))[:, 0]
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """The ``model`` section of the stream config (:meth:`Segmenter.from_settings`).
+
+    Attributes:
+        path: Model file (``.safetensors``); ``None``: the bundled default.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto`` (fp16 on CUDA; bf16 on a CPU with native bf16,
+            AMX or AVX-512 BF16, with the torch backend; else fp32), ``fp32``,
+            ``bf16`` or ``fp16`` (CUDA only).
+        channels_last: NHWC memory format (faster on tensor cores and with
+            bf16 on recent CPUs; the same speed for fp32 on a CPU).
+        threshold: Overrides the model file's calibrated threshold
+            (``None``: use the file's).
+        batch_size: Frames per forward pass for files and folders (throughput);
+            live sources always use 1 (the newest frame, at once).
+        threads: CPU threads for torch (``None``: torch's default, one per
+            core). On a CPU shared with other work, fewer threads can be much
+            faster (measured on 2 busy cores: a small model ran 8x faster with
+            1 thread than with 2); on an idle machine more threads help.
+        backend: ``auto`` (OpenVINO with the model file's INT8 artefact on a
+            CPU where OpenVINO is installed and the artefact exists, and no
+            torch precision or option is asked for; else torch), ``torch``,
+            ``onnx`` (ONNX Runtime on the CPU, fp32; needs the ``onnx``
+            extra) or ``openvino`` (CPU, fp32 IR or INT8).
+        quantized: ``auto`` (the INT8 artefact where one exists, with backend
+            openvino or auto), ``true`` (require it) or ``false`` (fp32).
+            The artefact (``<model stem>.int8.xml/.bin/.json``) is made by
+            ``python -m training quantize`` and must match the model file.
+        compile: Run the network through ``torch.compile`` (compiled at
+            start for batch 1 and ``batch_size``; the time is logged, and
+            Inductor caches the result on disk for the next start).
+        compile_mode: ``default``, ``reduce-overhead`` (CUDA graphs through
+            Inductor), ``max-autotune`` or ``max-autotune-no-cudagraphs``.
+        cuda_graphs: Capture and replay CUDA graphs (CUDA only; not with
+            ``compile``).
+    """
+
+    path: Path | None = None
+    device: str = "auto"
+    precision: PrecisionName = "auto"
+    channels_last: bool = True
+    threshold: float | None = None
+    batch_size: int = 4
+    threads: int | None = None
+    backend: BackendSetting = "auto"
+    quantized: Quantized = "auto"
+    compile: bool = False
+    compile_mode: CompileMode = "default"
+    cuda_graphs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            check_threshold(self.threshold)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+
+    def resolved_precision(self, device: torch.device) -> Precision:
+        """The autocast dtype these settings mean on ``device`` (``auto`` resolved).
+
+        Raises:
+            ValueError: An unknown precision, or fp16 without CUDA.
+        """
+        return resolve_precision(
+            device, self.precision, cpu_auto_bf16=self.backend in ("torch", "auto")
+        )
+
+    def resolve_backend(
+        self, device: torch.device
+    ) -> tuple[ModelSettings, BackendChoice]:
+        """These settings with ``backend auto`` and ``quantized`` resolved.
+
+        Returns:
+            The settings with a concrete ``backend`` and ``quantized`` True
+            (the INT8 artefact runs) or False, and the choice (its artefact
+            path and the reason, for the log).
+
+        Raises:
+            ModelFileError: No model file (see :meth:`model_path`).
+            Int8ArtefactError: The INT8 artefact is incomplete or belongs to
+                another model file, or ``quantized`` is true and there is none.
+            ValueError: ``quantized`` true with a backend other than
+                openvino or auto.
+        """
+        choice = choose_backend(
+            self.backend,
+            self.quantized,
+            device,
+            self.model_path(),
+            precision=self.precision,
+            torch_options=self.compile or self.cuda_graphs,
+        )
+        resolved = dataclasses.replace(
+            self, backend=choice.backend, quantized=choice.int8 is not None
+        )
+        return resolved, choice
+
+    def model_path(self) -> Path:
+        """``path``, or the bundled default model.
+
+        Raises:
+            ModelFileError: ``path`` is ``None`` and this build bundles no model.
+        """
+        if self.path is not None:
+            return Path(self.path)
+        path = default_model_path()
+        if path is None:
+            raise ModelFileError(NO_DEFAULT_MODEL)
+        return path
+
+
+def prepare_device(settings: ModelSettings) -> torch.device:
+    """Pick the device and set the process-wide backend flags (threads), once.
+
+    Called at the edge (``app.run``, the evaluation tools) before anything
+    runs on the device.
+
+    Raises:
+        ConfigError: An unknown device, or CUDA asked for where there is none.
+    """
+    try:
+        device = select_device(settings.device)
+    except ValueError as error:
+        raise ConfigError(f"model: {error}") from error
+    configure_backend(device, threads=settings.threads)
+    return device
+
+
 class Segmenter:
     """Runs a trained network on frames.
 
@@ -119,7 +265,9 @@ class Segmenter:
         device: Where inference runs.
         precision: Autocast dtype (fp32, bf16 or fp16).
         channels_last: Use the NHWC memory format (faster convolutions on
-            CPU with bf16 and on tensor-core GPUs).
+            CPU with bf16 and on tensor-core GPUs). The constructor's defaults
+            are the plain reference path (fp32, NCHW, eager); the runtime's
+            tuned defaults are :class:`ModelSettings`' (:meth:`from_settings`).
         backend: ``torch``, ``onnx`` (ONNX Runtime, CPU, fp32 only) or
             ``openvino`` (CPU; fp32, or INT8 with ``int8``).
         compile: Run the network through ``torch.compile``.
@@ -143,9 +291,9 @@ class Segmenter:
             fix; or the ``onnx`` extra missing for ``backend="onnx"``.
 
     Example:
-        >>> segmenter = Segmenter.from_file(
-        ...     "model.safetensors", torch.device("cpu"), Precision(torch.bfloat16),
-        ...     channels_last=True, compile=True, batch_sizes=(1, 4),
+        >>> settings = ModelSettings(path=Path("model.safetensors"), compile=True)
+        >>> segmenter = Segmenter.from_settings(
+        ...     settings, prepare_device(settings)
         ... )  # doctest: +SKIP
         >>> segmenter.describe(), round(segmenter.prepare_s)  # doctest: +SKIP
         ('bf16, channels_last, compiled (default)', 58)
@@ -191,8 +339,6 @@ class Segmenter:
         self._upload = FrameUploader(device)
         start_s = time.perf_counter()
         self._runner = self._make_runner(network)
-        if self.compile_mode is not None or cuda_graphs:
-            self._runner = PaddedBatches(self._runner, self.batch_sizes)
         # Compile, capture, and on CUDA let cudnn pick its kernels, now rather
         # than on the first frames (a live source would drop frames meanwhile).
         prepares = self._is_fast_path or device.type == "cuda"
@@ -203,6 +349,57 @@ class Segmenter:
             log.info("prepared %s in %.1f s", self.describe(), self.prepare_s)
 
     @classmethod
+    def from_settings(
+        cls, settings: ModelSettings, device: torch.device | None = None
+    ) -> Segmenter:
+        """The one mapping from the ``model`` config section to a segmenter.
+
+        Resolves ``backend auto`` and ``quantized``
+        (:func:`streamseg.backends.openvino.choose_backend`, logged with the
+        reason) and the precision, finds the model file (the bundled default
+        when ``settings.path`` is ``None``), applies the threshold override
+        and prepares fast paths for batch 1 (live) and ``settings.batch_size``.
+
+        Args:
+            settings: The ``model`` section.
+            device: From :func:`prepare_device` (chosen once, at the edge);
+                ``None``: :func:`prepare_device` is called here.
+
+        Raises:
+            ConfigError: An option this device or install cannot honour.
+            ModelFileError: The model file is missing or invalid, or there is
+                no bundled default, or its INT8 artefact is incomplete or
+                belongs to another model file.
+        """
+        if device is None:
+            device = prepare_device(settings)
+        path = settings.model_path()
+        try:
+            settings, choice = settings.resolve_backend(device)
+            precision = settings.resolved_precision(device)
+        except Int8ArtefactError as error:
+            raise ModelFileError(str(error)) from error
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from error
+        log.info("%s", choice.reason)
+        try:
+            return cls.from_file(
+                path,
+                device,
+                precision,
+                threshold=settings.threshold,
+                channels_last=settings.channels_last,
+                backend=settings.backend,
+                compile=settings.compile,
+                compile_mode=settings.compile_mode,
+                cuda_graphs=settings.cuda_graphs,
+                batch_sizes=(1, settings.batch_size),
+                int8=choice.int8,
+            )
+        except ValueError as error:  # an option this device or install cannot honour
+            raise ConfigError(f"model: {error}") from error
+
+    @classmethod
     def from_file(
         cls,
         path: str | Path,
@@ -210,31 +407,17 @@ class Segmenter:
         precision: Precision = FP32,
         *,
         threshold: float | None = None,
-        channels_last: bool = False,
-        backend: Backend = "torch",
-        compile: bool = False,
-        compile_mode: CompileMode = "default",
-        cuda_graphs: bool = False,
-        batch_sizes: Sequence[int] = (1,),
-        int8: str | Path | None = None,
+        **options: object,
     ) -> Segmenter:
-        """Load a model file; ``threshold`` (if given) replaces the file's own."""
+        """Load a model file; ``threshold`` (if given) replaces the file's own.
+
+        ``options`` are the constructor's keyword options (``channels_last``,
+        ``backend``, ``compile``, ...).
+        """
         network, spec = load_model(path)
         if threshold is not None:
             spec = dataclasses.replace(spec, threshold=threshold)
-        return cls(
-            network,
-            spec,
-            device,
-            precision,
-            channels_last=channels_last,
-            backend=backend,
-            compile=compile,
-            compile_mode=compile_mode,
-            cuda_graphs=cuda_graphs,
-            batch_sizes=batch_sizes,
-            int8=int8,
-        )
+        return cls(network, spec, device, precision, **options)  # type: ignore[arg-type]
 
     @property
     def _is_fast_path(self) -> bool:
@@ -247,10 +430,10 @@ class Segmenter:
         parts = [self.precision.name]
         if self.channels_last:
             parts.append("channels_last")
-        if self.backend == "onnx":
-            parts.append("ONNX Runtime")
-        if self.backend == "openvino":
-            parts = ["int8" if self.int8 is not None else "fp32", "OpenVINO"]
+        if self.backend == "openvino":  # fp32 or the INT8 artefact, not autocast
+            parts = ["int8" if self.int8 is not None else "fp32"]
+        if self.backend != "torch":
+            parts.append(self._runner.name)
         if self.compile_mode is not None:
             parts.append(f"compiled ({self.compile_mode})")
         if self.cuda_graphs:
@@ -292,18 +475,8 @@ class Segmenter:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return predict_probabilities(
-            self._run_network, images, self.spec.input_hw, self.precision
+            self._runner, images, self.spec.input_hw, self.precision
         )
-
-    def _run_network(self, images: torch.Tensor) -> torch.Tensor:
-        if self.compile_mode is not None or self.cuda_graphs:
-            # One memory format for every call: static graphs guard on strides,
-            # and a resize may hand back either format.
-            memory_format = (
-                torch.channels_last if self.channels_last else torch.contiguous_format
-            )
-            images = images.contiguous(memory_format=memory_format)
-        return self._runner(images)
 
     @torch.inference_mode()
     def warm_up(self, batch_sizes: Sequence[int], calls: int = WARM_UP_CALLS) -> float:
@@ -326,6 +499,8 @@ class Segmenter:
 
     def _make_runner(self, network: nn.Module) -> Runner:
         if self.backend == "onnx":
+            from streamseg.backends.onnx import OnnxRunner
+
             return OnnxRunner.for_network(network, self.spec)
         if self.backend == "openvino":
             from streamseg.backends.openvino import OpenVinoRunner
@@ -333,11 +508,15 @@ class Segmenter:
             if self.int8 is not None:
                 return OpenVinoRunner.int8(self.int8)
             return OpenVinoRunner.fp32(network, self.spec)
-        if self.cuda_graphs:
-            return CudaGraphRunner(network, self.precision)
-        if self.compile_mode is not None:
-            return CompiledRunner(network, self.compile_mode, self.device)
-        return network
+        return TorchRunner(
+            network,
+            self.device,
+            self.precision,
+            channels_last=self.channels_last,
+            compile_mode=self.compile_mode,  # type: ignore[arg-type]
+            cuda_graphs=self.cuda_graphs,
+            batch_sizes=self.batch_sizes,
+        )
 
 
 def check_options(
@@ -363,37 +542,21 @@ def check_options(
         )
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"batch_sizes: expected sizes >= 1, got {list(batch_sizes)}")
-    if backend == "onnx":
+    if backend in CPU_GRAPHS:
         if device.type != "cpu":
             raise ValueError(
-                f"backend onnx runs on the CPU, but the device is {device}; use "
+                f"backend {backend} runs on the CPU, but the device is {device}; use "
                 "backend torch on CUDA (fp16, cuda_graphs or compile)"
             )
         if precision.dtype is not None:
             raise ValueError(
-                f"backend onnx runs the fp32 graph, but precision is {precision.name}; "
-                "set precision fp32 (or auto)"
-            )
-        if compile or cuda_graphs:
-            raise ValueError(
-                "compile and cuda_graphs apply to backend torch; turn them off for "
-                "backend onnx"
-            )
-    if backend == "openvino":
-        if device.type != "cpu":
-            raise ValueError(
-                f"backend openvino runs on the CPU, but the device is {device}; use "
-                "backend torch on CUDA"
-            )
-        if precision.dtype is not None:
-            raise ValueError(
-                f"backend openvino runs fp32 or the INT8 artefact, but precision is "
+                f"backend {backend} runs {CPU_GRAPHS[backend]}, but precision is "
                 f"{precision.name}; set precision fp32 (or auto)"
             )
         if compile or cuda_graphs:
             raise ValueError(
                 "compile and cuda_graphs apply to backend torch; turn them off for "
-                "backend openvino"
+                f"backend {backend}"
             )
     if cuda_graphs and compile:
         raise ValueError(
@@ -489,256 +652,3 @@ class FrameUploader:
 class _Slot:
     buffer: torch.Tensor
     copied: torch.cuda.Event | None
-
-
-class PaddedBatches:
-    """Pads a batch with zeros up to the smallest prepared size, then drops the padding.
-
-    Static graphs (compiled without dynamic shapes, CUDA graphs) serve only
-    the shapes they were built for; padding reuses them for smaller batches.
-    A batch larger than every prepared size runs as it is.
-
-    Args:
-        run: Maps (N, 3, h, w) to (N, 1, h, w).
-        sizes: Prepared batch sizes.
-    """
-
-    def __init__(self, run: Runner, sizes: Sequence[int]) -> None:
-        self.run = run
-        self.sizes = tuple(sorted(set(sizes)))
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        count = images.shape[0]
-        size = next((s for s in self.sizes if s >= count), count)
-        if size == count:
-            return self.run(images)
-        padded = torch.zeros(
-            (size, *images.shape[1:]), dtype=images.dtype, device=images.device
-        ).contiguous(memory_format=_memory_format(images))
-        padded[:count] = images
-        return self.run(padded)[:count]
-
-
-def _memory_format(images: torch.Tensor) -> torch.memory_format:
-    if not images.is_contiguous() and images.is_contiguous(
-        memory_format=torch.channels_last
-    ):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-class CompiledRunner:
-    """``torch.compile`` of the network, without dynamic shapes (one graph per size).
-
-    Inductor caches compiled kernels on disk (``TORCHINDUCTOR_CACHE_DIR``,
-    default ``/tmp/torchinductor_$USER``), so a later start with the same
-    model and settings compiles much faster.
-    """
-
-    def __init__(self, network: nn.Module, mode: str, device: torch.device) -> None:
-        self.compiled = torch.compile(network, mode=mode, dynamic=False)
-        # Inductor's CUDA graphs (cudagraph trees) reuse their output memory on
-        # the next replay; marking each call as a new step tells them that the
-        # previous outputs (already consumed) may be overwritten.
-        self.marks_steps = device.type == "cuda" and mode in (
-            "reduce-overhead",
-            "max-autotune",
-        )
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if torch.is_inference_mode_enabled() and not images.is_inference():
-            # Graphs guard on the tensor kind: a normal tensor where inference
-            # tensors were compiled for would compile a second graph.
-            images = images.clone()
-        if self.marks_steps:
-            torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(images)
-
-
-class CudaGraphRunner:
-    """Replays one captured CUDA graph per input shape, through static buffers.
-
-    The output tensor is reused by the next replay of the same graph: callers
-    consume it at once (:func:`predict_probabilities` applies the sigmoid,
-    which makes a new tensor).
-
-    Args:
-        network: Eval-mode network on a CUDA device.
-        precision: Autocast dtype captured into the graph.
-    """
-
-    WARM_UP_ITERATIONS = 3
-
-    def __init__(self, network: nn.Module, precision: Precision) -> None:
-        self.network = network
-        self.precision = precision
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, ...]] = {}
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        key = (tuple(images.shape), images.dtype, _memory_format(images))
-        entry = self._graphs.get(key)
-        if entry is None:
-            entry = self._capture(images)
-            self._graphs[key] = entry
-        graph, static_input, static_output = entry
-        static_input.copy_(images)
-        graph.replay()
-        return static_output
-
-    def _capture(self, images: torch.Tensor):
-        device = images.device
-        static_input = images.clone()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        # Warm up on a side stream (cudnn autotuning, lazy allocations), as the
-        # CUDA graph documentation prescribes; autocast's weight cache must be
-        # off during capture, or the cached casts would escape the graph.
-        with torch.cuda.stream(side), self._autocast():
-            for _ in range(self.WARM_UP_ITERATIONS):
-                self.network(static_input)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), self._autocast():
-            static_output = self.network(static_input)
-        log.debug("captured a CUDA graph for input %s", tuple(images.shape))
-        return graph, static_input, static_output
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.precision.dtype, cache_enabled=False)
-
-
-class OnnxRunner:
-    """Runs the network's ONNX export with ONNX Runtime (CPU, fp32).
-
-    Args:
-        session: An ``onnxruntime.InferenceSession`` with one (N, 3, h, w)
-            input and one (N, 1, h, w) output.
-    """
-
-    def __init__(self, session) -> None:
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-
-    @classmethod
-    def for_network(cls, network: nn.Module, spec: ModelSpec) -> OnnxRunner:
-        """Export ``network`` (or reuse its cached export) and open a session.
-
-        The session uses torch's CPU thread count, and its threads sleep
-        rather than spin between runs, so decoding and encoding threads of
-        the pipeline keep their cores.
-        """
-        ort = _import_onnxruntime()
-        path = onnx_path(network, spec)
-        if not path.exists():
-            export_onnx(network, spec, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-        return cls(session)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        (logits,) = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(logits).to(images.device)
-
-
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise ValueError(
-            "backend onnx needs ONNX Runtime, which is not installed: "
-            + ONNX_EXTRA_HINT
-        ) from error
-    return onnxruntime
-
-
-def cache_dir() -> Path:
-    """Where streamseg keeps derived files (ONNX exports).
-
-    ``$STREAMSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/streamseg``, else
-    ``~/.cache/streamseg``.
-    """
-    if os.environ.get("STREAMSEG_CACHE_DIR"):
-        return Path(os.environ["STREAMSEG_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "streamseg"
-
-
-def onnx_path(network: nn.Module, spec: ModelSpec) -> Path:
-    """The cache path of ``network``'s ONNX export, named after its weights and spec.
-
-    Any change of weights, spec, torch version or opset gives a new name, so a
-    stale export is never used.
-    """
-    digest = hashlib.sha256()
-    digest.update(spec.to_json().encode())
-    digest.update(f"torch {torch.__version__} opset {ONNX_OPSET}".encode())
-    for name, tensor in network.state_dict().items():
-        digest.update(name.encode())
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    height, width = spec.input_hw
-    name = f"{spec.architecture}-{spec.encoder_name}-{height}x{width}"
-    return cache_dir() / "onnx" / f"{name}-{digest.hexdigest()[:16]}.onnx"
-
-
-def export_onnx(network: nn.Module, spec: ModelSpec, path: str | Path) -> Path:
-    """Export the network (fp32, dynamic batch) to ONNX, atomically.
-
-    Input ``images`` (N, 3, h, w) float RGB in [0, 1] at ``spec.input_hw``;
-    output ``logits`` (N, 1, h, w). Normalization is inside the graph.
-
-    Raises:
-        ValueError: The ``onnx`` extra (onnx, onnxscript) is missing.
-    """
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise ValueError(
-            f"exporting to ONNX needs onnx and onnxscript: {ONNX_EXTRA_HINT}"
-        ) from error
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    height, width = spec.input_hw
-    network = network.to("cpu", memory_format=torch.contiguous_format).eval()
-    example = torch.rand((2, 3, height, width))
-    start_s = time.perf_counter()
-    handle, temporary = tempfile.mkstemp(
-        prefix=path.stem, suffix=".onnx.tmp", dir=path.parent
-    )
-    os.close(handle)
-    try:
-        # The exporter narrates its steps on stdout and warns about internals;
-        # neither is for our users (errors still raise).
-        with (
-            contextlib.redirect_stdout(io.StringIO()),
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                network,
-                (example,),
-                temporary,
-                input_names=["images"],
-                output_names=["logits"],
-                opset_version=ONNX_OPSET,
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
-                verbose=False,
-            )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    log.info("exported %s in %.1f s", path, time.perf_counter() - start_s)
-    return path

@@ -1,13 +1,17 @@
 """Where annotated frames go: an MP4 recording, a JSONL event log, mask PNGs, a window.
 
-Every sink has one verb, ``write(prediction, image)``, and ``close()``, which
+Every sink has one verb, ``write(findings, image)`` (the frame's
+:class:`~streamseg.findings.Findings` and the annotated image), and ``close()``, which
 finalizes its output (the app closes sinks in a ``finally``, so an
-interrupted run still leaves a playable MP4 and complete JSONL lines).
+interrupted run still leaves a playable MP4 and complete JSONL lines). Even
+a killed process leaves playable recordings (fragmented MP4 while recording,
+:mod:`streamseg.mp4`) and whole JSONL lines (:mod:`streamseg.files`).
 
 * :class:`VideoRecorder`: H.264 (libx264, yuv420p) through PyAV on a
   background thread behind a BLOCK queue (nothing is lost). Presentation
   times are the frames' own timestamps, so the source's timing, variable
-  frame rate and drops included, is kept.
+  frame rate and drops included, is kept. Written as fragmented MP4 (plays
+  after a kill), remuxed into a regular MP4 on a clean stop.
 * :class:`EventLog`: one JSON line per frame (:class:`~streamseg.events.FrameEvent`).
 * :class:`MaskWriter`: ``<index>.png`` per frame, 0/255.
 * :class:`Display`: an OpenCV window, where the installed OpenCV has a GUI.
@@ -19,6 +23,9 @@ interrupted run still leaves a playable MP4 and complete JSONL lines).
 Live views also have ``show_no_signal(image)``: the app calls it while a live
 source delivers nothing (see :meth:`Sinks.show_no_signal`).
 * :class:`FrameList`: keeps everything in memory (tests, notebooks).
+
+:func:`streamseg.outputs.open_outputs` creates the sinks a config asks for;
+this module imports neither the clip recorder nor the browser view.
 """
 
 from __future__ import annotations
@@ -29,20 +36,27 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from streamseg.background import to_background
-from streamseg.events import describe
+from streamseg.events import StreamClock, describe
+from streamseg.files import LineWriter, write_atomic
+from streamseg.findings import Findings
 from streamseg.frames import Prediction
-
-if TYPE_CHECKING:
-    from streamseg.clips import ClipSettings
+from streamseg.mp4 import (
+    KEYFRAME_INTERVAL_S,
+    count_frames,
+    finalize,
+    muxer_options,
+    trim_incomplete_fragment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +76,8 @@ class OutputSettings:
     Attributes:
         video: Annotated recording (``.mp4``; ``.mkv``/``.mov`` also work).
         events: Per-frame JSON lines.
+        tracks: Per-video polyp tracks (``tracks.json``, thumbnails beside
+            it; needs ``tracking.enabled``); ``streamseg report`` reads it.
         masks: Folder for one mask PNG per frame.
         view: ``window`` shows the annotated video live (needs an OpenCV with
             a GUI); ``web`` serves it to browsers at ``bind``; ``none`` shows
@@ -85,6 +101,7 @@ class OutputSettings:
 
     video: Path | None = None
     events: Path | None = None
+    tracks: Path | None = None
     masks: Path | None = None
     view: Literal["none", "window", "web"] = "none"
     bind: str = "127.0.0.1:8080"
@@ -129,8 +146,8 @@ class Sink(Protocol):
 
     name: str
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        """Take one frame: ``image`` is (H, W, 3) uint8 RGB, drawn on its frame."""
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        """Take one frame: its findings and ``image`` ((H, W, 3) uint8 RGB)."""
 
     def close(self) -> None:
         """Finalize the output; safe to call twice."""
@@ -144,6 +161,14 @@ class VideoRecorder:
     sizes; later frames of another size are resized to it). Each frame's
     presentation time is its ``timestamp_s`` minus the first one's, on a
     90 kHz clock, so variable frame rate and dropped frames are kept.
+
+    Crash safety (:mod:`streamseg.mp4`): the file is a fragmented MP4 while
+    it is written (fragments of at most 0.5 s reach the file as they
+    complete; a keyframe at least every second), so a killed process leaves
+    a file that plays up to about half a second before the kill; ``close``
+    remuxes it into a regular MP4 (atomic rename). A recording deleted while
+    it is written (its folder removed) is an :class:`OutputError` within a
+    second.
 
     Args:
         path: Output file; its folder is created.
@@ -180,8 +205,8 @@ class VideoRecorder:
         self._last_pts = -1
         self._warned_resize = False
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self.write_image(image, prediction.frame.timestamp_s)
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        self.write_image(image, findings.frame.timestamp_s)
 
     def write_image(self, image: np.ndarray | bytes, timestamp_s: float) -> None:
         """Encode one image shown at ``timestamp_s``.
@@ -204,7 +229,7 @@ class VideoRecorder:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder, write the container index: the file becomes playable."""
+        """Flush the encoder, close the file and rewrite it as a regular MP4."""
         if self._inbox is not None:
             inbox, self._inbox = self._inbox, None
             inbox.close()
@@ -216,7 +241,9 @@ class VideoRecorder:
         height, width = image.shape[:2]
         self._size_wh = (width + width % 2, height + height % 2)
         try:
-            container = av.open(str(self.path), mode="w")
+            container = av.open(
+                str(self.path), mode="w", options=muxer_options(self.path)
+            )
         except (av.FFmpegError, OSError) as error:
             raise OutputError(
                 f"{self.path}: cannot create the video ({error}); pick a writable "
@@ -229,8 +256,12 @@ class VideoRecorder:
         stream.codec_context.time_base = VIDEO_TIME_BASE
         stream.time_base = VIDEO_TIME_BASE
         stream.options = {"crf": str(self.crf), "preset": self.preset}
+        keyframe_ticks = round(KEYFRAME_INTERVAL_S / VIDEO_TIME_BASE)
+        file_id = _file_id(self.path)
 
         def encode(items: Iterator[tuple[np.ndarray | bytes, int]]) -> None:
+            last_key_pts: int | None = None
+            checked_s = time.monotonic()
             try:
                 for image, pts in items:
                     rgb = self._fit(
@@ -239,30 +270,52 @@ class VideoRecorder:
                     frame = yuv420_frame(rgb)
                     frame.pts = pts
                     frame.time_base = VIDEO_TIME_BASE
+                    if last_key_pts is None or pts - last_key_pts >= keyframe_ticks:
+                        # By time, not by frame count: variable frame rate and
+                        # drops cannot stretch the gap (crash safety, seeking).
+                        frame.pict_type = av.video.frame.PictureType.I
+                        last_key_pts = pts
                     container.mux(stream.encode(frame))
                     self.frames_encoded += 1
+                    if time.monotonic() - checked_s >= 1.0:
+                        checked_s = time.monotonic()
+                        self._check_still_there(file_id)
                 container.mux(
                     stream.encode(None)
                 )  # flush the frames the encoder holds back
-                container.close()  # the index: the file becomes playable
+                container.close()  # the last fragment: the file is complete
+                self._check_still_there(file_id)
+            except OutputError:
+                _close_quietly(container)
+                raise
             except OSError as error:  # av.FFmpegError is an OSError too (ENOSPC, EIO)
-                kept = (
-                    "the frames before it are kept"
-                    if _close_quietly(container)
-                    else "the file could not be finalized"
-                )
+                _close_quietly(container)
                 raise OutputError(
                     f"{self.path}: writing the video failed after "
-                    f"{self.frames_encoded} frames ({_strerror(error)}); {kept}; free "
-                    "disk space or pick another output path"
+                    f"{self.frames_encoded} frames ({_strerror(error)}); "
+                    f"{_kept(self.path)}; free disk space or pick another output path"
                 ) from error
             except BaseException:
                 _close_quietly(container)
                 raise
+            finalize(self.path)  # a regular MP4 again, atomically
 
         self._inbox = to_background(
             encode, maxsize=self.queue_size, name="streamseg-encoder"
         )
+
+    def _check_still_there(self, file_id: tuple[int, int] | None) -> None:
+        """Raise :class:`OutputError` if the file was deleted or its folder removed.
+
+        (Writing to a deleted file succeeds on Linux: without this check the
+        whole recording would vanish silently at the end.)
+        """
+        if file_id is not None and _file_id(self.path) != file_id:
+            raise OutputError(
+                f"{self.path}: the recording was deleted or its folder removed "
+                f"while recording (after {self.frames_encoded} frames); keep the "
+                "output folder in place, or pick another output path"
+            )
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -288,57 +341,92 @@ class VideoRecorder:
 
 
 class EventLog:
-    """Write one JSON line per frame (line-buffered: interrupted runs keep whole lines).
+    """Write one JSON line per frame, each straight to the file in one system call.
 
-    Each line: ``index``, ``timestamp_s``, ``polyp_present``, ``area_fraction``,
-    ``boxes_xywh`` (source pixels), ``max_probability``.
+    A killed run keeps every line written before the kill, and never half a
+    line (:class:`~streamseg.files.LineWriter`); a full disk is one clear
+    error, with the lines before it kept.
+
+    Each line: ``index``, ``timestamp_s`` (stream time: seconds since the
+    first frame), ``polyp_present``, ``area_fraction``, ``boxes_xywh`` (source
+    pixels), ``max_probability``, ``track_ids``, and for live sources
+    ``wall_time`` (ISO 8601); see :class:`~streamseg.events.StreamClock`.
     """
 
     name = "events"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: StreamClock | None = None) -> None:
         self.path = Path(path)
+        self.clock = clock
         _prepare_parent(self.path)
         try:
-            self._file = open(self.path, "w", encoding="utf-8", buffering=1)
+            self._lines = LineWriter(self.path)
         except OSError as error:
             raise OutputError(
                 f"{self.path}: cannot write the event log ({error.strerror}); "
                 "pick a writable path"
             ) from error
+        self._checked_s = time.monotonic()
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self._file.write(describe(prediction).to_json() + "\n")
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        write_line(self._lines, describe(findings, self.clock).to_json(), "event log")
+        if time.monotonic() - self._checked_s >= 1.0:
+            self._checked_s = time.monotonic()
+            check_line_file(self._lines, "event log")
 
     def close(self) -> None:
-        self._file.close()
+        self._lines.close()
+
+
+def write_line(lines: LineWriter, line: str, what: str) -> None:
+    """Append ``line`` to a JSONL output; a failure is one :class:`OutputError` line."""
+    try:
+        lines.write(line)
+    except OSError as error:
+        raise OutputError(
+            f"{lines.path}: writing the {what} failed after {lines.lines} lines "
+            f"({_strerror(error)}); the lines before it are kept; free disk space "
+            "or pick another output path"
+        ) from error
+
+
+def check_line_file(lines: LineWriter, what: str) -> None:
+    """Raise :class:`OutputError` if a JSONL output was deleted (or its folder)."""
+    if not lines.exists():
+        raise OutputError(
+            f"{lines.path}: the {what} was deleted or its folder removed while "
+            f"writing (after {lines.lines} lines); keep the output folder in place, "
+            "or pick another output path"
+        )
 
 
 class MaskWriter:
-    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255)."""
+    """Write each frame's final mask as ``<folder>/<index:06d>.png`` (0 or 255).
+
+    Each PNG is written to a temporary file and renamed: a kill never leaves
+    a cut image.
+    """
 
     name = "masks"
 
     def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = make_output_folder(folder, "mask")
+
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        import cv2
+
+        mask = findings.mask.astype(np.uint8) * np.uint8(255)
+        path = self.folder / f"{findings.frame.index:06d}.png"
+        ok, png = cv2.imencode(".png", mask)
+        try:  # whole or not at all, even if the process is killed
+            if not ok:
+                raise OSError("cannot encode the mask")
+            write_atomic(path, png.tobytes(), sync=False)
         except OSError as error:
             raise OutputError(
-                f"{self.folder}: cannot create the mask folder ({error.strerror}); "
-                "pick a writable path"
+                f"{path}: cannot write the mask image ({_strerror(error)}); check "
+                "free space and permissions"
             ) from error
-
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        import cv2
-        import torch
-
-        mask = prediction.mask.to("cpu", torch.uint8).numpy() * np.uint8(255)
-        path = self.folder / f"{prediction.frame.index:06d}.png"
-        if not cv2.imwrite(str(path), mask):
-            raise OutputError(
-                f"{path}: cannot write the mask image; check free space and permissions"
-            )
 
     def close(self) -> None:
         pass
@@ -391,7 +479,7 @@ class Display:
         self.stopped_by_user = False
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray) -> None:
         import cv2
 
         cv2.imshow(self.title, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -416,17 +504,22 @@ class Display:
 
 
 class FrameList:
-    """Keep every prediction and annotated image in memory (tests, notebooks)."""
+    """Keep every frame's findings and annotated image in memory (tests, notebooks)."""
 
     name = "frame list"
 
     def __init__(self) -> None:
-        self.predictions: list[Prediction] = []
+        self.findings: list[Findings] = []
         self.images: list[np.ndarray] = []
         self.closed = False
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
-        self.predictions.append(prediction)
+    @property
+    def predictions(self) -> list[Prediction]:
+        """The final (smoothed) prediction of each frame."""
+        return [findings.prediction for findings in self.findings]
+
+    def write(self, findings: Findings, image: np.ndarray) -> None:
+        self.findings.append(findings)
         self.images.append(image)
 
     def close(self) -> None:
@@ -481,67 +574,58 @@ class Sinks:
         self.close()
 
 
-def open_sinks(
-    settings: OutputSettings,
-    *,
-    nominal_fps: float | None = None,
-    extra: Sequence[Sink] = (),
-    clips: ClipSettings | None = None,
-    status: Callable[[], Mapping[str, object]] | None = None,
-) -> Sinks:
-    """Create the sinks ``settings`` (and ``clips``) ask for, plus ``extra`` ones.
+def check_output_folder(folder: str | Path, what: str) -> None:
+    """Check that :func:`make_output_folder` can make ``folder``; create nothing.
 
-    The window is checked first, so a missing GUI fails before files are created.
+    Outputs are checked before the model loads, but a folder appears only
+    when something is written into it.
 
     Args:
-        settings: The ``output`` section.
-        nominal_fps: The source's declared frame rate (recording metadata).
-        extra: Sinks to add (tests pass a :class:`FrameList`).
-        clips: The ``clips`` section: event clips when ``clips.folder`` is set.
-        status: Run figures for the browser view's status panel (fps,
-            latency, drops, alerts), called on the pipeline thread once per
-            frame.
+        folder: The folder.
+        what: How messages name it, e.g. "clips" (the clips folder).
 
     Raises:
-        OutputError: An output cannot be created.
+        OutputError: A part of the path is a file, or the nearest existing
+            folder is not writable; names the folder and the fix.
     """
-    sinks: list[Sink] = []
+    path = Path(folder)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(
+            f"{path}: cannot create the {what} folder (a part of this path is a "
+            "file, not a folder); pick another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        problem = (
+            f"the {what} folder is not writable"
+            if existing == path
+            else f"cannot create the {what} folder ({existing} is not writable)"
+        )
+        raise OutputError(f"{path}: {problem}; pick a writable path")
+
+
+def make_output_folder(folder: str | Path, what: str) -> Path:
+    """Create an output folder (and its parents) if needed.
+
+    Raises:
+        OutputError: It cannot be created; names the folder and the fix.
+    """
+    path = Path(folder)
     try:
-        if settings.view == "window":
-            sinks.append(Display())
-        recorder = None
-        if settings.view == "web" or (clips is not None and clips.folder is not None):
-            from streamseg.clips import open_recorder
-
-            recorder = open_recorder(settings, clips, nominal_fps=nominal_fps)
-            sinks.append(recorder)
-        if settings.view == "web":
-            from streamseg.web import WebView
-
-            sinks.append(
-                WebView(
-                    settings.bind, jpeg=recorder.jpeg, recorder=recorder, status=status
-                )
-            )
-        if settings.video is not None:
-            sinks.append(
-                VideoRecorder(
-                    settings.video,
-                    nominal_fps=nominal_fps,
-                    crf=settings.video_crf,
-                    preset=settings.video_preset,
-                    queue_size=settings.video_queue,
-                )
-            )
-        if settings.events is not None:
-            sinks.append(EventLog(settings.events))
-        if settings.masks is not None:
-            sinks.append(MaskWriter(settings.masks))
-    except BaseException:
-        Sinks(sinks).close()
-        raise
-    sinks.extend(extra)
-    return Sinks(sinks)
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise OutputError(
+            f"{path}: cannot create the {what} folder (a part of this path is a "
+            "file, not a folder); pick another path"
+        ) from error
+    except OSError as error:
+        raise OutputError(
+            f"{path}: cannot create the {what} folder ({error.strerror}); "
+            "pick a writable path"
+        ) from error
+    return path
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -590,26 +674,38 @@ def _muxer_extensions() -> frozenset[str]:
 def check_outputs(settings: OutputSettings) -> None:
     """Check that the file outputs can be created, before any heavy work starts.
 
-    Creates the outputs' folders (as the sinks would) and checks they are
+    Checks that the outputs' folders exist or can be created, and are
     writable, so a wrong path fails in a second, not after the model loaded.
+    Nothing is created here: the sinks create their folders when they open.
 
     Raises:
         OutputError: An output path cannot be written, with the fix.
     """
-    for path in (settings.video, settings.events):
+    for path in (settings.video, settings.events, settings.tracks):
         if path is not None:
-            _prepare_parent(Path(path))
+            _check_file_path(Path(path))
     if settings.video is not None:
         check_video_path(settings.video)
     if settings.masks is not None:
-        folder = Path(settings.masks)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(
-                f"{folder}: cannot create the mask folder ({error.strerror}); "
-                "pick a writable path"
-            ) from error
+        check_output_folder(settings.masks, "mask")
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None if it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _kept(path: Path) -> str:
+    """What survived of a recording that failed: said from the file itself."""
+    trim_incomplete_fragment(path)
+    frames = count_frames(path)
+    if frames == 0:
+        return "nothing of it could be kept"
+    return f"the first {frames} frames are kept (the file plays)"
 
 
 def _close_quietly(container) -> bool:
@@ -654,20 +750,13 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _prepare_parent(path: Path) -> None:
+def _check_file_path(path: Path) -> None:
+    """Check that an output file can be written at ``path``; create nothing."""
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; pass a file path")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        raise OutputError(
-            f"{path}: cannot create the output folder (a part of this path is a "
-            "file, not a folder); pick another output path"
-        ) from error
-    except OSError as error:
-        raise OutputError(
-            f"{path.parent}: cannot create the output folder ({error.strerror}); "
-            "pick a writable path"
-        ) from error
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"{path.parent}: not writable; pick another output path")
+    check_output_folder(path.parent, "output")
+
+
+def _prepare_parent(path: Path) -> None:
+    _check_file_path(path)
+    make_output_folder(path.parent, "output")

@@ -32,7 +32,8 @@ from typing import Literal
 import torch
 
 from streamseg.frames import Prediction
-from streamseg.regions import label_regions
+from streamseg.model import check_threshold
+from streamseg.regions import Region, label_regions
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,8 @@ class SmoothingSettings:
             )
         for name in ("on_threshold", "off_threshold"):
             value = getattr(self, name)
-            if value is not None and not 0 < value < 1:
-                raise ValueError(
-                    f"{name}: expected a value in (0, 1) or null, got {value}"
-                )
+            if value is not None:
+                check_threshold(value, name)
         if (
             self.on_threshold is not None
             and self.off_threshold is not None
@@ -252,17 +251,30 @@ def remove_small_regions(mask: torch.Tensor, min_area_px: int) -> torch.Tensor:
         (H, W) bool tensor on the mask's device (the input itself if nothing
         was removed).
     """
+    return area_filter(mask, min_area_px)[0]
+
+
+def area_filter(
+    mask: torch.Tensor, min_area_px: int
+) -> tuple[torch.Tensor, tuple[Region, ...] | None]:
+    """:func:`remove_small_regions`, and the regions that survive, largest first.
+
+    The regions come from the one labelling the filter needs anyway, so the
+    findings of the frame need not label the mask again; ``None`` when the
+    filter is off (``min_area_px <= 1``) and nothing was labelled.
+    """
     if min_area_px <= 1:
-        return mask
+        return mask, None
     host = mask.to("cpu", torch.bool).contiguous().numpy()
     regions = label_regions(host)
     if regions is None:
-        return mask
+        return mask, ()
     keep = regions.areas_px >= min_area_px
     keep[0] = False  # label 0 is the background
     if keep[1:].all():
-        return mask
-    return torch.from_numpy(regions.mask_of(keep, host.shape)).to(mask.device)
+        return mask, regions.listed()
+    kept = torch.from_numpy(regions.mask_of(keep, host.shape)).to(mask.device)
+    return kept, regions.listed(keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +357,10 @@ class TemporalSmoother:
         self._state = _State(frame.timestamp_s, frame.hw, smoothed, held)
         height, width = frame.hw
         min_area_px = math.ceil(self.settings.min_area_fraction * height * width)
-        mask = remove_small_regions(held, min_area_px)
-        return Prediction(frame, smoothed, self.on_threshold, mask_override=mask)
+        mask, regions = area_filter(held, min_area_px)
+        return Prediction(
+            frame, smoothed, self.on_threshold, mask_override=mask, regions=regions
+        )
 
     def _weight(self, dt_s: float, current: torch.Tensor) -> float | torch.Tensor:
         settings = self.settings

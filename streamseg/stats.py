@@ -1,8 +1,25 @@
-"""Run statistics: frames in/out/dropped, per-stage timings and end-to-end latency.
+"""Run statistics: frames in/out/dropped, throughput, per-stage timings, latency.
 
 :class:`StatsRecorder` is filled by :func:`streamseg.app.run` while frames
-flow; :meth:`StatsRecorder.finish` returns the frozen :class:`RunStats`
-that the CLI prints as a summary table.
+flow; :meth:`StatsRecorder.figures` is what the screen shows now (HUD, status
+panel, progress bar) and :meth:`StatsRecorder.finish` returns the frozen
+:class:`RunStats` that the CLI prints as a summary table.
+
+The one definition of the figures:
+
+* **throughput** (fps): frames finished per second of wall-clock time over a
+  window of at least :data:`RATE_WINDOW_S` seconds *and*
+  :data:`RATE_WINDOW_FRAMES` frames, counted between batch ends
+  (:func:`windowed_rate`). Files run in batches whose frames are finished
+  within a few ms of each other; a window that started inside a batch would
+  credit it with frames done before the window, so windows start and end at
+  batch ends only. Live sources run in batches of one.
+* **speed** (x real time, files): seconds of video finished per second of
+  wall-clock time over the same window.
+* **latency** (live sources): grab -> overlay, the age of a frame (now minus
+  its capture time on the monotonic clock) when its overlay is drawn. For a
+  file the time a frame waited in the lossless queue means nothing to a
+  user; the run summary still reports it as "decoded -> written".
 """
 
 from __future__ import annotations
@@ -10,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,8 +37,95 @@ from streamseg.frames import Frame
 # Percentiles are computed over the most recent samples; a day-long live
 # session must not grow memory without bound.
 MAX_SAMPLES = 100_000
-# Window over which the HUD's "recent fps" is measured.
-RECENT_FPS_WINDOW_S = 1.0
+# The shown frame rate is measured over at least this long and this many frames.
+RATE_WINDOW_S = 2.0
+RATE_WINDOW_FRAMES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The end of a batch: when it ended and how far the run had got.
+
+    Attributes:
+        time_s: When the batch's last frame was finished (``time.perf_counter``).
+        frames: Frames finished so far (cumulative).
+        media_s: ``timestamp_s`` of the last frame finished (video time).
+    """
+
+    time_s: float
+    frames: int
+    media_s: float
+
+
+def windowed_rate(
+    checkpoints: Sequence[Checkpoint],
+    *,
+    window_s: float = RATE_WINDOW_S,
+    min_frames: int = RATE_WINDOW_FRAMES,
+) -> tuple[float | None, float | None, int]:
+    """Frames and video seconds per wall-clock second, between two batch ends.
+
+    The window ends at the newest checkpoint and starts at the newest one at
+    least ``window_s`` seconds and ``min_frames`` frames older (or at the
+    oldest one, early in a run).
+
+    Args:
+        checkpoints: Batch ends, oldest first.
+        window_s: Shortest window in seconds.
+        min_frames: Fewest frames in the window.
+
+    Returns:
+        (frames per second, video seconds per second, index of the window's
+        first checkpoint); the rates are None with fewer than two checkpoints.
+
+    Example:
+        >>> ends = [Checkpoint(0.5 * k, 4 * k, 0.16 * k) for k in range(1, 7)]
+        >>> fps, speed_x, first = windowed_rate(ends)
+        >>> round(fps, 3), round(speed_x, 3), first
+        (8.0, 0.32, 1)
+    """
+    if len(checkpoints) < 2:
+        return None, None, 0
+    last = checkpoints[-1]
+    first = 0
+    for index in range(len(checkpoints) - 2, -1, -1):
+        candidate = checkpoints[index]
+        if (
+            last.time_s - candidate.time_s >= window_s
+            and last.frames - candidate.frames >= min_frames
+        ):
+            first = index
+            break
+    start = checkpoints[first]
+    span_s = last.time_s - start.time_s
+    if span_s <= 0:
+        return None, None, first
+    fps = (last.frames - start.frames) / span_s
+    return fps, (last.media_s - start.media_s) / span_s, first
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What the screen shows about the run now: HUD, status panel, progress bar.
+
+    Attributes:
+        live: Live source (fps and latency shown) or file (progress and speed).
+        frames_done: Frames processed, counting the one being shown.
+        frames_total: Frames the file holds (``None``: live, or unknown).
+        fps: Throughput in frames per second (see the module docstring);
+            ``None`` until two batches are done.
+        speed_x: Files: video seconds processed per wall-clock second
+            (1.0 = real time); ``None`` for live sources.
+        latency_ms: Live: grab -> overlay of the frame being shown;
+            ``None`` for files.
+    """
+
+    live: bool
+    frames_done: int = 0
+    frames_total: int | None = None
+    fps: float | None = None
+    speed_x: float | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,20 +197,28 @@ class StatsRecorder:
         0
     """
 
-    def __init__(self, source: str, *, live: bool) -> None:
+    def __init__(
+        self, source: str, *, live: bool, frames_total: int | None = None
+    ) -> None:
         self.source = source
         self.live = live
+        self.frames_total = None if live else frames_total
         self.frames_in = 0
         self.frames_out = 0
         self.frames_dropped = 0
-        self._last_index: int | None = None
+        # Source indices start at 0: frames a live source delivered before the
+        # first one taken (while the model loaded) count as drops too.
+        self._last_index = -1
         self._start_s: float | None = None
         self._stage_samples: dict[str, deque[float]] = {}
         self._stage_totals: dict[str, float] = {}
         self._stage_counts: dict[str, int] = {}
         self._latency_s: deque[float] = deque(maxlen=MAX_SAMPLES)
-        self._recent_out: deque[float] = deque()
+        self._checkpoints: deque[Checkpoint] = deque()
+        self._last_media_s = 0.0
+        self._batch_frames = 0
         self.last_latency_s: float | None = None
+        self.shown = Figures(live, frames_total=self.frames_total)
 
     @contextlib.contextmanager
     def time(self, stage: str, frames: int = 1) -> Iterator[None]:
@@ -132,28 +244,62 @@ class StatsRecorder:
         """Count a received frame; a gap in the source index counts as drops."""
         if self._start_s is None:
             self._start_s = time.perf_counter()
-        if self._last_index is not None and frame.index > self._last_index + 1:
+        if frame.index > self._last_index + 1:
             self.frames_dropped += frame.index - self._last_index - 1
         self._last_index = frame.index
         self.frames_in += 1
 
-    def frame_out(self, latency_s: float) -> None:
-        """Count a frame written ``latency_s`` after it left the source."""
+    def frame_out(self, latency_s: float, timestamp_s: float | None = None) -> None:
+        """Count a frame written ``latency_s`` after it left the source.
+
+        Args:
+            latency_s: Live: capture -> written; files: decoded -> written.
+            timestamp_s: The frame's timestamp (video time, for the speed).
+        """
         self.frames_out += 1
         self.last_latency_s = latency_s
         self._latency_s.append(latency_s)
-        now = time.perf_counter()
-        self._recent_out.append(now)
-        while self._recent_out and now - self._recent_out[0] > RECENT_FPS_WINDOW_S:
-            self._recent_out.popleft()
+        if timestamp_s is not None:
+            self._last_media_s = timestamp_s
 
-    @property
-    def recent_fps(self) -> float | None:
-        """Frames written per second over the last second (None until measurable)."""
-        if len(self._recent_out) < 2:
-            return None
-        span = self._recent_out[-1] - self._recent_out[0]
-        return (len(self._recent_out) - 1) / span if span > 0 else None
+    def batch_out(self) -> None:
+        """Mark the end of a batch: every frame taken so far has been written.
+
+        Throughput is measured between batch ends (see :func:`windowed_rate`).
+        """
+        if self._checkpoints and self._checkpoints[-1].frames == self.frames_out:
+            return
+        self._checkpoints.append(
+            Checkpoint(time.perf_counter(), self.frames_out, self._last_media_s)
+        )
+        _, _, first = windowed_rate(self._checkpoints)
+        for _ in range(first):  # later windows never start earlier
+            self._checkpoints.popleft()
+
+    def figures(self, frame: Frame | None = None) -> Figures:
+        """The figures to show with ``frame``, about to be drawn (also kept as
+        :attr:`shown`, which the status panel and the progress bar report).
+
+        Args:
+            frame: The frame whose overlay is being drawn; for live sources
+                its latency is its age now (``time.monotonic()`` minus its
+                capture time). ``None``: the figures last shown.
+        """
+        if frame is None:
+            return self.shown
+        fps, speed_x, _ = windowed_rate(self._checkpoints)
+        latency_ms = None
+        if self.live:
+            latency_ms = 1000.0 * max(time.monotonic() - frame.timestamp_s, 0.0)
+        self.shown = Figures(
+            live=self.live,
+            frames_done=self.frames_out + 1,
+            frames_total=self.frames_total,
+            fps=fps,
+            speed_x=None if self.live else speed_x,
+            latency_ms=latency_ms,
+        )
+        return self.shown
 
     def finish(self, stopped: str) -> RunStats:
         """Freeze the figures into a :class:`RunStats`."""

@@ -8,7 +8,7 @@ route                  method  what
 ``/``                  GET     the page: live video, status panel, buttons
 ``/stream.mjpg``       GET     ``multipart/x-mixed-replace`` JPEG stream
 ``/frame.jpg``         GET     the newest frame, once
-``/status``            GET     JSON: fps, latency, drops, polyp, recording...
+``/status``            GET     JSON: fps, progress/speed or latency, drops...
 ``/record/start``      POST    start a recording (MP4 + JSONL)
 ``/record/stop``       POST    stop it
 ``/snapshot``          POST    save the newest frame as PNG + one JSON line
@@ -48,8 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.clips import ClipRecorder, JpegEncoder
-from streamseg.events import describe
-from streamseg.frames import Prediction
+from streamseg.events import StreamClock, describe
+from streamseg.files import LineWriter, write_atomic
+from streamseg.findings import Findings
 from streamseg.sinks import OutputError, parse_bind
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class WebView:
             into ``/status``; called on the pipeline thread once per frame.
         snapshots: Folder for snapshots (default: the recorder's folder, else
             ``recordings``).
+        clock: Stream and wall-clock times for the snapshots' JSON lines.
 
     Raises:
         OutputError: The address cannot be bound (in use, not local).
@@ -150,8 +152,10 @@ class WebView:
         recorder: ClipRecorder | None = None,
         status: Callable[[], Mapping[str, object]] | None = None,
         snapshots: str | Path | None = None,
+        clock: StreamClock | None = None,
     ) -> None:
         host, port = parse_bind(bind)
+        self.clock = clock
         self.frames = FrameBroadcast()
         self.recorder = recorder
         if snapshots is not None:
@@ -164,9 +168,10 @@ class WebView:
         self._jpeg = jpeg or JpegEncoder()
         self._status_of_run = status
         self._lock = threading.Lock()
-        self._latest: tuple[Prediction, np.ndarray] | None = None
+        self._latest: tuple[Findings, np.ndarray] | None = None
         self._status: dict[str, object] = {"signal": False, "polyp_present": False}
         self._viewers = 0
+        self._polyps_seen: int | None = None
         self._last_snapshot: str | None = None
         self._server = _make_server(host, port, self)
         self.host = host
@@ -198,17 +203,28 @@ class WebView:
 
     # --- the pipeline thread ----------------------------------------------------
 
-    def write(self, prediction: Prediction, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray) -> None:
         self.frames.publish(self._jpeg(image))
         figures = dict(self._status_of_run()) if self._status_of_run else {}
-        present = bool(prediction.mask.any())
+        tracks = findings.tracks
+        if tracks is not None:
+            self._polyps_seen = tracks.polyps_seen
+            figures["polyps_seen"] = tracks.polyps_seen
+            figures["tracks"] = [
+                {
+                    "id": view.track_id,
+                    "on_screen_s": round(view.on_screen_s, 1),
+                    "detected": view.detected,
+                }
+                for view in tracks.tracks
+            ]
         with self._lock:
-            self._latest = (prediction, image)
+            self._latest = (findings, image)
             self._status = {
                 **figures,
                 "signal": True,
-                "polyp_present": present,
-                "frame_index": prediction.frame.index,
+                "polyp_present": findings.present,
+                "frame_index": findings.frame.index,
             }
 
     def show_no_signal(self, image: np.ndarray) -> None:
@@ -219,6 +235,8 @@ class WebView:
             self._latest = None
             self._status = {
                 **figures,
+                "polyps_seen": self._polyps_seen,  # the count survives the silence
+                "tracks": [],
                 "fps": None,  # the figures describe the last frames, not the silence
                 "latency_ms": None,
                 "signal": False,
@@ -278,7 +296,7 @@ class WebView:
             latest = self._latest
         if latest is None:
             raise LookupError("no live frame to save (no signal yet)")
-        prediction, image = latest
+        findings, image = latest
         now = datetime.datetime.now()
         stamp = now.strftime("%Y%m%dT%H%M%S_%f")[:-3]
         try:
@@ -289,15 +307,21 @@ class WebView:
                 f"({error.strerror}); pick a writable folder"
             ) from error
         path = self.snapshots / f"snapshot_{stamp}.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OutputError(
-                f"{path}: cannot write the snapshot; check free space and permissions"
-            )
-        line = json.loads(describe(prediction).to_json())
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        line = json.loads(describe(findings, self.clock).to_json())
         line["image"] = path.name
         line["wall_time"] = now.isoformat(timespec="milliseconds")
-        with open(self.snapshots / "snapshots.jsonl", "a", encoding="utf-8") as file:
-            file.write(json.dumps(line) + "\n")
+        try:  # a kill leaves the whole image or none, and whole lines
+            if not ok:
+                raise OSError("cannot encode the image")
+            write_atomic(path, png.tobytes())
+            with LineWriter(self.snapshots / "snapshots.jsonl", append=True) as lines:
+                lines.write(json.dumps(line))
+        except OSError as error:
+            raise OutputError(
+                f"{path}: cannot write the snapshot ({error.strerror or error}); "
+                "check free space and permissions"
+            ) from error
         with self._lock:
             self.snapshots_taken += 1
             self._last_snapshot = path.name
@@ -501,6 +525,10 @@ PAGE = """<!doctype html>
   button { padding: 8px; font-size: 14px; cursor: pointer; }
   button.recording { background: #d22; color: #fff; }
   #message { min-height: 2em; color: #aaa; word-break: break-all; }
+  #tracks { list-style: none; margin: 0; padding: 0; }
+  #tracks li { padding: 3px 6px; margin: 2px 0; background: #2a2a2a;
+               border-radius: 3px; }
+  #tracks li.held { color: #999; }
 </style>
 </head>
 <body>
@@ -510,12 +538,16 @@ PAGE = """<!doctype html>
   <table>
     <tr><td>signal</td><td id="signal">-</td></tr>
     <tr><td>fps</td><td id="fps">-</td></tr>
-    <tr><td>latency</td><td id="latency">-</td></tr>
+    <tr id="progress-row"><td>frames</td><td id="progress">-</td></tr>
+    <tr id="speed-row"><td>speed</td><td id="speed">-</td></tr>
+    <tr id="latency-row"><td>latency</td><td id="latency">-</td></tr>
     <tr><td>dropped</td><td id="dropped">-</td></tr>
     <tr><td>recording</td><td id="recording">-</td></tr>
     <tr><td>clips saved</td><td id="saved">-</td></tr>
     <tr><td>viewers</td><td id="viewers">-</td></tr>
+    <tr><td>polyps seen</td><td id="polyps">-</td></tr>
   </table>
+  <ul id="tracks"></ul>
   <button id="record">Start recording</button>
   <button id="snapshot">Snapshot</button>
   <button id="sound" hidden>Sound on</button>
@@ -534,11 +566,27 @@ function show(s) {
   $("fps").textContent = s.fps == null ? "-" : s.fps.toFixed(1);
   $("latency").textContent =
     s.latency_ms == null ? "-" : s.latency_ms.toFixed(0) + " ms";
+  $("progress").textContent = s.frames_done == null ? "-"
+    : s.frames_done + (s.frames_total == null ? "" : " / " + s.frames_total);
+  $("speed").textContent =
+    s.speed_x == null ? "-" : s.speed_x.toFixed(2) + "x real time";
+  // Files: progress and speed; live sources: latency (grab -> overlay).
+  $("progress-row").hidden = $("speed-row").hidden = s.live === true;
+  $("latency-row").hidden = s.live === false;
   $("dropped").textContent = s.frames_dropped == null ? "-" : s.frames_dropped;
   $("recording").textContent = s.recording
     ? (s.recording_file || "starting") + " (" + (s.recording_frames || 0) + ")" : "off";
   $("saved").textContent = s.clips_saved == null ? "-" : s.clips_saved;
   $("viewers").textContent = s.viewers;
+  $("polyps").textContent = s.polyps_seen == null ? "-" : s.polyps_seen;
+  const list = $("tracks");
+  list.replaceChildren(...(s.tracks || []).map((t) => {
+    const item = document.createElement("li");
+    item.textContent = "#" + t.id + "  " + t.on_screen_s.toFixed(1) + " s"
+      + (t.detected ? "" : " (held)");
+    item.className = t.detected ? "" : "held";
+    return item;
+  }));
   const rec = $("record");
   rec.textContent = s.recording_manual ? "Stop recording" : "Start recording";
   rec.className = s.recording_manual ? "recording" : "";

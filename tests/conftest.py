@@ -1,6 +1,7 @@
 """Shared test fixtures.
 
-Offline environment, a tiny model spec, real downscaled images.
+Offline environment, a tiny model spec and its random-weights model file, a
+short moving-disc clip, real downscaled images.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from streamseg.model import ModelSpec
 
 FIXTURES = Path(__file__).parent / "fixtures"
+CLIP_FRAMES = 6  # frames of the ``clip`` fixture, at 25 fps
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -40,6 +42,11 @@ def _few_threads():
 
 @pytest.fixture
 def tiny_spec() -> ModelSpec:
+    """A small, fast network: Unet/resnet18 at 64x64 (:func:`make_tiny_spec`)."""
+    return make_tiny_spec()
+
+
+def make_tiny_spec() -> ModelSpec:
     """A small, fast network: Unet/resnet18 at 64x64.
 
     Random weights (nothing downloaded).
@@ -51,4 +58,22 @@ def tiny_spec() -> ModelSpec:
         threshold=0.5,
         model_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
         provenance={"dataset": "none (test fixture)"},
+    )
+
+
+@pytest.fixture
+def model_file(tiny_spec, tmp_path_factory) -> Path:
+    """A random-weights model file of ``tiny_spec`` (written once per session)."""
+    from stream_media import tiny_model_file
+
+    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def clip(tmp_path) -> Path:
+    """An H.264 MP4 of ``CLIP_FRAMES`` moving-disc frames at 25 fps."""
+    from stream_media import moving_disc, write_video
+
+    return write_video(
+        tmp_path / "clip.mp4", [f.pixels for f in moving_disc(CLIP_FRAMES)]
     )

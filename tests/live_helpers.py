@@ -130,7 +130,12 @@ class RedDiscSegmenter:
 
 
 def use_red_disc_segmenter(monkeypatch, spec: ModelSpec) -> None:
-    """Make :func:`streamseg.app.run` segment with :class:`RedDiscSegmenter`."""
+    """Make the ``streamseg run`` command segment with :class:`RedDiscSegmenter`.
+
+    Only for tests that go through the CLI; a test that calls
+    :func:`streamseg.app.run` passes ``segmenter=RedDiscSegmenter(spec)``.
+    """
     monkeypatch.setattr(
-        "streamseg.app._load_segmenter", lambda settings: RedDiscSegmenter(spec)
+        "streamseg.segmenter.Segmenter.from_settings",
+        classmethod(lambda cls, settings, device=None: RedDiscSegmenter(spec)),
     )

@@ -53,10 +53,12 @@ def write_video(
     timestamps_s: Sequence[float] | None = None,
     fps: float = 25.0,
     codec: str = "libx264",
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB images with PyAV; ``timestamps_s`` (default ``i / fps``) become pts.
 
     Uses a 1/1000 s time base, so any millisecond timing (variable frame rate) is exact.
+    ``options`` are FFmpeg muxer options (``movflags`` and the like).
     """
     import av
 
@@ -64,7 +66,7 @@ def write_video(
     if timestamps_s is None:
         timestamps_s = [i / fps for i in range(len(images))]
     height, width = images[0].shape[:2]
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options=options or {}) as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import pty
+import sys
+import threading
 
 import numpy as np
 import pytest
-from live_helpers import use_red_disc_segmenter
+from live_helpers import RedDiscSegmenter, use_red_disc_segmenter
 from stream_media import disc_image, write_video
 
 from streamseg.alerts import Alerter, AlertSettings, should_alert
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
+from streamseg.cli import main
 from streamseg.overlay import OverlayStyle, draw_border, no_signal_image
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList
 from streamseg.sources import SourceSettings
 
@@ -82,7 +89,6 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
     empty = np.full((*hw, 3), (40, 20, 10), np.uint8)
     images = [empty] * 10 + [disc_image(hw, (24, 32), 10)] * 10
     clip = write_video(tmp_path / "clip.mp4", images)
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     rings = []
     monkeypatch.setattr("streamseg.alerts.terminal_bell", lambda: rings.append(1))
     config = StreamConfig(
@@ -94,8 +100,80 @@ def test_run_flashes_the_border_when_a_polyp_first_appears(
         config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     border = [bool((image[-2:, :] == (255, 40, 40)).all()) for image in frames.images]
-    # The polyp appears at frame 10 (0.40 s); the border stays 0.18 s: frames 10-14.
-    assert border == [10 <= i < 15 for i in range(20)]
+    # The polyp appears at frame 10 (0.40 s) and is shown (tracking's minimum
+    # on-time, 0.04 s) from frame 11; the border stays 0.18 s: frames 11-15.
+    assert border == [11 <= i < 16 for i in range(20)]
     assert rings == [1]
+
+
+def _polyp_clip(path, hw=(48, 64), empty_frames=10, polyp_frames=10):
+    empty = np.full((*hw, 3), (40, 20, 10), np.uint8)
+    disc = disc_image(hw, (hw[0] / 2, hw[1] / 2), min(hw) / 5)
+    return write_video(path, [empty] * empty_frames + [disc] * polyp_frames)
+
+
+def test_the_flash_border_never_covers_the_hud(tmp_path, tiny_spec):
+    clip = _polyp_clip(tmp_path / "clip.mp4", hw=(240, 320))
+    alerts = AlertSettings(flash=True, flash_s=0.18)  # border_px 12: frames 11-15
+    config = StreamConfig(
+        source=SourceSettings(uri=str(clip)),
+        model=ModelSettings(device="cpu"),
+        alerts=alerts,
+    )
+    config = dataclasses.replace(
+        config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
+    )
+    frames = FrameList()
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
+    band = alerts.border_px
+    style = OverlayStyle()
+
+    def indicator_px(image):  # the "POLYP" box of the HUD, in the top-left corner
+        corner = image[:80, :160]
+        return int(np.all(corner == style.alert_rgb, axis=-1).sum())
+
+    flashed, steady = frames.images[11:16], frames.images[16:]
+    assert all((image[:band] == alerts.border_rgb).all() for image in flashed)
+    assert not any((image[:band] == alerts.border_rgb).all() for image in steady)
+    assert indicator_px(steady[0]) > 100
+    assert [indicator_px(image) for image in flashed] == [indicator_px(steady[0])] * 5
+    for image in frames.images:  # the figures' text stays inside the border
+        text = np.argwhere(np.all(image[:80, :200] == style.hud_rgb, axis=-1))
+        assert len(text) and text.min() >= band
+
+
+def test_the_bell_rings_on_a_file_run_while_the_progress_bar_shows(
+    tmp_path, tiny_spec, monkeypatch
+):
+    # The progress display redirects stderr and drops control characters; the
+    # bell must reach the terminal anyway (here a pseudo-terminal).
+    clip = _polyp_clip(tmp_path / "clip.mp4")
+    use_red_disc_segmenter(monkeypatch, tiny_spec)
+    controller, terminal = pty.openpty()
+    written = bytearray()
+
+    def drain():
+        with contextlib.suppress(OSError):
+            while chunk := os.read(controller, 4096):
+                written.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    stderr = open(terminal, "w", buffering=1, encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", stderr)
+    try:
+        code = main(
+            [
+                *("run", str(clip), "--device", "cpu"),
+                *("--set", "alerts.sound=bell", "--set", "smoothing.enabled=false"),
+            ]
+        )
+    finally:
+        stderr.close()
+        reader.join(timeout=5.0)
+        os.close(controller)
+    assert code == 0, written.decode(errors="replace")
+    assert b"/20" in written, "the progress bar was shown"
+    assert written.count(b"\a") == 1, written.decode(errors="replace")

@@ -15,24 +15,20 @@ import numpy as np
 import pytest
 import torch
 from conftest import FIXTURES
-from stream_media import decode_video, moving_disc, tiny_model_file, write_video
+from stream_media import decode_video, moving_disc, write_video
 
-from streamseg import bench
-from streamseg.app import ModelSettings, StreamConfig
+from streamseg.app import StreamConfig
 from streamseg.cli import main
 from streamseg.device import Precision, cpu_has_native_bf16
+from streamseg.evaluation import bench, bench_inputs, bench_timing, bench_validate
+from streamseg.evaluation.metrics import dice_score
 from streamseg.frames import Frame
 from streamseg.model import load_model
-from streamseg.segmenter import Segmenter
+from streamseg.segmenter import ModelSettings, Segmenter
 from streamseg.sources import probe_video
 
 CPU = torch.device("cpu")
 FRAMES = 10
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
@@ -65,7 +61,7 @@ def fp32_settings(**fields):
     ],
 )
 def test_latency_summary_in_milliseconds(seconds, expected):
-    summary = bench.LatencySummary.of(seconds)
+    summary = bench_timing.LatencySummary.of(seconds)
     assert (summary.count, summary.mean_ms, summary.p50_ms, summary.max_ms) == (
         pytest.approx(expected)
     )
@@ -73,7 +69,7 @@ def test_latency_summary_in_milliseconds(seconds, expected):
 
 
 def test_latency_summary_of_nothing_is_empty():
-    summary = bench.LatencySummary.of([])
+    summary = bench_timing.LatencySummary.of([])
     assert summary.count == 0 and math.isnan(summary.p99_ms)
 
 
@@ -92,11 +88,13 @@ def test_latency_summary_of_nothing_is_empty():
 def test_steady_throughput_leaves_out_warm_up_frames(
     times_s, skip, batch_size, expected
 ):
-    assert bench.steady_throughput(times_s, skip, batch_size) == pytest.approx(expected)
+    assert bench_timing.steady_throughput(times_s, skip, batch_size) == pytest.approx(
+        expected
+    )
 
 
 def test_steady_throughput_needs_two_frames():
-    assert math.isnan(bench.steady_throughput([1.0], 0))
+    assert math.isnan(bench_timing.steady_throughput([1.0], 0))
 
 
 # --- parsing ------------------------------------------------------------------
@@ -107,33 +105,38 @@ def test_steady_throughput_needs_two_frames():
     [("720p", (1280, 720)), ("1080p", (1920, 1080)), ("640x360", (640, 360))],
 )
 def test_resolutions(text, size_wh):
-    assert bench.parse_resolution(text) == size_wh
+    assert bench_inputs.parse_resolution(text) == size_wh
 
 
 @pytest.mark.parametrize("text", ["4k", "1280*720", "8x8", ""])
 def test_bad_resolutions_name_the_accepted_forms(text):
-    with pytest.raises(bench.BenchError, match="720p, 1080p or WIDTHxHEIGHT"):
-        bench.parse_resolution(text)
+    with pytest.raises(bench_inputs.BenchError, match="720p, 1080p or WIDTHxHEIGHT"):
+        bench_inputs.parse_resolution(text)
 
 
 def test_random_model_specs(tmp_path):
-    spec = bench.parse_random_spec("random:UnetPlusPlus/efficientnet-b2@320")
+    spec = bench_inputs.parse_random_spec("random:UnetPlusPlus/efficientnet-b2@320")
     assert (spec.architecture, spec.encoder_name, spec.input_hw) == (
         "UnetPlusPlus",
         "efficientnet-b2",
         (320, 320),
     )
-    assert bench.parse_random_spec("random:Unet/resnet18@64x96").input_hw == (64, 96)
+    assert bench_inputs.parse_random_spec("random:Unet/resnet18@64x96").input_hw == (
+        64,
+        96,
+    )
     for bad in ("random:Unet@64", "random:Unet/resnet18@65", "unet.safetensors"):
-        with pytest.raises(bench.BenchError):
-            bench.parse_random_spec(bad)
-    info = bench.prepare_model("random:Unet/resnet18@64", tmp_path)
+        with pytest.raises(bench_inputs.BenchError):
+            bench_inputs.parse_random_spec(bad)
+    info = bench_inputs.prepare_model("random:Unet/resnet18@64", tmp_path)
     assert info.random_weights and load_model(info.path)[1].input_hw == (64, 64)
 
 
 def test_parse_names():
-    assert bench.parse_names("fp32, bf16-cl,") == ("fp32", "bf16-cl")
-    assert bench.parse_names("") is None and bench.parse_names(None) is None
+    assert bench_inputs.parse_names("fp32, bf16-cl,") == ("fp32", "bf16-cl")
+    assert (
+        bench_inputs.parse_names("") is None and bench_inputs.parse_names(None) is None
+    )
 
 
 # --- variants -----------------------------------------------------------------
@@ -142,48 +145,53 @@ def test_parse_names():
 def test_variants_set_every_fast_path_option():
     base = ModelSettings()
     cuda = torch.device("cuda")  # only its type is read: no GPU needed
-    keys = {bench.settings_key(v.apply(base), cuda) for v in bench.VARIANTS.values()}
-    assert len(keys) == len(bench.VARIANTS)  # no two variants run the same way
-    assert bench.resolve_variant("config", base) is base
+    keys = {
+        bench_inputs.settings_key(v.apply(base), cuda)
+        for v in bench_inputs.VARIANTS.values()
+    }
+    assert len(keys) == len(bench_inputs.VARIANTS)  # no two variants run the same way
+    assert bench_inputs.resolve_variant("config", base) is base
     # "config" on a CPU (precision auto, channels_last) is bf16-cl where the CPU
     # has native bf16, else fp32 (channels_last).
     # With OpenVINO and the bundled model's INT8 artefact, backend auto is ov-int8.
     same_as = "bf16-cl" if cpu_has_native_bf16() else "fp32-cl"
-    if bench.resolve_backend(base, CPU).backend == "openvino":
+    if bench_inputs.resolve_backend(base, CPU).backend == "openvino":
         same_as = "ov-int8"
-    assert bench.settings_key(base, CPU) == bench.settings_key(
-        bench.resolve_variant(same_as, base), CPU
+    assert bench_inputs.settings_key(base, CPU) == bench_inputs.settings_key(
+        bench_inputs.resolve_variant(same_as, base), CPU
     )
-    with pytest.raises(bench.BenchError, match="bf16-cl"):
-        bench.resolve_variant("bf17", base)
+    with pytest.raises(bench_inputs.BenchError, match="bf16-cl"):
+        bench_inputs.resolve_variant("bf17", base)
 
 
 def test_cuda_variants_are_refused_on_the_cpu(config, tmp_path):
     settings = bench.BenchSettings(
         model=str(config.model.path), variants=("fp16-cl-graphs",), work_dir=tmp_path
     )
-    with pytest.raises(bench.BenchError, match="needs CUDA"):
+    with pytest.raises(bench_inputs.BenchError, match="needs CUDA"):
         bench.run_benchmark(settings, config)
 
 
 # --- clips --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", [bench.DEMO_CLIP, None])
+@pytest.mark.parametrize("source", [bench_inputs.DEMO_CLIP, None])
 def test_make_clip_writes_the_asked_size_and_length_once(tmp_path, source):
-    path = bench.make_clip((160, 90), 6, tmp_path, source=source)
+    path = bench_inputs.make_clip((160, 90), 6, tmp_path, source=source)
     assert probe_video(str(path))[1] == 6
     images, times = decode_video(path)
     assert len(images) == 6 and images[0].shape == (90, 160, 3)
-    assert times == pytest.approx([i / bench.CLIP_FPS for i in range(6)], abs=1e-3)
+    assert times == pytest.approx(
+        [i / bench_inputs.CLIP_FPS for i in range(6)], abs=1e-3
+    )
     modified = path.stat().st_mtime_ns
-    assert bench.make_clip((160, 90), 6, tmp_path, source=source) == path
+    assert bench_inputs.make_clip((160, 90), 6, tmp_path, source=source) == path
     assert path.stat().st_mtime_ns == modified  # reused, not rewritten
 
 
 def test_pillarbox_centres_the_picture_on_black():
     image = np.full((30, 40, 3), 200, np.uint8)
-    boxed = bench.pillarbox(image, (80, 30))
+    boxed = bench_inputs.pillarbox(image, (80, 30))
     assert boxed.shape == (30, 80, 3)
     assert (boxed[:, :20] == 0).all() and (boxed[:, 60:] == 0).all()
     assert (boxed[:, 20:60] == 200).all()
@@ -207,7 +215,7 @@ def test_time_model_times_only_the_measured_calls(model_file):
     segmenter.probabilities = counting
     ticks = itertools.count(step=0.004)  # every reading of the clock: +4 ms
 
-    result = bench.time_model(
+    result = bench_timing.time_model(
         segmenter, 3, iterations=5, warmup=2, variant="fp32", clock=lambda: next(ticks)
     )
 
@@ -223,7 +231,7 @@ def test_time_model_times_only_the_measured_calls(model_file):
 
 @pytest.mark.parametrize("live", [False, True])
 def test_pipeline_run_counts_frames_stages_and_latency(clip, config, tmp_path, live):
-    result = bench.run_pipeline(
+    result = bench_timing.run_pipeline(
         clip,
         config,
         variant="config",
@@ -248,7 +256,7 @@ def test_pipeline_run_counts_frames_stages_and_latency(clip, config, tmp_path, l
 
 
 def test_naive_loop_times_every_stage_of_every_frame(clip, model_file, tmp_path):
-    result = bench.run_naive(
+    result = bench_timing.run_naive(
         clip,
         model_file,
         CPU,
@@ -260,7 +268,7 @@ def test_naive_loop_times_every_stage_of_every_frame(clip, model_file, tmp_path)
         folder=tmp_path,
     )
     assert result.frames == 7 and result.latency.count == 7
-    assert [stage.name for stage in result.stages] == list(bench.NAIVE_STAGES)
+    assert [stage.name for stage in result.stages] == list(bench_timing.NAIVE_STAGES)
     assert all(stage.mean_ms > 0 for stage in result.stages)
     assert result.wall_s * 1000 >= sum(stage.mean_ms for stage in result.stages) * 7
     assert not list(tmp_path.glob("naive-*.mp4"))
@@ -315,9 +323,9 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
 
 def test_validation_compares_variants_with_fp32_on_labelled_images(model_file):
     root = FIXTURES / "kvasir"
-    pairs = bench.read_labelled_split(root, "train")
+    pairs = bench_validate.read_labelled_split(root, "train")
     base = fp32_settings()
-    results = bench.validate(model_file, base, ["config", "bf16-cl"], pairs)
+    results = bench_validate.validate(model_file, base, ["config", "bf16-cl"], pairs)
 
     same, bf16 = results
     assert same.images == len(pairs) == 6
@@ -330,16 +338,15 @@ def test_validation_compares_variants_with_fp32_on_labelled_images(model_file):
     segmenter = Segmenter.from_file(model_file, CPU, Precision(None))
     counts = np.zeros(3)
     for index, (_stem, image_path, mask_path) in enumerate(pairs):
-        pixels, truth = bench._read_pair(image_path, mask_path)
+        pixels, truth = bench_validate.read_pair(image_path, mask_path)
         mask = segmenter(Frame(index, 0.0, pixels)).mask.numpy()
         counts += [(mask & truth).sum(), (mask & ~truth).sum(), (~mask & truth).sum()]
-    assert same.reference_dice == pytest.approx(bench.dice(*counts))
+    assert same.reference_dice == pytest.approx(dice_score(*counts))
 
 
 def test_validation_names_a_missing_split(tmp_path):
-    with pytest.raises(bench.BenchError, match="no split file"):
-        bench.read_labelled_split(tmp_path, "test")
-    assert bench.dice(0, 0, 0) == 1.0 and bench.dice(1, 1, 0) == pytest.approx(2 / 3)
+    with pytest.raises(bench_inputs.BenchError, match="no split file"):
+        bench_validate.read_labelled_split(tmp_path, "test")
 
 
 # --- command line -------------------------------------------------------------
@@ -440,6 +447,6 @@ def test_bench_smoke_on_the_gpu(clip, model_file, tmp_path):
     report = bench.run_benchmark(settings, config)
     # "config" (precision auto = fp16 on CUDA, eager) is measured as "fp16".
     variants = {r.variant for r in report.model_only}
-    assert variants == set(bench.DEFAULT_VARIANTS["cuda"])
+    assert variants == set(bench_inputs.DEFAULT_VARIANTS["cuda"])
     assert report.machine["gpu"]
     assert dataclasses.asdict(report)["ratios"]

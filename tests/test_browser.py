@@ -27,16 +27,17 @@ import numpy as np
 import pytest
 from live_helpers import (
     FILL_OVER_DISC_RGB,
+    RedDiscSegmenter,
     free_port,
     get_json,
     sender,
-    use_red_disc_segmenter,
     wait_until,
 )
 from stream_media import decode_video
 from stream_sender import DISC_CENTER_YX, DISC_RADIUS, SIZE_HW
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.sources import SourceSettings
 
@@ -181,7 +182,6 @@ class _Stopper(FrameList):
 @pytest.fixture
 def live_web_view(tmp_path, tiny_spec, monkeypatch):
     """A static-disc clip streamed over UDP from a second process -> run(--view web)."""
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     udp_port, web_port = free_port(socket.SOCK_DGRAM), free_port()
     config = StreamConfig(
         source=SourceSettings(
@@ -200,7 +200,9 @@ def live_web_view(tmp_path, tiny_spec, monkeypatch):
 
     def serve() -> None:
         try:
-            outcome["stats"] = run(config, sinks=[stopper])
+            outcome["stats"] = run(
+                config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[stopper]
+            )
         except BaseException as error:
             outcome["error"] = error
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CLIP_FRAMES
 from stream_media import (
     decode_video,
     moving_disc,
     signal_run_midway,
-    tiny_model_file,
     write_video,
 )
 
@@ -20,16 +20,6 @@ from streamseg.cli import main
 from streamseg.sinks import gui_backend
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def clip(tmp_path):
-    return write_video(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(6)])
 
 
 def _error_line(capsys):
@@ -63,9 +53,11 @@ def test_run_writes_outputs_and_prints_a_timing_summary(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "6 frames" in out and "inference" in out and "p50/p95/p99" in out
-    assert len(decode_video(tmp_path / "out.mp4")[0]) == 6
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 6
+    assert (
+        f"{CLIP_FRAMES} frames" in out and "inference" in out and "p50/p95/p99" in out
+    )
+    assert len(decode_video(tmp_path / "out.mp4")[0]) == CLIP_FRAMES
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == CLIP_FRAMES
 
 
 @pytest.mark.parametrize(
@@ -103,7 +95,7 @@ def test_missing_model_file_is_a_runtime_failure(clip, tmp_path, capsys):
 def test_without_a_bundled_model_the_message_says_what_to_pass(
     clip, monkeypatch, capsys
 ):
-    monkeypatch.setattr("streamseg.app.default_model_path", lambda: None)
+    monkeypatch.setattr("streamseg.segmenter.default_model_path", lambda: None)
     assert main(["run", str(clip)]) == 1
     assert _error_line(capsys) == (
         "streamseg: error: no bundled default model in this build; pass --model FILE "
@@ -176,3 +168,21 @@ def test_sigterm_mid_run_leaves_a_playable_video(tmp_path, model_file):
     assert 3 <= len(images) < 100
     assert len(images) == len(lines)
     assert times == sorted(times)
+
+
+def test_info_without_a_path_describes_the_bundled_model(capsys):
+    from streamseg.model import default_model_path
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert default_model_path().name in out
+    for text in ("UnetPlusPlus", "threshold", "tensors", "provenance."):
+        assert text in out
+
+
+def test_info_without_a_path_and_without_a_bundled_model_says_what_to_pass(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr("streamseg.model.default_model_path", lambda: None)
+    assert main(["info"]) == 2
+    assert "pass MODEL" in _error_line(capsys)

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from live_helpers import use_red_disc_segmenter
+from live_helpers import RedDiscSegmenter, use_red_disc_segmenter
 from stream_media import decode_video, disc_image, write_video
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.clips import (
     ClipRecorder,
     ClipSettings,
@@ -21,8 +21,10 @@ from streamseg.clips import (
     PreRollBuffer,
     wants_clip,
 )
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
 from streamseg.overlay import OverlayStyle, render
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList
 from streamseg.sources import SourceSettings
 
@@ -30,7 +32,7 @@ FPS = 25.0
 HW = (48, 64)
 
 
-def _frame(index: int, polyp: bool) -> tuple[Prediction, np.ndarray]:
+def _frame(index: int, polyp: bool) -> tuple[Findings, np.ndarray]:
     """Frame ``index`` at 25 fps; its mask is a disc when ``polyp``, else empty."""
     pixels = disc_image(HW, (24, 32), 10)
     mask = np.zeros(HW, np.float32)
@@ -39,7 +41,8 @@ def _frame(index: int, polyp: bool) -> tuple[Prediction, np.ndarray]:
     prediction = Prediction(
         Frame(index, index / FPS, pixels), torch.from_numpy(mask), 0.5
     )
-    return prediction, render(prediction, OverlayStyle())
+    findings = Findings.of(prediction)
+    return findings, render(findings, OverlayStyle())
 
 
 class _Clock:
@@ -191,7 +194,7 @@ def test_a_long_session_keeps_memory_bounded(tmp_path):
         prediction = Prediction(
             Frame(index, index / FPS, pixels), torch.zeros(240, 320), 0.5
         )
-        recorder.write(prediction, pixels)
+        recorder.write(Findings.of(prediction), pixels)
         assert recorder._buffer.nbytes <= 1_000_000
     assert 0 < len(recorder._buffer) < 50
     recorder.close()
@@ -227,7 +230,6 @@ def test_run_with_clips_saves_an_event_clip_with_pre_roll(
     empty = np.full((*HW, 3), (40, 20, 10), np.uint8)
     images = [empty] * 20 + [disc_image(HW, (24, 32), 10)] * 10 + [empty] * 20
     clip = write_video(tmp_path / "clip.mp4", images)
-    use_red_disc_segmenter(monkeypatch, tiny_spec)
     config = StreamConfig(
         source=SourceSettings(uri=str(clip)),
         model=ModelSettings(device="cpu"),
@@ -237,7 +239,7 @@ def test_run_with_clips_saves_an_event_clip_with_pre_roll(
         config, smoothing=dataclasses.replace(config.smoothing, enabled=False)
     )
     frames = FrameList()
-    run(config, sinks=[frames])
+    run(config, segmenter=RedDiscSegmenter(tiny_spec), sinks=[frames])
     (saved,) = (tmp_path / "clips").glob("clip_*.mp4")
     assert _clip_indices(saved) == list(range(15, 35))
     assert len(decode_video(saved)[0]) == 20

@@ -93,3 +93,36 @@ def test_bad_override_syntax():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+# --- configs/stream.yaml is the truth about the stream config -------------------
+
+STREAM_YAML = Path(__file__).resolve().parents[1] / "configs" / "stream.yaml"
+
+
+def test_stream_yaml_names_every_field_of_every_section():
+    import dataclasses
+
+    import yaml
+
+    from streamseg.app import StreamConfig
+
+    written = yaml.safe_load(STREAM_YAML.read_text(encoding="utf-8"))
+    sections = {f.name: f.type for f in dataclasses.fields(StreamConfig)}
+    assert set(written) == set(sections)
+    defaults = StreamConfig()
+    for name in sections:
+        fields = {f.name for f in dataclasses.fields(getattr(defaults, name))}
+        keys = set(written[name] or {})
+        assert keys == fields, (
+            f"{name}: missing {sorted(fields - keys)}, unknown {sorted(keys - fields)}"
+        )
+
+
+def test_stream_yaml_values_are_the_code_defaults():
+    from streamseg.app import StreamConfig
+    from streamseg.config import to_dict
+
+    loaded = load_config(StreamConfig, STREAM_YAML, [])
+    assert to_dict(loaded) == to_dict(StreamConfig())
+    assert loaded == StreamConfig()

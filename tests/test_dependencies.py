@@ -20,10 +20,11 @@ print(",".join(heavy))
 """
 
 
-def test_runtime_imports_neither_poutyne_nor_albumentations():
+def _probe(code: str) -> str:
+    """Run ``code`` in a fresh interpreter; return what it printed."""
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", code],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -31,4 +32,24 @@ def test_runtime_imports_neither_poutyne_nor_albumentations():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "", f"runtime imported {result.stdout.strip()}"
+    return result.stdout.strip()
+
+
+def test_runtime_imports_neither_poutyne_nor_albumentations():
+    heavy = _probe(PROBE)
+    assert heavy == "", f"runtime imported {heavy}"
+
+
+CLI_PROBE = """
+import sys
+from streamseg.cli import build_parser
+build_parser().parse_args(["info", "model.safetensors"])
+tools = [m for m in sys.modules if m.startswith("streamseg.evaluation.")]
+print(",".join(sorted(tools)))
+"""
+
+
+def test_cli_parser_imports_no_tool():
+    """Building the parser must not import evaluate-video or bench (each is large)."""
+    tools = _probe(CLI_PROBE)
+    assert tools == "", f"the parser imported {tools}"

@@ -16,18 +16,19 @@ import torch
 from conftest import FIXTURES
 from stream_media import moving_disc, tiny_model_file, write_video
 
-from streamseg import segmenter as segmenter_module
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
+from streamseg.backends import onnx as onnx_backend
+from streamseg.backends.onnx import onnx_path
+from streamseg.backends.torch import PaddedBatches
 from streamseg.config import ConfigError, load_config
 from streamseg.device import Precision
 from streamseg.frames import Frame
 from streamseg.model import build_network
 from streamseg.segmenter import (
     FrameUploader,
-    PaddedBatches,
+    ModelSettings,
     Segmenter,
     check_options,
-    onnx_path,
 )
 from streamseg.sources import SourceSettings
 from streamseg.transforms import to_tensor
@@ -221,7 +222,7 @@ def test_onnx_backend_matches_eager_and_reuses_its_export(
     def no_export(*args, **kwargs):
         raise AssertionError("exported again although the cached file fits")
 
-    monkeypatch.setattr(segmenter_module, "export_onnx", no_export)
+    monkeypatch.setattr(onnx_backend, "export_onnx", no_export)
     again = Segmenter(network, tiny_spec, CPU, backend="onnx")
     assert (_probabilities(again, frames[:1]) - reference[:1]).abs().max() < 1e-4
 

@@ -8,6 +8,7 @@ loop) are also tested alone, with fake clocks.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
@@ -17,23 +18,20 @@ import time
 import cv2
 import numpy as np
 import pytest
-from live_helpers import free_port, get, get_json, sender, wait_until
-from stream_media import moving_disc, tiny_model_file
+import stream_sender
+from live_helpers import RedDiscSegmenter, free_port, get, get_json, wait_until
+from stream_media import moving_disc
 
-from streamseg.app import ModelSettings, StreamConfig, run
+from streamseg.app import StreamConfig, run
 from streamseg.background import Stalled, WhenFull, in_background
 from streamseg.frames import Frame
 from streamseg.overlay import OverlayStyle
+from streamseg.segmenter import ModelSettings
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.sources import SourceError, SourceSettings, reconnecting
 
 STYLE = OverlayStyle()
 CARD = ("no signal", None)
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 def _config(url: str, model_file, **source) -> StreamConfig:
@@ -83,6 +81,22 @@ def _udp_url() -> str:
     return f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}"
 
 
+@contextlib.contextmanager
+def _sending(url: str, seconds: float, *, static: bool = False):
+    """tests/stream_sender.py on a thread of this process: it starts sending at
+    once (a second Python process can take seconds to start on a busy machine)."""
+    thread = threading.Thread(
+        target=stream_sender.send,
+        args=(f"{url}?pkt_size=1316", seconds, 25.0, static, stream_sender.SIZE_HW),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join(timeout=seconds + 30.0)
+
+
 def _run_in_thread(config, sink):
     outcome: dict[str, object] = {}
 
@@ -108,7 +122,7 @@ def test_a_udp_stream_keeps_the_newest_frame_and_counts_the_drops(model_file):
     url = _udp_url()
     sink = _Timeline(delay_s=0.08)  # ~12 fps against a 25 fps sender
     config = _config(url, model_file, max_frames=15)
-    with sender(url, 5.0):
+    with _sending(url, 5.0):
         stats = run(config, sinks=[sink])
     indices = [p.frame.index for p in sink.predictions]
     assert stats.live and stats.stopped == "max frames" and len(indices) == 15
@@ -144,9 +158,8 @@ def test_no_signal_without_a_stale_overlay_then_reconnect_when_the_sender_return
     sink = _Timeline()
     thread, outcome = _run_in_thread(config, sink)
     try:
-        with sender(url, 1.0) as first:
+        with _sending(url, 3.0):
             assert wait_until(lambda: len(sink.predictions) >= 5, 10.0), outcome
-            first.wait(timeout=10.0)
         # The sender is gone: the live view shows NO SIGNAL, not the last frame.
         # (The MPEG-TS demuxer hands over the last frame or two only when the
         # read times out: wait for that, then for cards after it.)
@@ -159,7 +172,7 @@ def test_no_signal_without_a_stale_overlay_then_reconnect_when_the_sender_return
         assert _overlay_pixels(shown[..., ::-1]) == 0
         resumed_at = len(sink.events)
         last_index = sink.predictions[-1].frame.index
-        with sender(url, 2.0):
+        with _sending(url, 2.0):
             assert wait_until(
                 lambda: sink.predictions[-1].frame.index > last_index + 5, 15.0
             ), outcome
@@ -200,7 +213,7 @@ def test_reconnection_gives_up_after_reconnect_timeout_s_with_a_clear_error(
     )
     sink = _Timeline()
     start = time.monotonic()
-    with sender(url, 1.5), pytest.raises(SourceError) as error:
+    with _sending(url, 1.5), pytest.raises(SourceError) as error:
         run(config, sinks=[sink])
     assert "could not reconnect within 1 s" in str(error.value)
     assert "raise source.reconnect_timeout_s" in str(error.value)
@@ -347,3 +360,110 @@ def test_in_background_yields_idle_markers_while_silent_and_still_stalls():
     finally:
         release.set()
         items.close()
+
+
+# --- opening early, stopping fast ------------------------------------------------
+
+
+def _run_timed(config, sink, segmenter=None):
+    """Run in a thread; ``outcome["done_s"]`` is when run() returned (monotonic)."""
+    outcome: dict[str, object] = {}
+
+    def target():
+        try:
+            outcome["stats"] = run(config, segmenter=segmenter, sinks=[sink])
+        except BaseException as error:
+            outcome["error"] = error
+        outcome["done_s"] = time.monotonic()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.slow
+def test_a_live_source_opens_before_the_model_loads_and_counts_warm_up_drops(
+    tiny_spec, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO, logger="streamseg")
+    loaded = threading.Event()
+
+    def slow_load(cls, settings, device=None):  # a model that takes 2 s to load
+        time.sleep(2.0)
+        loaded.set()
+        return RedDiscSegmenter(tiny_spec)
+
+    monkeypatch.setattr(
+        "streamseg.segmenter.Segmenter.from_settings", classmethod(slow_load)
+    )
+    url = _udp_url()
+    config = StreamConfig(
+        source=SourceSettings(
+            uri=url, open_timeout_s=10.0, stall_timeout_s=3.0, no_signal_s=0.3
+        ),
+        model=ModelSettings(device="cpu"),
+    )
+    sink = _Timeline()
+    thread, outcome = _run_timed(config, sink)
+    try:
+        time.sleep(0.5)  # the run has started; the model is loading
+        assert not loaded.is_set()
+        with _sending(url, 3.0, static=True):  # 75 frames
+            assert wait_until(lambda: sink.predictions, 10.0), outcome
+    finally:
+        sink.stopped_by_user = True
+        thread.join(timeout=15.0)
+    assert "error" not in outcome, outcome.get("error")
+    stats = outcome["stats"]
+    first = sink.predictions[0].frame.index
+    # Frames sent while the model loaded were received and dropped (the newest
+    # frame wins), not lost before the source opened: they count as drops.
+    assert first >= 20, first
+    assert stats.frames_dropped >= first
+    assert stats.frames_in + stats.frames_dropped >= 60  # of the 75 sent
+    assert f"{first} frames arrived while the model was loading" in caplog.text
+
+
+class _Interrupting(_Timeline):
+    """Ctrl-C arrives (in the main loop) at the next NO SIGNAL card once armed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed_s: float | None = None
+
+    def show_no_signal(self, image) -> None:
+        super().show_no_signal(image)
+        if self.armed_s is not None:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backoff_s", [2.0, 0.1], ids=["backing-off", "reopening"])
+def test_stopping_while_a_live_source_reconnects_takes_under_a_second(
+    model_file, tiny_spec, caplog, backoff_s
+):
+    caplog.set_level(logging.WARNING, logger="streamseg")
+    url = _udp_url()
+    config = _config(
+        url,
+        model_file,
+        stall_timeout_s=0.5,
+        no_signal_s=0.1,
+        reconnect_timeout_s=30.0,
+        reconnect_backoff_s=backoff_s,  # 2.0: asleep between attempts; 0.1:
+    )  # mostly inside an attempt to open the stream (open_timeout_s 5 s)
+    sink = _Interrupting()
+    thread, outcome = _run_timed(config, sink, RedDiscSegmenter(tiny_spec))
+    try:
+        with _sending(url, 2.0):
+            assert wait_until(lambda: sink.predictions, 10.0), outcome
+        assert wait_until(lambda: "reconnecting" in caplog.text, 5.0), outcome
+        time.sleep(0.5)
+        sink.armed_s = time.monotonic()
+        thread.join(timeout=15.0)
+    finally:
+        sink.stopped_by_user = True
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["stats"].stopped == "interrupted"
+    assert outcome["done_s"] - sink.armed_s < 1.0
+    assert "did not stop" not in caplog.text

@@ -11,16 +11,20 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES
-from stream_media import tiny_model_file
+from conftest import FIXTURES, make_tiny_spec
 
-from streamseg.app import ModelSettings, _load_segmenter
 from streamseg.backends import openvino as ov_backend
 from streamseg.cpu import parse_cpuinfo
 from streamseg.device import Precision
 from streamseg.frames import Frame
-from streamseg.model import ModelFileError, build_network, load_model, save_model
-from streamseg.segmenter import Segmenter
+from streamseg.model import (
+    ModelFileError,
+    build_network,
+    file_sha256,
+    load_model,
+    save_model,
+)
+from streamseg.segmenter import ModelSettings, Segmenter
 
 CPU = torch.device("cpu")
 KVASIR = FIXTURES / "kvasir"
@@ -43,19 +47,13 @@ def quantized_model(tmp_path_factory):
     if not ov_backend.available():
         pytest.skip("OpenVINO not installed (pip install 'streamseg[openvino]')")
     pytest.importorskip("nncf", reason="NNCF not installed (streamseg[openvino])")
-    from streamseg.model import ModelSpec
     from training.quantize import quantize_model
 
     folder = tmp_path_factory.mktemp("int8")
-    spec = ModelSpec(
-        architecture="Unet",
-        encoder_name="resnet18",
-        input_hw=(64, 64),
-        threshold=0.5,
-        model_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-        provenance={"dataset": "none (test fixture)"},
-    )
-    model = tiny_model_file(spec, folder)
+    # Its own file (not the session's shared tiny model): the artefact lands beside it.
+    spec = make_tiny_spec()
+    torch.manual_seed(0)
+    model = save_model(folder / "quantized.safetensors", build_network(spec), spec)
     result = quantize_model(model, KVASIR, subset_size=4, max_dice_drop=1.0)
     return model, result
 
@@ -109,7 +107,7 @@ def test_quantize_writes_the_artefact_with_provenance(quantized_model):
     paths = ov_backend.int8_paths(model)
     assert paths.exist()
     provenance = json.loads(paths.provenance.read_text())
-    assert provenance["model_sha256"] == ov_backend.file_sha256(model)
+    assert provenance["model_sha256"] == file_sha256(model)
     assert provenance["preset"] == "mixed"
     calibration = provenance["calibration"]
     # The fixture's training split (6 stems) minus its validation carve-out (1).
@@ -132,7 +130,7 @@ def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_mo
     choice = ov_backend.choose_backend("auto", "auto", CPU, model)
     assert choice.backend == "openvino"
     assert choice.int8 == ov_backend.int8_paths(model).xml
-    segmenter = _load_segmenter(ModelSettings(path=model, batch_size=2))
+    segmenter = Segmenter.from_settings(ModelSettings(path=model, batch_size=2))
     assert segmenter.describe() == "int8, OpenVINO"
     assert len(segmenter.segment(_frames())) == 2
     # A torch precision or torch option, quantized false, or a GPU: torch.
@@ -187,7 +185,7 @@ def test_an_artefact_of_another_model_file_is_refused(quantized_model, tmp_path)
     assert "\n" not in message
     assert "another model file" in message and "python -m training quantize" in message
     with pytest.raises(ModelFileError, match="another model file"):
-        _load_segmenter(ModelSettings(path=other))
+        Segmenter.from_settings(ModelSettings(path=other))
     # quantized false ignores the artefact.
     assert ov_backend.choose_backend("auto", False, CPU, other).backend == "torch"
     # The CLI: one line, exit 1.
@@ -249,19 +247,19 @@ def test_the_bundled_model_ships_its_int8_artefact():
 @needs_openvino
 def test_backend_auto_runs_the_bundled_int8_artefact_on_the_cpu():
     settings = ModelSettings(device="cpu", batch_size=1)
-    segmenter = _load_segmenter(settings)
+    segmenter = Segmenter.from_settings(settings)
     assert segmenter.describe() == "int8, OpenVINO"
     frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
     assert segmenter(frame).probabilities.shape == (64, 80)
 
 
 def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
-    from streamseg import bench
+    from streamseg.evaluation import bench, bench_inputs, bench_timing
 
     plain = save_model(
         tmp_path / "plain.safetensors", build_network(tiny_spec), tiny_spec
     )
-    names = bench.variant_names(CPU, plain)
+    names = bench_inputs.variant_names(CPU, plain)
     assert "ov-int8" not in names
     assert ("ov-fp32" in names) == ov_backend.available()
     machine = bench.describe_machine(CPU)
@@ -269,13 +267,13 @@ def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
     # ov-int8 and ov-fp32 run differently; config resolves to one of the variants.
     base = ModelSettings(path=plain)
     keys = {
-        bench.settings_key(bench.resolve_variant(n, base), CPU)
+        bench_inputs.settings_key(bench_inputs.resolve_variant(n, base), CPU)
         for n in ("ov-fp32", "ov-int8", "fp32-cl", "onnx")
     }
     assert len(keys) == 4
-    assert bench.describe_settings(bench.resolve_variant("ov-int8", base)) == (
-        "int8, OpenVINO"
-    )
+    assert bench_timing.describe_settings(
+        bench_inputs.resolve_variant("ov-int8", base)
+    ) == ("int8, OpenVINO")
 
 
 def test_quantize_command_usage_errors_exit_2(tiny_spec, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from stream_media import CVC_FRAMES
 
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
 from streamseg.overlay import (
     HudText,
@@ -40,7 +41,7 @@ def test_pixels_outside_the_mask_are_untouched_and_the_input_is_not_modified(
 ):
     original = real_frame.pixels.copy()
     probabilities = _square_mask(real_frame.hw, 40, 60, 50)
-    image = render(Prediction(real_frame, probabilities, 0.5), PLAIN)
+    image = render(Findings.of(Prediction(real_frame, probabilities, 0.5)), PLAIN)
     outside = (probabilities < 0.5).numpy()
     assert np.array_equal(image[outside], original[outside])
     assert not np.array_equal(image[~outside], original[~outside])
@@ -61,7 +62,9 @@ def test_fill_blends_the_configured_colour_and_the_contour_has_the_configured_wi
         boxes=False,
         hud=False,
     )
-    image = render(Prediction(frame, _square_mask((40, 40), 10, 10, 20), 0.5), style)
+    image = render(
+        Findings.of(Prediction(frame, _square_mask((40, 40), 10, 10, 20), 0.5)), style
+    )
     assert tuple(image[20, 20]) == (50, 150, 50)  # interior: halfway to the fill colour
     for y in (10, 11, 28, 29):  # the 2 px inner edge
         assert tuple(image[y, 20]) == (255, 0, 255)
@@ -77,7 +80,7 @@ def test_boxes_surround_each_region_without_touching_other_pixels(real_frame):
     style = OverlayStyle(
         boxes=True, box_px=2, box_margin_px=3, box_rgb=(255, 255, 0), hud=False
     )
-    image = render(Prediction(real_frame, probabilities, 0.5), style)
+    image = render(Findings.of(Prediction(real_frame, probabilities, 0.5)), style)
     changed = np.any(image != original, axis=-1)
     # Each box line runs 3-5 px outside its region: rows 15/16 above the first square.
     assert np.all(image[16, 20:50] == (255, 255, 0))
@@ -88,7 +91,8 @@ def test_boxes_surround_each_region_without_touching_other_pixels(real_frame):
 
 def test_no_mask_means_an_identical_copy(real_frame):
     image = render(
-        Prediction(real_frame, torch.zeros(real_frame.hw), 0.5), OverlayStyle(hud=False)
+        Findings.of(Prediction(real_frame, torch.zeros(real_frame.hw), 0.5)),
+        OverlayStyle(hud=False),
     )
     assert np.array_equal(image, real_frame.pixels)
     assert not np.shares_memory(image, real_frame.pixels)
@@ -97,12 +101,14 @@ def test_no_mask_means_an_identical_copy(real_frame):
 def test_hud_shows_the_polyp_indicator_only_when_there_is_a_polyp(real_frame):
     style = OverlayStyle(fill_opacity=0, contour_px=0, boxes=False, hud=True)
     with_polyp = render(
-        Prediction(real_frame, _square_mask(real_frame.hw, 80, 120, 20), 0.5),
+        Findings.of(
+            Prediction(real_frame, _square_mask(real_frame.hw, 80, 120, 20), 0.5)
+        ),
         style,
         HudText(25.0, 40.0),
     )
     without = render(
-        Prediction(real_frame, torch.zeros(real_frame.hw), 0.5),
+        Findings.of(Prediction(real_frame, torch.zeros(real_frame.hw), 0.5)),
         style,
         HudText(25.0, 40.0),
     )
@@ -166,8 +172,8 @@ def test_the_opencv_host_path_draws_exactly_what_the_tensor_path_draws(
     original = real_frame.pixels.copy()
     prediction = Prediction(real_frame, mask.float(), 0.5)
     hud = HudText(25.0, 40.0)
-    host = render(prediction, style, hud)
-    reference = render_tensor(prediction, style, hud)
+    host = render(Findings.of(prediction), style, hud)
+    reference = render_tensor(Findings.of(prediction), style, hud)
     assert host.dtype == np.uint8 and host.shape == reference.shape
     assert np.array_equal(host, reference)
     assert np.array_equal(real_frame.pixels, original)
@@ -180,7 +186,9 @@ def test_the_host_path_accepts_a_read_only_frame_and_a_strided_mask(real_frame):
     mask = _blobs((real_frame.hw[1], real_frame.hw[0]), 7).T.numpy()  # not C-contiguous
     image = render_host(pixels, mask, OverlayStyle(), HudText())
     reference = render_tensor(
-        Prediction(Frame(0, 0.0, pixels), torch.from_numpy(mask).float(), 0.5),
+        Findings.of(
+            Prediction(Frame(0, 0.0, pixels), torch.from_numpy(mask).float(), 0.5)
+        ),
         OverlayStyle(),
     )
     assert np.array_equal(image, reference)

@@ -18,19 +18,34 @@ KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
 
 
 def test_segmenter_equals_the_evaluation_path(tiny_spec, tmp_path):
+    """Runtime (frame -> Segmenter) against training (dataset tensor -> network).
+
+    The training side starts from :class:`PolypDataset`'s evaluation tensor
+    and calls the network directly, not the runtime's inference function, so
+    a difference in decoding, upload, resizing, normalization or the sigmoid
+    on either side fails the comparison.
+    """
     torch.manual_seed(0)
     path = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
     device = select_device("cpu")
     segmenter = Segmenter.from_file(path, device)
     folder = PolypFolder.open(KVASIR)
-    for stem in read_split(KVASIR / "splits" / "test.txt"):
+    stems = read_split(KVASIR / "splits" / "test.txt")
+    dataset = PolypDataset(folder, stems, tiny_spec.input_hw)
+    for index, stem in enumerate(stems):
         pixels = folder.load_image(stem)
         runtime = segmenter(Frame(0, 0.0, pixels)).probabilities
-        evaluation = predict_image(
-            segmenter.network, pixels, tiny_spec.input_hw, device
-        )
+        image, _ = dataset[index]
+        with torch.inference_mode():
+            logits = segmenter.network(image[None].to(device))
+        training = resize(logits.float().sigmoid(), pixels.shape[:2])[0, 0]
         assert runtime.shape == pixels.shape[:2]
-        assert torch.equal(runtime, evaluation)
+        assert torch.equal(runtime, training)
+        # The training evaluation command's own path gives the same.
+        assert torch.equal(
+            runtime,
+            predict_image(segmenter.network, pixels, tiny_spec.input_hw, device),
+        )
 
 
 def test_validation_batches_are_what_the_runtime_feeds_the_network(tiny_spec):

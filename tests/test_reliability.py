@@ -31,7 +31,6 @@ from stream_media import (
     disc_image,
     moving_disc,
     signal_run_midway,
-    tiny_model_file,
 )
 from stream_media import write_video as write_clip
 
@@ -39,16 +38,6 @@ from streamseg.cli import main
 from streamseg.model import FORMAT, build_network, save_model
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def clip(tmp_path):
-    return write_clip(tmp_path / "clip.mp4", [f.pixels for f in moving_disc(6)])
 
 
 def _cli(argv, capsys, model_file=None, debug=False):
@@ -428,7 +417,9 @@ def test_unwritable_outputs_fail_before_the_model_loads(
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the outputs were checked")
 
-    monkeypatch.setattr("streamseg.app._load_segmenter", no_model)
+    monkeypatch.setattr(
+        "streamseg.segmenter.Segmenter.from_settings", classmethod(no_model)
+    )
     code, lines = _cli([clip, option, make(tmp_path)], capsys, model_file)
     assert code == 1
     _assert_one_clear_line(lines, fragment)
@@ -478,11 +469,12 @@ def test_disk_full_while_recording_is_one_line_and_the_part_written_decodes(
         model_file,
     )
     assert code == 1
-    _assert_one_clear_line(
-        lines, str(out), "No space left on device", "frames before it are kept"
+    line = _assert_one_clear_line(
+        lines, str(out), "No space left on device", "frames are kept"
     )
     images, _ = decode_video(out)
     assert 1 <= len(images) < 40
+    assert f"the first {len(images)} frames are kept" in line
 
 
 def test_disk_full_on_a_real_tmpfs(model_file, tmp_path, capsys):
@@ -508,8 +500,11 @@ def test_disk_full_on_a_real_tmpfs(model_file, tmp_path, capsys):
         )
         assert code == 1
         line = _assert_one_clear_line(lines, "No space left on device", "free")
-        if "frames before it are kept" in line:
-            assert len(decode_video(disk / "out.mp4")[0]) >= 1
+        if "frames are kept" in line:
+            kept = len(decode_video(disk / "out.mp4")[0])
+            assert f"the first {kept} frames are kept" in line
+        else:
+            assert "nothing of it could be kept" in line
     finally:
         subprocess.run(["umount", str(disk)], check=False)
 

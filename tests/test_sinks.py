@@ -9,7 +9,9 @@ import pytest
 import torch
 from stream_media import decode_video, disc_image
 
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
+from streamseg.outputs import open_outputs
 from streamseg.sinks import (
     Display,
     EventLog,
@@ -19,8 +21,8 @@ from streamseg.sinks import (
     OutputSettings,
     Sinks,
     VideoRecorder,
+    check_outputs,
     gui_backend,
-    open_sinks,
 )
 
 
@@ -30,7 +32,9 @@ def _prediction(index, timestamp_s, hw=(48, 64), square=None):
         top, left, size = square
         probabilities[top : top + size, left : left + size] = 0.8
     pixels = disc_image(hw, (hw[0] / 2, 8 + 3 * index), 6)
-    return Prediction(Frame(index, timestamp_s, pixels), probabilities, 0.5)
+    return Findings.of(
+        Prediction(Frame(index, timestamp_s, pixels), probabilities, 0.5)
+    )
 
 
 def test_recording_keeps_frame_count_and_source_timing(tmp_path):
@@ -78,6 +82,7 @@ def test_event_log_lines_have_every_field(tmp_path):
         "area_fraction": 0.0,
         "boxes_xywh": [],
         "max_probability": 0.0,
+        "track_ids": [],
     }
     assert lines[1]["polyp_present"] is True
     assert lines[1]["boxes_xywh"] == [[20, 10, 8, 8]]
@@ -100,7 +105,7 @@ def test_window_without_gui_support_says_what_to_do_instead():
     with pytest.raises(OutputError, match="use --view none"):
         Display()
     with pytest.raises(OutputError, match="use --view none"):
-        open_sinks(OutputSettings(view="window"))
+        open_outputs(OutputSettings(view="window"))
 
 
 def test_sinks_are_all_closed_even_if_one_fails():
@@ -123,3 +128,25 @@ def test_unwritable_output_fails_clearly(tmp_path):
         EventLog(tmp_path / "file" / "events.jsonl")
     with pytest.raises(OutputError, match="is a folder"):
         VideoRecorder(tmp_path)
+
+
+def test_checking_the_outputs_creates_no_folder_and_still_catches_bad_paths(
+    tmp_path,
+):
+    settings = OutputSettings(
+        video=tmp_path / "a" / "out.mp4",
+        events=tmp_path / "b" / "events.jsonl",
+        masks=tmp_path / "c" / "masks",
+    )
+    check_outputs(settings)  # before the model loads: nothing is written yet
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("")
+    for bad in (
+        OutputSettings(video=tmp_path / "file" / "out.mp4"),
+        OutputSettings(events=tmp_path / "file" / "x" / "e.jsonl"),
+        OutputSettings(masks=tmp_path / "file" / "masks"),
+    ):
+        with pytest.raises(OutputError, match="a part of this path is a file"):
+            check_outputs(bad)
+    with pytest.raises(OutputError, match="is a folder"):
+        check_outputs(OutputSettings(events=tmp_path))

@@ -349,10 +349,13 @@ def test_area_filter_with_more_regions_than_16_bit_labels_hold():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_region_boxes_equal_whole_frame_labelling(seed):
+def test_regions_equal_whole_frame_labelling(seed):
     import cv2
 
-    from streamseg.events import region_boxes
+    from streamseg.regions import find_regions
+
+    def region_boxes(mask):
+        return [region.box_xywh for region in find_regions(mask)]
 
     rng = np.random.default_rng(100 + seed)
     mask = np.zeros((90, 160), dtype=bool)
@@ -368,4 +371,32 @@ def test_region_boxes_equal_whole_frame_labelling(seed):
     )
     assert sorted(region_boxes(mask)) == expected
     assert sorted(region_boxes(mask.astype(np.uint8) * 255)) == expected
-    assert region_boxes(np.zeros((4, 4), bool)) == ()
+    assert find_regions(np.zeros((4, 4), bool)) == ()
+    areas = [region.area_px for region in find_regions(mask)]
+    assert areas == sorted(areas, reverse=True)
+    assert sorted(areas) == sorted(int(row[4]) for row in stats[1:])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_smoother_hands_on_the_regions_of_its_final_mask(seed):
+    """Its area filter labels once; the findings reuse that, not a second labelling."""
+    from streamseg.findings import Findings
+    from streamseg.regions import find_regions
+
+    rng = np.random.default_rng(200 + seed)
+    probabilities = torch.zeros(90, 160)
+    for _ in range(6):  # a few regions large enough to stay, specks that go
+        y, x = rng.integers(0, 80), rng.integers(0, 150)
+        probabilities[y : y + rng.integers(1, 14), x : x + rng.integers(1, 14)] = 0.9
+    frame = Frame(0, 0.0, np.zeros((90, 160, 3), np.uint8))
+    smoother = TemporalSmoother(
+        SmoothingSettings(min_area_fraction=0.003), model_threshold=0.5
+    )
+    smoothed = smoother(Prediction(frame, probabilities, 0.5))
+    mask = smoothed.mask.numpy()
+    assert smoothed.regions is not None
+    assert smoothed.regions == find_regions(mask)
+    assert all(region.area_px >= 0.003 * 90 * 160 for region in smoothed.regions)
+    findings = Findings.of(smoothed)
+    assert findings.regions is smoothed.regions
+    assert findings.area_fraction == pytest.approx(mask.mean())

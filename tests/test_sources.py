@@ -177,16 +177,23 @@ def test_newest_frame_policy_on_a_simulated_live_source(tmp_path):
     path = write_video(tmp_path / "fast.mp4", images, fps=100.0)
     source = open_source(SourceSettings(uri=str(path), realtime=True))
     assert source.live
-    received = []
-    frames = in_background(iter(source), maxsize=1, when_full=WhenFull.DROP_OLDEST)
+    produced, received = [], []
+
+    def counted():
+        for frame in source:
+            produced.append(frame.index)
+            yield frame
+
+    frames = in_background(counted(), maxsize=1, when_full=WhenFull.DROP_OLDEST)
     with contextlib.closing(frames):
         for frame in frames:
             received.append(frame.index)
             time.sleep(0.035)  # ~3.5 source frames per processed frame
+    # The source decoded every frame; the gaps are the queue's drops alone.
+    assert produced == list(range(40))
     assert all(b > a for a, b in itertools.pairwise(received))
     assert received[-1] == 39, "the newest (last) frame must be delivered"
-    dropped = sum(b - a - 1 for a, b in itertools.pairwise(received)) + received[0]
-    assert dropped == 40 - len(received) and dropped > 10
+    assert len(received) < 30, "a consumer 3.5x slower than the source must drop"
 
 
 @pytest.fixture

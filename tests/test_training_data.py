@@ -167,7 +167,7 @@ def test_mask_resize_keeps_a_centred_square_centred():
 def test_images_decode_to_rgb_also_on_opencv_without_imread_color_rgb(
     folder, monkeypatch
 ):
-    import training.data as data
+    import streamseg.evaluation.datasets as data
 
     stem = folder.paired_stems[0]
     direct = data.read_image(folder.images[stem])

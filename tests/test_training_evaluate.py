@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from streamseg.model import build_network, save_model
 from training.__main__ import main
 from training.data import DatasetError, PolypFolder, read_split
 from training.eda import analyze, write_eda
@@ -19,23 +18,6 @@ from training.evaluate import evaluate_model, predict_image, resolve_split, writ
 from training.metrics import confusion_counts, macro_scores, micro_scores
 
 KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from streamseg.model import ModelSpec
-
-    spec = ModelSpec(
-        "Unet",
-        "resnet18",
-        (64, 64),
-        threshold=0.5,
-        model_kwargs={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-    )
-    torch.manual_seed(0)
-    return save_model(
-        tmp_path_factory.mktemp("model") / "m.safetensors", build_network(spec), spec
-    )
 
 
 def test_scores_are_recomputed_from_full_resolution_masks(model_file):

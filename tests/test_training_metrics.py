@@ -6,18 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from streamseg.evaluation.metrics import (
+    dice_score,
+    iou_score,
+    precision_score,
+    recall_score,
+)
 from training.config import OptimizationConfig
 from training.losses import build_loss
 from training.metrics import (
     PixelScore,
     best_threshold,
     confusion_counts,
-    dice_score,
-    iou_score,
     macro_scores,
     micro_scores,
-    precision_score,
-    recall_score,
     scores_from_counts,
     threshold_counts,
 )

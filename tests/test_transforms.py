@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -74,7 +76,7 @@ def test_runtime_auto_precision_is_bf16_only_on_cpus_with_native_bf16(
     monkeypatch, native
 ):
     import streamseg.device as device_module
-    from streamseg.app import ModelSettings
+    from streamseg.segmenter import ModelSettings
 
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
@@ -88,7 +90,15 @@ def test_runtime_auto_precision_is_bf16_only_on_cpus_with_native_bf16(
     assert ModelSettings(precision="fp32").resolved_precision(cpu).dtype is None
 
 
-def test_native_bf16_probe_answers_a_bool():
+def test_native_bf16_probe_agrees_with_the_cpu_flags():
     from streamseg.device import cpu_has_native_bf16
 
-    assert isinstance(cpu_has_native_bf16(), bool)
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU flags from (not Linux)")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    expected = bool(flags & {"amx_tile", "avx512_bf16"})
+    assert cpu_has_native_bf16() is expected

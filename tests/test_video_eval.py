@@ -9,28 +9,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stream_media import disc_image, tiny_model_file, write_video
+from stream_media import disc_image, write_video
 
-from streamseg.app import ModelSettings
 from streamseg.cli import main
-from streamseg.smoothing import SmoothingSettings, ema_weight
-from streamseg.video_eval import (
-    CachedSequence,
-    ModelRunner,
+from streamseg.evaluation.sweep import (
     SweepGrid,
     Target,
-    TruthError,
     choose,
     compare,
+    score_variant,
+)
+from streamseg.evaluation.video_data import (
+    CachedSequence,
+    ModelRunner,
+    TruthError,
     eval_size,
-    evaluate_video,
     load_dataset,
     open_cvc_dataset,
     open_video_dataset,
-    score_variant,
-    write_outputs,
 )
-from streamseg.video_metrics import VideoScorer, flicker
+from streamseg.evaluation.video_eval import evaluate_video
+from streamseg.evaluation.video_metrics import VideoScorer, flicker
+from streamseg.evaluation.video_report import write_outputs
+from streamseg.segmenter import ModelSettings
+from streamseg.smoothing import SmoothingSettings, ema_weight
 
 HW = (48, 64)
 FPS = 25.0
@@ -49,11 +51,6 @@ def _disc_clip(count: int) -> tuple[list[np.ndarray], np.ndarray]:
     centers = [10 + (HW[1] - 20) * i / max(count - 1, 1) for i in range(count)]
     images = [disc_image(HW, (HW[0] / 2, x), 10.0) for x in centers]
     return images, np.stack([_disc_mask(x) for x in centers])
-
-
-@pytest.fixture
-def model_file(tiny_spec, tmp_path_factory):
-    return tiny_model_file(tiny_spec, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
@@ -220,7 +217,7 @@ def test_choose_prefers_variants_meeting_the_target(tmp_path):
     probabilities = truth * 0.9
     probabilities[3::4] = truth[3::4] * 0.3
     data = {"blink": [_sequence(probabilities, truth)]}
-    from streamseg.video_eval import run_sweep
+    from streamseg.evaluation.sweep import run_sweep
 
     baseline = score_variant(data["blink"], SmoothingSettings(enabled=False), 0.5)
     grid = SweepGrid(
@@ -527,8 +524,8 @@ def test_truth_errors_are_source_errors():
 def test_the_flicker_target_is_judged_only_where_there_is_excess(
     predicted_flicker, truth_flicker, judged
 ):
-    from streamseg.video_eval import VariantResult
-    from streamseg.video_metrics import VideoScores
+    from streamseg.evaluation.sweep import VariantResult
+    from streamseg.evaluation.video_metrics import VideoScores
 
     scores = VideoScores(
         flicker_predicted=predicted_flicker, flicker_truth=truth_flicker
@@ -599,7 +596,7 @@ def test_a_joint_sweep_checks_the_choice_on_another_model(clip, model_file, tmp_
 
 
 def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
-    from streamseg.video_eval import Comparison, SweepRow
+    from streamseg.evaluation.sweep import Comparison, SweepRow
 
     def row(dice_change, ratio, delay_ms):
         comparison = Comparison(dice_change, True, ratio, delay_ms, delay_ms, 0, 0)
@@ -613,3 +610,19 @@ def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
     assert missing.margin(Target()) < 0 and not missing.meets(Target())
     assert choose([on_the_limit, with_slack, missing], Target()) is with_slack
     assert choose([missing], Target()) is missing  # the least shortfall, reported
+
+
+def test_the_model_runner_honours_every_model_option(model_file):
+    """evaluate-video builds its segmenter as ``streamseg run`` does (from_settings)."""
+    from streamseg.config import ConfigError
+
+    plain = ModelRunner(
+        ModelSettings(path=model_file, device="cpu", precision="fp32", batch_size=3)
+    )
+    assert plain.segmenter.describe() == "fp32, channels_last"
+    assert plain.segmenter.batch_sizes == (1, 3)
+    impossible = ModelRunner(
+        ModelSettings(path=model_file, device="cpu", cuda_graphs=True)
+    )
+    with pytest.raises(ConfigError, match="cuda_graphs"):
+        impossible.segmenter  # noqa: B018 - loading it is what is tested

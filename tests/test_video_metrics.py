@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from streamseg.video_metrics import (
+from streamseg.evaluation.video_metrics import (
     VideoScorer,
     detection_episodes,
     dice_iou,

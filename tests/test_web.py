@@ -18,6 +18,7 @@ from live_helpers import FILL_OVER_DISC_RGB, get, get_json, post, wait_until
 from stream_media import decode_video, disc_image
 
 from streamseg.clips import ClipRecorder, JpegEncoder
+from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
 from streamseg.overlay import OverlayStyle, no_signal_image, render
 from streamseg.sinks import OutputError, OutputSettings, parse_bind
@@ -27,9 +28,7 @@ HW = (96, 128)
 CENTER_YX, RADIUS = (48, 64), 24
 
 
-def _prediction(
-    index: int, hw=HW, noise: bool = False
-) -> tuple[Prediction, np.ndarray]:
+def _prediction(index: int, hw=HW, noise: bool = False) -> tuple[Findings, np.ndarray]:
     """A disc frame whose mask is exactly the disc, and its rendered image."""
     pixels = disc_image(hw, CENTER_YX, RADIUS)
     if noise:  # incompressible: large JPEGs that fill socket buffers
@@ -39,7 +38,8 @@ def _prediction(
     prediction = Prediction(
         Frame(index, index / 25, pixels), torch.from_numpy(disc.astype(np.float32)), 0.5
     )
-    return prediction, render(prediction, OverlayStyle(hud=False, boxes=False))
+    findings = Findings.of(prediction)
+    return findings, render(findings, OverlayStyle(hud=False, boxes=False))
 
 
 @pytest.fixture
@@ -340,8 +340,9 @@ def test_each_frame_is_jpeg_encoded_once_for_the_view_and_the_clips(
     from stream_media import moving_disc, tiny_model_file, write_video
 
     import streamseg.clips
-    from streamseg.app import ModelSettings, StreamConfig, run
+    from streamseg.app import StreamConfig, run
     from streamseg.clips import ClipSettings
+    from streamseg.segmenter import ModelSettings
     from streamseg.sinks import FrameList
     from streamseg.sources import SourceSettings
 
@@ -363,3 +364,38 @@ def test_each_frame_is_jpeg_encoded_once_for_the_view_and_the_clips(
     stats = run(config, sinks=[frames])
     assert stats.frames_out == 8
     assert len(calls) == 8, "one JPEG per frame, shared by the view and the clips"
+
+
+def test_a_web_run_creates_no_folder_until_something_is_written_there(
+    tmp_path, tiny_spec, monkeypatch
+):
+    from live_helpers import RedDiscSegmenter
+    from stream_media import write_video
+
+    from streamseg.app import StreamConfig, run
+    from streamseg.clips import ClipSettings
+    from streamseg.segmenter import ModelSettings
+    from streamseg.sources import SourceSettings
+
+    empty = np.full((*HW, 3), (40, 20, 10), np.uint8)  # no polyp: no event clip
+    clip = write_video(tmp_path / "clip.mp4", [empty] * 3)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for clips in (ClipSettings(), ClipSettings(folder=work / "clips" / "today")):
+        config = StreamConfig(
+            source=SourceSettings(uri=str(clip), max_frames=2),
+            model=ModelSettings(device="cpu"),
+            output=OutputSettings(view="web", bind="127.0.0.1:0"),
+            clips=clips,
+        )
+        assert run(config, segmenter=RedDiscSegmenter(tiny_spec)).frames_out == 2
+        assert list(work.iterdir()) == [], "nothing recorded: no recordings/ folder"
+
+
+def test_a_clips_folder_that_cannot_be_created_still_fails_before_the_run(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="cannot create the clips folder"):
+        ClipRecorder(blocker / "clips", jpeg=JpegEncoder())
+    assert not (tmp_path / "file").is_dir()

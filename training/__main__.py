@@ -30,6 +30,21 @@ class UsageError(Exception):
     """Bad command-line arguments (exit code 2)."""
 
 
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU thread count (``None``: leave torch's default).
+
+    Raises:
+        UsageError: Fewer than 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads: expected >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -317,12 +332,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EMPTY, MACRO, MICRO, evaluate_model, write_report
 
     _check_device(args.device, args.precision)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads: expected >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     report, thumbnails = evaluate_model(
         args.model,
         args.data,
@@ -366,12 +376,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_quantize(args: argparse.Namespace) -> int:
     from training.quantize import quantize_model
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads: expected >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     if args.subset_size < 1:
         raise UsageError(f"--subset-size: expected >= 1, got {args.subset_size}")
     result = quantize_model(

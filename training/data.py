@@ -2,8 +2,8 @@
 
 A dataset folder holds ``images/`` and ``masks/`` with the same file stems
 (any of .jpg .jpeg .png .bmp .tif .tiff) and split files with one stem per
-line. Masks are read as grayscale and thresholded at 127 (Kvasir-SEG masks are
-JPEGs, so their edges carry compression noise).
+line. Images, masks (grey level > 127 is polyp) and split files are read by
+:mod:`streamseg.evaluation.datasets`, the readers the tools and tests share.
 
 Images reach the network through :mod:`streamseg.transforms` (``to_tensor`` +
 ``resize``), exactly as the runtime does; only training adds augmentation on top.
@@ -15,18 +15,22 @@ import logging
 import os
 import random
 import tempfile
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset, get_worker_info
 
+from streamseg.evaluation.datasets import (
+    DatasetError,
+    read_image,
+    read_mask,
+    read_split,
+)
 from streamseg.transforms import resize, to_tensor
 
 if TYPE_CHECKING:  # albumentations is imported only where augmentation is built
@@ -37,11 +41,6 @@ if TYPE_CHECKING:  # albumentations is imported only where augmentation is built
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-MASK_THRESHOLD = 127
-
-
-class DatasetError(Exception):
-    """The dataset folder or a split file is missing, malformed or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class PolypFolder:
 
     def load_mask(self, stem: str) -> np.ndarray:
         """The mask as an (H, W) uint8 array of 0 (background) and 1 (polyp)."""
-        return read_mask(self.masks[stem])
+        return read_mask(self.masks[stem]).view(np.uint8)
 
     def load_pair(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """Image and mask of one stem, checked to be the same size.
@@ -131,70 +130,6 @@ class PolypFolder:
                 f"{mask.shape[1]}x{mask.shape[0]} (width x height); they must match"
             )
         return image, mask
-
-
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB.
-
-    Raises:
-        DatasetError: The file cannot be decoded.
-    """
-    if _IMREAD_RGB is not None:
-        pixels = cv2.imread(str(path), _IMREAD_RGB)
-    else:  # OpenCV before 4.11 decodes to BGR only
-        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if pixels is not None:
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    if pixels is None:
-        raise DatasetError(
-            f"{path}: cannot decode image (missing, truncated or not an image)"
-        )
-    return pixels
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Decode a mask file to (H, W) uint8 {0, 1}: grey values above 127 are polyp.
-
-    Raises:
-        DatasetError: The file cannot be decoded.
-    """
-    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if grey is None:
-        raise DatasetError(
-            f"{path}: cannot decode mask (missing, truncated or not an image)"
-        )
-    return (grey > MASK_THRESHOLD).astype(np.uint8)
-
-
-def read_split(path: str | Path) -> list[str]:
-    """Stems listed in a split file (one per line; blanks and ``#`` comments skipped).
-
-    Raises:
-        DatasetError: Missing file, no stems, or duplicated stems.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise DatasetError(
-            f"{path}: cannot read split file ({error.strerror or error}); "
-            "expected a text "
-            "file with one image stem per line"
-        ) from error
-    stems = [
-        line.strip()
-        for line in lines
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-    if not stems:
-        raise DatasetError(f"{path}: split file lists no stems")
-    duplicated = sorted(stem for stem, count in Counter(stems).items() if count > 1)
-    if duplicated:
-        raise DatasetError(f"{path}: stems listed twice, e.g. {duplicated[:3]}")
-    return stems
 
 
 def write_split(path: str | Path, stems: Sequence[str]) -> Path:

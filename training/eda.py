@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from training.data import DatasetError, PolypFolder, read_mask, read_split
+from training.data import DatasetError, PolypFolder, read_split
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def analyze(
     for stem in folder.paired_stems:
         with Image.open(folder.images[stem]) as image:
             width, height = image.size
-        mask = read_mask(folder.masks[stem])
+        mask = folder.load_mask(stem)
         if mask.shape != (height, width):
             mismatches.append(stem)
         regions = cv2.connectedComponents(mask, connectivity=8)[0] - 1

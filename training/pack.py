@@ -10,12 +10,14 @@ splits/<split file name>``).
   losslessly by ``jpegtran -copy none -optimize -progressive`` (same DCT
   coefficients, smaller entropy coding, metadata dropped).
 * Masks are written as bilevel PNGs (0/255) of the thresholded mask
-  (:func:`training.data.read_mask`), which is all training ever reads of them.
+  (:func:`streamseg.evaluation.datasets.read_mask`), which is all training
+  ever reads of them.
 * Verification is part of packing: the written tar is read back, extracted and
   opened with :class:`training.data.PolypFolder`, and every image and mask must
-  decode (with the project's own :func:`~training.data.read_image` and
-  :func:`~training.data.read_mask`) to exactly the source's arrays. Otherwise
-  nothing is left at the output path.
+  decode (with the project's own readers,
+  :func:`~streamseg.evaluation.datasets.read_image` and
+  :func:`~streamseg.evaluation.datasets.read_mask`) to exactly the source's
+  arrays. Otherwise nothing is left at the output path.
 
 The tar is reproducible: members in split order, fixed owner and modes, and
 modification times taken from the source files.

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from streamseg.backends import openvino as ov_backend
-from streamseg.model import ModelSpec, load_model
+from streamseg.model import ModelSpec, file_sha256, load_model
 from streamseg.segmenter import predict_probabilities
 from streamseg.transforms import resize, to_tensor
 from training.data import PolypFolder, carve_validation, read_split
@@ -222,7 +222,7 @@ def quantize_model(
     nncf = _import_nncf()
     start_s = time.perf_counter()
     model_path = Path(model_path)
-    model_sha = ov_backend.file_sha256(model_path)
+    model_sha = file_sha256(model_path)
     network, spec = load_model(model_path)
     folder = PolypFolder.open(data_root)
     train, val, carve = carve_from_provenance(spec, folder, train_split)

@@ -3,7 +3,7 @@
 fp32: the network is converted with :func:`openvino.convert_model`
 (normalization is its first layer, so the graph takes RGB in [0, 1]) with a
 dynamic batch dimension and a static ``input_hw``, saved as IR (uncompressed
-fp32 weights) under :func:`streamseg.segmenter.cache_dir` and reused while the
+fp32 weights) under :func:`streamseg.backends.onnx.cache_dir` and reused while the
 weights, spec and OpenVINO version stay the same.
 
 INT8: an IR written by ``python -m training quantize`` beside the model file
@@ -37,7 +37,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from streamseg.model import ModelSpec
+from streamseg.backends import Backend
+from streamseg.model import ModelSpec, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,6 @@ def int8_paths(model_path: str | Path) -> Int8Paths:
     )
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def stems_sha256(stems: list[str] | tuple[str, ...]) -> str:
     """Hex sha256 of the sorted stems, one per line (the calibration set's identity)."""
     return hashlib.sha256("".join(f"{s}\n" for s in sorted(stems)).encode()).hexdigest()
@@ -166,7 +158,7 @@ class BackendChoice:
         reason: Why, for the log.
     """
 
-    backend: str
+    backend: Backend
     int8: Path | None
     reason: str
 
@@ -244,19 +236,11 @@ def choose_backend(
 
 def ir_path(network: nn.Module, spec: ModelSpec) -> Path:
     """Cache path of the fp32 IR, named after weights, spec and versions."""
-    from streamseg.segmenter import cache_dir
+    from streamseg.backends.onnx import network_cache_path
 
     openvino = import_openvino()
-    digest = hashlib.sha256()
-    digest.update(spec.to_json().encode())
-    digest.update(f"torch {torch.__version__} ov {openvino.__version__}".encode())
-    for name, tensor in network.state_dict().items():
-        digest.update(name.encode())
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    height, width = spec.input_hw
-    name = f"{spec.architecture}-{spec.encoder_name}-{height}x{width}"
-    return cache_dir() / "openvino" / f"{name}-{digest.hexdigest()[:16]}.xml"
+    versions = f"torch {torch.__version__} ov {openvino.__version__}"
+    return network_cache_path(network, spec, "openvino", versions, ".xml")
 
 
 def convert(network: nn.Module, spec: ModelSpec):
@@ -342,6 +326,8 @@ class OpenVinoRunner:
         compiled: An ``openvino.CompiledModel`` with one input and one output.
         kind: ``fp32`` or ``int8`` (for descriptions).
     """
+
+    name = "OpenVINO"
 
     def __init__(self, compiled, kind: str) -> None:
         self.compiled = compiled

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from streamseg.evaluation.metrics import dice_score, iou_score
+
 
 def overlap_counts(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
     """(true positives, false positives, false negatives) pixel counts."""
@@ -42,13 +44,13 @@ def overlap_counts(predicted: np.ndarray, truth: np.ndarray) -> tuple[int, int, 
 def dice_iou(tp: int, fp: int, fn: int) -> tuple[float, float]:
     """Dice and IoU from counts; both empty (no positives anywhere) scores (1, 1).
 
+    (:mod:`streamseg.evaluation.metrics`, the scores every report uses.)
+
     Example:
         >>> dice_iou(2, 1, 1)
         (0.6666666666666666, 0.5)
     """
-    if tp + fp + fn == 0:
-        return 1.0, 1.0
-    return 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+    return float(dice_score(tp, fp, fn)), float(iou_score(tp, fp, fn))
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -242,8 +244,8 @@ class VideoScorer:
         counts = np.array(self._counts, dtype=np.int64)
         tp, fp, fn = (int(v) for v in counts.sum(axis=0))
         scores.dice_micro, scores.iou_micro = dice_iou(tp, fp, fn)
-        per_frame = np.array([dice_iou(*c) for c in self._counts])
-        scores.dice_macro, scores.iou_macro = (float(v) for v in per_frame.mean(axis=0))
+        scores.dice_macro = float(dice_score(*counts.T).mean())
+        scores.iou_macro = float(iou_score(*counts.T).mean())
         spans = self._spans()
         scores.duration_s = sum(_duration_s(self._timestamps_s[a:b]) for a, b in spans)
         if self._flicker_predicted:

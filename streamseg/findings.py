@@ -1,0 +1,135 @@
+"""What one frame shows after smoothing: one host-side value, computed once.
+
+:meth:`Findings.of` copies the final mask to the host once, labels its
+regions at most once (not at all when the smoother's area filter already
+did), and takes the area and the highest probability. The overlay, the
+alerts, the event log, the mask writer, event clips and the browser view all
+read this one value instead of each copying and labelling the mask again.
+With tracking on, :meth:`Findings.tracked` adds the polyp tracks of the frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from streamseg.frames import Frame, Prediction
+from streamseg.regions import BoxXYWH, Region, find_regions
+
+if TYPE_CHECKING:
+    from streamseg.tracking import Tracker, TrackFrame
+
+
+@dataclass(frozen=True, slots=True)
+class Findings:
+    """The findings on one frame.
+
+    Attributes:
+        prediction: The final (smoothed) prediction; its tensors stay on the
+            inference device (the overlay draws there).
+        mask: (H, W) bool host array, the final mask (read only).
+        regions: Connected regions of ``mask``, largest first.
+        area_fraction: Mask pixels / frame pixels, in [0, 1].
+        max_probability: Highest (smoothed, if smoothing is on) probability
+            in the frame, in [0, 1].
+        present: True if any pixel is in the mask.
+        tracks: What the polyp tracker shows on this frame (ids, boxes,
+            times on screen, count, edge arrows; :meth:`tracked`); ``None``
+            where no tracker runs.
+    """
+
+    prediction: Prediction
+    mask: np.ndarray
+    regions: tuple[Region, ...]
+    area_fraction: float
+    max_probability: float
+    present: bool
+    tracks: TrackFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask.shape != self.prediction.frame.hw or self.mask.dtype != bool:
+            raise ValueError(
+                f"mask: expected a {self.prediction.frame.hw} bool array, got "
+                f"{self.mask.shape} {self.mask.dtype}"
+            )
+        if self.tracks is not None and self.tracks.hw != self.mask.shape:
+            raise ValueError(
+                f"tracks: expected tracks of a {self.mask.shape} frame, got "
+                f"{self.tracks.hw}"
+            )
+
+    @property
+    def frame(self) -> Frame:
+        """The frame these findings are on."""
+        return self.prediction.frame
+
+    @property
+    def track_ids(self) -> tuple[int, ...]:
+        """Ids of the polyp tracks shown on this frame, ascending (a marker held
+        after its polyp's last detection included); ``()`` without a tracker."""
+        return () if self.tracks is None else self.tracks.track_ids
+
+    @property
+    def shown(self) -> bool:
+        """Whether a polyp is shown to the user on this frame: a shown track
+        where a tracker runs (steady: minimum on and off times), else any mask
+        pixel. The HUD's POLYP marker and the alerts follow this."""
+        return self.present if self.tracks is None else self.tracks.present
+
+    def tracked(self, tracker: Tracker) -> Findings:
+        """These findings with the tracks ``tracker`` shows on this frame.
+
+        The tracker reads the host mask and the frame's pixels (each region's
+        mean colour); the mask is unchanged.
+        """
+        from streamseg.tracking import detect
+
+        frame = tracker(self.frame.timestamp_s, detect(self.mask, self.frame.pixels))
+        return dataclasses.replace(self, tracks=frame)
+
+    @property
+    def boxes_xywh(self) -> tuple[BoxXYWH, ...]:
+        """``(x, y, width, height)`` per region, in source pixels, largest first."""
+        return tuple(region.box_xywh for region in self.regions)
+
+    @classmethod
+    @torch.inference_mode()
+    def of(cls, prediction: Prediction) -> Findings:
+        """Summarize a prediction (one copy of the mask to the host).
+
+        Reductions over host tensors go through NumPy: torch's thread pool
+        costs more than the work on frame-sized arrays (1.5 ms for one
+        ``max`` of a 640x480 map on 2 busy cores, against well under 1 ms in
+        NumPy).
+
+        Example:
+            >>> frame = Frame(0, 0.0, np.zeros((4, 5, 3), np.uint8))
+            >>> probabilities = torch.zeros(4, 5); probabilities[1:3, 2:4] = 0.9
+            >>> findings = Findings.of(Prediction(frame, probabilities, 0.5))
+            >>> findings.present, findings.area_fraction, findings.boxes_xywh
+            (True, 0.2, ((2, 1, 2, 2),))
+        """
+        mask = prediction.mask.to("cpu", torch.bool).contiguous().numpy()
+        height, width = prediction.frame.hw
+        area_px = int(np.count_nonzero(mask))
+        probabilities = prediction.probabilities
+        if probabilities.device.type == "cpu" and probabilities.dtype == torch.float32:
+            max_probability = float(probabilities.numpy().max())
+        else:
+            max_probability = float(probabilities.max())
+        if prediction.regions is not None:
+            regions = prediction.regions
+        else:
+            regions = find_regions(mask) if area_px else ()
+        return cls(
+            prediction=prediction,
+            mask=mask,
+            regions=regions,
+            area_fraction=area_px / (height * width),
+            max_probability=max_probability,
+            present=area_px > 0,
+        )
