@@ -1,4 +1,4 @@
-"""``python -m training {train,evaluate,eda,pack,quantize}``: parse, call, report.
+"""``python -m training {train,evaluate,eda,pack,ablate,quantize}``: parse, call, report
 
 Exit codes: 0 success; 1 runtime failure (data, model file, weights, I/O);
 2 usage or configuration error; 130 interrupted. Errors print one line
@@ -89,6 +89,45 @@ def build_parser() -> argparse.ArgumentParser:
         "the config file's stem)",
     )
     train.add_argument(
+        "--quiet", action="store_true", help="no per-epoch progress output"
+    )
+
+    ablate = commands.add_parser(
+        "ablate",
+        parents=[common],
+        help="train every arm of an ablation plan (resumable), score each on "
+        "validation only, write ablation.csv and ablation.md",
+    )
+    ablate.add_argument(
+        "--plan",
+        type=Path,
+        required=True,
+        help="plan YAML, e.g. configs/ablation_reduced.yaml",
+    )
+    ablate.add_argument("--data", type=Path, required=True, help="dataset folder")
+    ablate.add_argument(
+        "--runs-dir", type=Path, required=True, help="one run folder per arm goes here"
+    )
+    ablate.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)"
+    )
+    ablate.add_argument(
+        "--threads", type=int, help="torch CPU threads (sets optimization.threads)"
+    )
+    ablate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value in every arm (repeatable)",
+    )
+    ablate.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite ablation.csv/ablation.md from the run folders (no training)",
+    )
+    ablate.add_argument(
         "--quiet", action="store_true", help="no per-epoch progress output"
     )
 
@@ -235,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_pack(args)
         if args.command == "quantize":
             return run_quantize(args)
+        if args.command == "ablate":
+            return run_ablate(args)
         return run_eda(args)
     except KeyboardInterrupt:
         errors.print(
@@ -324,6 +365,41 @@ def run_train(args: argparse.Namespace) -> int:
         f"--data {data} --split test",
         highlight=False,
         soft_wrap=True,
+    )
+    return 0
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    from training.ablate import load_plan, run_plan, write_tables
+
+    plan = load_plan(args.plan)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads: expected >= 1, got {args.threads}")
+    extra = list(args.overrides)
+    if args.threads is not None:
+        extra.append(f"optimization.threads={args.threads}")
+    for arm in plan.arms:  # every arm's final config must be valid before hours of work
+        plan.config(arm, args.data, tuple(extra))
+    if args.report_only:
+        args.runs_dir.mkdir(parents=True, exist_ok=True)
+        rows = write_tables(plan, args.runs_dir)
+    else:
+        _check_device(args.device, "auto")
+        rows = run_plan(
+            plan,
+            args.data,
+            args.runs_dir,
+            device=args.device,
+            extra=tuple(extra),
+            progress=not args.quiet,
+        )
+    console.print(
+        (args.runs_dir / "ablation.md").read_text(encoding="utf-8"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"{len(rows)} arms; table: {args.runs_dir / 'ablation.csv'}", highlight=False
     )
     return 0
 

@@ -1,10 +1,13 @@
-"""Training augmentation: flips, affine and colour jitter (albumentations 2.x).
+"""Training augmentation: flips, affine, elastic, colour jitter (albumentations 2.x).
 
-The pipeline runs on an image already resized to the network input by the
-shared :func:`streamseg.transforms.resize` (see :class:`training.data.PolypDataset`),
-so the resize a model is trained with is the one it is deployed with, and the
-geometric steps work on small images (cheap). Validation and test images get
-that same resize and nothing else.
+The pipeline runs on an image already resized by the shared
+:func:`streamseg.transforms.resize` (see :class:`training.data.PolypDataset`):
+to the network input, or, with the training image cache, to a slightly larger
+size that is resized to the input after augmentation. Validation and test
+images get the shared resize to the input and nothing else.
+
+Strong geometry (EffiSegNet, FCBFormer) is a matter of values: ``rotate_deg``
+up to 180, ``scale`` 0.5-1.5, ``shear_deg``, ``elastic_p``.
 
 There is deliberately no ``A.Normalize`` here: normalization is the first layer
 of :class:`streamseg.model.SegmentationNetwork` (mean/std from the model file),
@@ -53,6 +56,7 @@ def train_augmentations(config: AugmentConfig, seed: int = 0) -> A.Compose | Non
             scale=config.scale,
             translate_percent=(-config.translate_fraction, config.translate_fraction),
             rotate=(-config.rotate_deg, config.rotate_deg),
+            shear=(-config.shear_deg, config.shear_deg),
             interpolation=cv2.INTER_LINEAR,
             mask_interpolation=cv2.INTER_NEAREST,
             border_mode=cv2.BORDER_CONSTANT,
@@ -60,12 +64,27 @@ def train_augmentations(config: AugmentConfig, seed: int = 0) -> A.Compose | Non
             fill_mask=0,
             p=config.affine_p,
         ),
+    ]
+    if config.elastic_p > 0:
+        steps.append(
+            A.ElasticTransform(
+                alpha=config.elastic_alpha,
+                sigma=config.elastic_sigma,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=0,
+                p=config.elastic_p,
+            )
+        )
+    steps.append(
         A.ColorJitter(
             brightness=config.brightness,
             contrast=config.contrast,
             saturation=config.saturation,
             hue=config.hue,
             p=config.color_jitter_p,
-        ),
-    ]
+        )
+    )
     return A.Compose(steps, seed=seed)

@@ -140,6 +140,7 @@ class Stateful:
     best: SaveModelFile
     scheduler: Any | None = None
     scaler: Any | None = None
+    average: WeightAverage | None = None
 
 
 class TrainingStateCheckpoint(PeriodicSaveCallback):
@@ -177,6 +178,9 @@ def capture_state(
         if stateful.scheduler is not None
         else None,
         "scaler": stateful.scaler.state_dict() if stateful.scaler is not None else None,
+        "average": stateful.average.state_dict()
+        if stateful.average is not None
+        else None,
         "best_score": float(best.current_best),
         "best_epoch": best.best_epoch,
         "rng": {
@@ -230,6 +234,13 @@ def apply_training_state(
         stateful.scheduler.load_state_dict(state["scheduler"])
     if stateful.scaler is not None and state["scaler"] is not None:
         stateful.scaler.load_state_dict(state["scaler"])
+    if stateful.average is not None:
+        if state.get("average") is None:
+            raise RuntimeError(
+                "the training state holds no weight average, but "
+                "optimization.ema_decay is set; resume with the run's own config.yaml"
+            )
+        stateful.average.load_state_dict(state["average"])
     stateful.best.resume_from(state["best_score"], state["best_epoch"])
     rng = state["rng"]
     version, internal, gauss = rng["python"]
@@ -249,3 +260,131 @@ def apply_training_state(
         torch.cuda.set_rng_state_all(rng["cuda"])
     stateful.generator.set_state(rng["loader"])
     return int(state["epoch"]) + 1
+
+
+class WeightAverage:
+    """Exponential moving average of a network's floating-point state.
+
+    Averages every floating-point entry of ``state_dict()`` (weights and
+    BatchNorm running statistics); integer entries (``num_batches_tracked``)
+    are copied. The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over
+    the first updates (as in TensorFlow's and timm's EMA), so early averages
+    are not dominated by the random start.
+
+    Args:
+        network: The trained network (its state is read, never written, by
+            :meth:`update`).
+        decay: Weight of the old average per update, in (0, 1).
+    """
+
+    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay: expected a value in (0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {
+            name: value.detach().clone() for name, value in network.state_dict().items()
+        }
+
+    @torch.no_grad()
+    def update(self, network: torch.nn.Module) -> None:
+        """Fold the network's current state into the average."""
+        self.updates += 1
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        for name, value in network.state_dict().items():
+            average = self.shadow[name]
+            if average.is_floating_point():
+                average.lerp_(value.detach().to(average.dtype), 1.0 - decay)
+            else:
+                average.copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        for name, value in state["shadow"].items():
+            self.shadow[name].copy_(value)
+
+
+class EvaluateAveragedWeights(Callback):
+    """Update a :class:`WeightAverage` after every batch; validate and save with it.
+
+    At validation start the network's own state is set aside and the average
+    loaded, so validation Dice, the best-model file (:class:`SaveModelFile`,
+    which must come before this callback in the list) and therefore the
+    shipped model all use the averaged weights; at epoch end the trained state
+    is put back before the training state is captured.
+    """
+
+    def __init__(self, average: WeightAverage) -> None:
+        super().__init__()
+        self.average = average
+        self._trained: dict[str, torch.Tensor] | None = None
+
+    def on_train_batch_end(self, batch_number: int, logs: dict) -> None:
+        self.average.update(self.model.network)
+
+    def on_valid_begin(self, logs: dict) -> None:
+        network = self.model.network
+        self._trained = {
+            name: value.detach().clone() for name, value in network.state_dict().items()
+        }
+        network.load_state_dict(self.average.shadow)
+
+    def on_epoch_end(self, epoch_number: int, logs: dict) -> None:
+        if self._trained is not None:
+            self.model.network.load_state_dict(self._trained)
+            self._trained = None
+
+
+class BatchLRScheduler(Callback):
+    """Step a ``torch.optim.lr_scheduler`` after every training batch.
+
+    For schedules defined over optimizer steps (warm-up + cosine, poly).
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        super().__init__()
+        self.scheduler = scheduler
+
+    def on_train_batch_end(self, batch_number: int, logs: dict) -> None:
+        self.scheduler.step()
+
+
+def warmup_schedule(
+    total_steps: int,
+    warmup_steps: int,
+    kind: str,
+    *,
+    min_fraction: float = 0.0,
+    power: float = 0.9,
+) -> Any:
+    """The learning-rate multiplier per optimizer step, for ``LambdaLR``.
+
+    Linear warm-up from ``1 / warmup_steps`` to 1 over ``warmup_steps``, then
+    ``cosine`` from 1 to ``min_fraction`` or ``poly`` ``(1 - t) ** power``
+    (floored at ``min_fraction``) over the remaining steps.
+
+    Example:
+        >>> f = warmup_schedule(10, 2, "cosine")
+        >>> [round(f(s), 3) for s in (0, 1, 2, 6, 10)]
+        [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    import math
+
+    if kind not in ("cosine", "poly"):
+        raise ValueError(f"kind: expected 'cosine' or 'poly', got {kind!r}")
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / decay_steps)
+        if kind == "cosine":
+            return min_fraction + (1.0 - min_fraction) * 0.5 * (
+                1.0 + math.cos(math.pi * t)
+            )
+        return max(min_fraction, (1.0 - t) ** power)
+
+    return factor

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from streamseg.config import ConfigError, load_config, to_dict
 
-LOSS_TERMS = ("focal", "dice", "bce")
+LOSS_TERMS = ("focal", "dice", "bce", "structure")
 # 0.05, 0.10, ..., 0.95: fine enough that Dice varies little between neighbours.
 DEFAULT_THRESHOLDS = tuple(round(0.05 * step, 2) for step in range(1, 20))
 
@@ -40,6 +40,12 @@ class DataConfig:
         split_seed: Seed of the validation carve-out; the carved lists are
             written to ``<run_dir>/splits/`` and reused on ``--resume``.
         num_workers: DataLoader worker processes (0 = load in the main process).
+        cache_scale: ``null`` decodes every training image from its file every
+            epoch. A number >= 1 decodes the training split once, resizes it
+            with the shared resize to ``cache_scale`` x ``model.input_hw`` and
+            keeps it as uint8 arrays in ``<runs_dir>/.cache/`` (memory-mapped);
+            augmentation then works on those larger pixels and the result is
+            resized to the input. Validation and test never use the cache.
     """
 
     root: Path | None = None
@@ -48,8 +54,14 @@ class DataConfig:
     val_fraction: float = 0.1
     split_seed: int = 0
     num_workers: int = 1
+    cache_scale: float | None = None
 
     def __post_init__(self) -> None:
+        if self.cache_scale is not None and not 1.0 <= self.cache_scale <= 4.0:
+            raise ValueError(
+                "cache_scale: expected null or a value in [1, 4], "
+                f"got {self.cache_scale}"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"val_fraction: expected a value in (0, 1), got {self.val_fraction}"
@@ -115,6 +127,17 @@ class AugmentConfig:
         contrast: Contrast factor range is (1 - c, 1 + c).
         saturation: Saturation factor range is (1 - s, 1 + s).
         hue: Hue shift range is (-h, h), as a fraction of the colour circle.
+        shear_deg: Largest shear of the affine step, degrees, either way
+            (0 = none).
+        elastic_p: Probability of an elastic deformation (0 = off).
+        elastic_alpha: Strength of the elastic step's displacement field
+            (albumentations' ``alpha``; 120 with sigma 6 moves pixels by ~2 px
+            on average, ~4 px at the 99th percentile).
+        elastic_sigma: Smoothness (Gaussian sigma) of its displacement field, pixels.
+        multiscale: Training-batch scale factors; each batch is rescaled (image
+            bilinear, mask nearest) to one of them, drawn at random, times
+            ``model.input_hw`` rounded to a multiple of 32 (PraNet/HarDNet-MSEG
+            use 0.75, 1, 1.25). Empty = off. Validation is never rescaled.
     """
 
     enabled: bool = True
@@ -129,9 +152,14 @@ class AugmentConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.02
+    shear_deg: float = 0.0
+    elastic_p: float = 0.0
+    elastic_alpha: float = 120.0
+    elastic_sigma: float = 6.0
+    multiscale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("hflip_p", "vflip_p", "affine_p", "color_jitter_p"):
+        for name in ("hflip_p", "vflip_p", "affine_p", "color_jitter_p", "elastic_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(
@@ -141,6 +169,29 @@ class AugmentConfig:
             raise ValueError(f"scale: expected 0 < low <= high, got {list(self.scale)}")
         if not 0.0 <= self.hue <= 0.5:
             raise ValueError(f"hue: expected a value in [0, 0.5], got {self.hue}")
+        if not 0.0 <= self.rotate_deg <= 180.0:
+            raise ValueError(
+                f"rotate_deg: expected a value in [0, 180], got {self.rotate_deg}"
+            )
+        if not 0.0 <= self.shear_deg < 90.0:
+            raise ValueError(
+                f"shear_deg: expected a value in [0, 90), got {self.shear_deg}"
+            )
+        if not 0.0 <= self.translate_fraction <= 0.5:
+            raise ValueError(
+                "translate_fraction: expected a value in [0, 0.5], "
+                f"got {self.translate_fraction}"
+            )
+        if self.elastic_alpha < 0 or self.elastic_sigma <= 0:
+            raise ValueError(
+                "elastic_alpha, elastic_sigma: expected alpha >= 0 and sigma > 0, "
+                f"got {self.elastic_alpha}, {self.elastic_sigma}"
+            )
+        if any(not 0.25 <= factor <= 4.0 for factor in self.multiscale):
+            raise ValueError(
+                "multiscale: expected factors in [0.25, 4] such as [0.75, 1.0, 1.25], "
+                f"got {list(self.multiscale)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -150,15 +201,32 @@ class OptimizationConfig:
     Attributes:
         epochs: Total epochs (``--resume`` may raise it to train longer).
         batch_size: Training batch size.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        loss: ``focal``, ``dice``, ``bce`` or a sum such as ``focal+dice``.
+        optimizer: ``adam`` (weight decay as an L2 term in the gradient) or
+            ``adamw`` (decoupled weight decay, Loshchilov & Hutter).
+        lr: Peak learning rate.
+        weight_decay: Weight decay of the optimizer.
+        loss: ``focal``, ``dice``, ``bce``, ``structure`` (PraNet's
+            boundary-weighted BCE + weighted IoU) or a sum such as ``dice+bce``.
         focal_gamma: Focusing parameter of the focal loss.
         focal_alpha: Foreground weight of the focal loss; ``null`` = unweighted.
-        scheduler: ``none``, ``cosine`` (to 0 over ``epochs``) or ``plateau``
-            (halve the rate after ``plateau_patience`` epochs without a better
-            validation Dice).
+        scheduler: ``none``, ``cosine`` (to 0 over ``epochs``, stepped per
+            epoch), ``plateau`` (halve the rate after ``plateau_patience``
+            epochs without a better validation Dice), ``warmup_cosine`` or
+            ``poly`` (both stepped per batch: linear warm-up over
+            ``warmup_epochs``, then cosine to ``min_lr_fraction`` x lr, or
+            ``(1 - t) ** poly_power``).
         plateau_patience: Epochs without improvement before ``plateau`` halves the rate.
+        warmup_epochs: Linear warm-up length for ``warmup_cosine`` and ``poly``
+            (may be fractional; 0 = none).
+        min_lr_fraction: Final rate of ``warmup_cosine`` as a fraction of ``lr``.
+        poly_power: Exponent of ``poly``.
+        grad_clip: Clip the global gradient norm to this value (``null`` = off;
+            PraNet and HarDNet-MSEG clip at 0.5).
+        ema_decay: Keep an exponential moving average of the weights (and
+            BatchNorm statistics) with this decay per batch (``null`` = off);
+            validation, checkpoints and the model file then use the averaged
+            weights. The decay ramps up as ``min(decay, (1 + n) / (10 + n))``
+            over the first batches.
         precision: Autocast dtype: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``,
             ``bf16`` or ``fp16`` (CUDA only; with gradient scaling).
         channels_last: NHWC memory format (faster with bf16 on CPU and on tensor cores).
@@ -169,13 +237,19 @@ class OptimizationConfig:
 
     epochs: int = 50
     batch_size: int = 8
+    optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     loss: str = "focal"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
-    scheduler: Literal["none", "cosine", "plateau"] = "none"
+    scheduler: Literal["none", "cosine", "plateau", "warmup_cosine", "poly"] = "none"
     plateau_patience: int = 5
+    warmup_epochs: float = 0.0
+    min_lr_fraction: float = 0.0
+    poly_power: float = 0.9
+    grad_clip: float | None = None
+    ema_decay: float | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False
     seed: int = 0
@@ -197,6 +271,28 @@ class OptimizationConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"warmup_epochs: expected a value in [0, epochs={self.epochs}), "
+                f"got {self.warmup_epochs}"
+            )
+        if not 0.0 <= self.min_lr_fraction < 1.0:
+            raise ValueError(
+                "min_lr_fraction: expected a value in [0, 1), "
+                f"got {self.min_lr_fraction}"
+            )
+        if not self.poly_power > 0:
+            raise ValueError(f"poly_power: expected > 0, got {self.poly_power}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(
+                f"grad_clip: expected a positive norm or null, got {self.grad_clip}"
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(
+                f"ema_decay: expected a value in (0, 1) or null, got {self.ema_decay}"
+            )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ Images reach the network through :mod:`streamseg.transforms` (``to_tensor`` +
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
@@ -241,6 +243,125 @@ def resize_mask(mask: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
     return tensor[0]
 
 
+CACHE_FORMAT = "streamseg-train-cache/1"
+
+
+@dataclass(frozen=True)
+class CachedImages:
+    """Training images and masks decoded once and pre-resized, memory-mapped.
+
+    Decoding full-size JPEGs every epoch dominates a CPU epoch at small input
+    sizes; this decodes each training pair once, resizes the image with the
+    shared :func:`streamseg.transforms.resize` and the mask with
+    :func:`resize_mask` to ``size_hw`` (chosen a little larger than the network
+    input, so augmentation still scales and crops from real pixels), and keeps
+    them as uint8 ``.npy`` files. The file name is a hash of the dataset
+    folder, the stems, every file's size and modification time, and
+    ``size_hw``, so a changed file or split makes a new cache.
+
+    Attributes:
+        stems: Stems in array order.
+        size_hw: (height, width) of the cached arrays.
+        images: (N, h, w, 3) uint8 RGB (memory-mapped).
+        masks: (N, h, w) uint8 {0, 1} (memory-mapped).
+        images_path: The images ``.npy`` file.
+    """
+
+    stems: tuple[str, ...]
+    size_hw: tuple[int, int]
+    images: np.ndarray
+    masks: np.ndarray
+    images_path: Path
+
+    @classmethod
+    def build(
+        cls,
+        folder: PolypFolder,
+        stems: Sequence[str],
+        size_hw: Sequence[int],
+        cache_dir: str | Path,
+    ) -> CachedImages:
+        """Open the cache for these stems at ``size_hw``, writing it first if needed.
+
+        Writing is atomic (temporary files renamed into place), so a run
+        killed while caching leaves no half-written cache behind.
+
+        Raises:
+            DatasetError: An image or mask cannot be decoded or sizes differ.
+        """
+        size_hw = (int(size_hw[0]), int(size_hw[1]))
+        stems = tuple(stems)
+        cache_dir = Path(cache_dir)
+        key = cache_key(folder, stems, size_hw)
+        base = cache_dir / f"train-{size_hw[0]}x{size_hw[1]}-{key}"
+        images_path = base.with_name(base.name + "-images.npy")
+        masks_path = base.with_name(base.name + "-masks.npy")
+        if not (images_path.is_file() and masks_path.is_file()):
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            log.info("caching %d training pairs at %dx%d", len(stems), *size_hw)
+            shape = (len(stems), *size_hw)
+            images_tmp = images_path.with_name(images_path.name + f".{os.getpid()}.tmp")
+            masks_tmp = masks_path.with_name(masks_path.name + f".{os.getpid()}.tmp")
+            images = np.lib.format.open_memmap(
+                images_tmp, mode="w+", dtype=np.uint8, shape=(*shape, 3)
+            )
+            masks = np.lib.format.open_memmap(
+                masks_tmp, mode="w+", dtype=np.uint8, shape=shape
+            )
+            for index, stem in enumerate(stems):
+                pixels, mask = folder.load_pair(stem)
+                resized = resize(to_tensor(pixels), size_hw)[0]
+                images[index] = (
+                    (resized.permute(1, 2, 0) * 255.0)
+                    .round_()
+                    .clamp_(0, 255)
+                    .byte()
+                    .numpy()
+                )
+                masks[index] = resize_mask(mask, size_hw)[0].byte().numpy()
+            images.flush()
+            masks.flush()
+            del images, masks
+            os.replace(masks_tmp, masks_path)
+            os.replace(images_tmp, images_path)
+            base.with_name(base.name + ".json").write_text(
+                json.dumps(
+                    {
+                        "format": CACHE_FORMAT,
+                        "root": str(folder.root),
+                        "size_hw": size_hw,
+                        "stems": list(stems),
+                    }
+                )
+                + "\n",
+                encoding="utf-8",
+            )
+        return cls(
+            stems,
+            size_hw,
+            np.load(images_path, mmap_mode="r"),
+            np.load(masks_path, mmap_mode="r"),
+            images_path,
+        )
+
+    def index_of(self, stem: str) -> int:
+        """Position of ``stem`` in the arrays."""
+        return self.stems.index(stem)
+
+
+def cache_key(folder: PolypFolder, stems: Sequence[str], size_hw: Sequence[int]) -> str:
+    """16 hex digits naming (dataset folder, stems, file sizes and mtimes, size)."""
+    digest = hashlib.sha256()
+    digest.update(f"{CACHE_FORMAT}|{folder.root.resolve()}|{tuple(size_hw)}".encode())
+    for stem in stems:
+        for path in (folder.images[stem], folder.masks[stem]):
+            info = path.stat()
+            digest.update(
+                f"|{stem}|{path.name}|{info.st_size}|{info.st_mtime_ns}".encode()
+            )
+    return digest.hexdigest()[:16]
+
+
 class PolypDataset(Dataset):
     """(image, mask) pairs at the network's input size, optionally augmented.
 
@@ -255,6 +376,9 @@ class PolypDataset(Dataset):
         input_hw: Network input (height, width).
         augment: Albumentations pipeline run after the resize on the float32
             (h, w, 3) image in [0, 1] and the uint8 (h, w) mask, or None.
+        cache: Pre-resized pixels of ``stems`` (training only). Items are then
+            taken from the cache, augmented at the cache's size and resized
+            to ``input_hw`` with the same shared functions.
 
     Items:
         image: (3, h, w) float32 RGB in [0, 1].
@@ -267,16 +391,29 @@ class PolypDataset(Dataset):
         stems: Sequence[str],
         input_hw: Sequence[int],
         augment: A.Compose | None = None,
+        cache: CachedImages | None = None,
     ) -> None:
         self.folder = folder
         self.stems = list(stems)
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         self.augment = augment
+        self.cache = cache
+        if cache is not None:
+            missing = set(self.stems) - set(cache.stems)
+            if missing:
+                raise DatasetError(
+                    f"{cache.images_path}: the cache lacks {len(missing)} stem(s), "
+                    f"e.g. {sorted(missing)[:3]}"
+                )
+            position = {stem: i for i, stem in enumerate(cache.stems)}
+            self._cache_rows = [position[stem] for stem in self.stems]
 
     def __len__(self) -> int:
         return len(self.stems)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cache is not None:
+            return self._cached_item(index)
         pixels, mask = self.folder.load_pair(self.stems[index])
         image = resize(to_tensor(pixels), self.input_hw)[0]
         target = resize_mask(mask, self.input_hw)
@@ -290,6 +427,18 @@ class PolypDataset(Dataset):
             )
             target = torch.from_numpy(np.ascontiguousarray(out["mask"]))[None].float()
         return image.float().clamp_(0.0, 1.0), target
+
+    def _cached_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self._cache_rows[index]
+        image = np.asarray(self.cache.images[row], np.float32) * (1.0 / 255.0)
+        mask = np.array(self.cache.masks[row])
+        if self.augment is not None:
+            out = self.augment(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+        image_out = resize(tensor, self.input_hw)[0]
+        target = resize_mask(mask, self.input_hw)
+        return image_out.float().clamp_(0.0, 1.0), target
 
     def reseed(self, seed: int) -> None:
         """Reseed the augmentation's generators (albumentations keeps its own)."""

@@ -1,10 +1,11 @@
-"""Segmentation losses on logits: focal, Dice, BCE, and sums of them (smp.losses)."""
+"""Losses on logits: focal, Dice, BCE, PraNet's structure loss, and their sums."""
 
 from __future__ import annotations
 
 import torch
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
+from torch.nn import functional as F
 
 from training.config import OptimizationConfig, loss_terms
 
@@ -40,6 +41,62 @@ class SumOfLosses(nn.Module):
         return total
 
 
+class StructureLoss(nn.Module):
+    """PraNet's "structure loss": boundary-weighted BCE + weighted IoU, from logits.
+
+    As in PraNet and HarDNet-MSEG (``structure_loss`` in their ``Train.py``):
+    each pixel is weighted ``1 + 5 |avgpool_k(mask) - mask|``, so pixels near a
+    polyp's boundary (where the local mean differs from the pixel) weigh up to
+    6x; the BCE is the weighted mean per image, the IoU term is
+    ``1 - (inter + 1) / (union - inter + 1)`` on sigmoid probabilities with the
+    same weights; both are averaged over the batch.
+
+    The averaging window is PraNet's 31 px at 352 px input, scaled with the
+    target's height (the nearest odd size, at least 3), so the weighting means
+    the same at every input size and multiscale draw.
+
+    Args:
+        kernel_fraction: Window side as a fraction of the image height.
+
+    Inputs:
+        logits: (N, 1, H, W) float32.
+        target: (N, 1, H, W) float {0, 1}.
+
+    Returns:
+        A scalar tensor.
+    """
+
+    def __init__(self, kernel_fraction: float = 31 / 352) -> None:
+        super().__init__()
+        if not 0.0 < kernel_fraction < 1.0:
+            raise ValueError(
+                f"kernel_fraction: expected a value in (0, 1), got {kernel_fraction}"
+            )
+        self.kernel_fraction = kernel_fraction
+
+    def kernel_px(self, height: int) -> int:
+        """Odd window side for an image ``height`` pixels high (31 at 352)."""
+        return max(3, 2 * round((height * self.kernel_fraction - 1) / 2) + 1)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kernel = self.kernel_px(target.shape[-2])
+        local_mean = F.avg_pool2d(
+            target,
+            kernel_size=kernel,
+            stride=1,
+            padding=kernel // 2,
+            count_include_pad=True,
+        )
+        weight = 1.0 + 5.0 * torch.abs(local_mean - target)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        weighted_bce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+        probability = torch.sigmoid(logits)
+        inter = (probability * target * weight).sum(dim=(2, 3))
+        union = ((probability + target) * weight).sum(dim=(2, 3))
+        weighted_iou = 1.0 - (inter + 1.0) / (union - inter + 1.0)
+        return (weighted_bce + weighted_iou).mean()
+
+
 def build_loss(config: OptimizationConfig) -> SumOfLosses:
     """Build the configured loss, e.g. ``"focal"`` or ``"focal+dice"``.
 
@@ -47,6 +104,8 @@ def build_loss(config: OptimizationConfig) -> SumOfLosses:
         >>> loss = build_loss(OptimizationConfig(loss="focal+dice"))
         >>> list(loss.terms)
         ['focal', 'dice']
+        >>> list(build_loss(OptimizationConfig(loss="structure")).terms)
+        ['structure']
     """
     factories = {
         "focal": lambda: smp_losses.FocalLoss(
@@ -54,5 +113,6 @@ def build_loss(config: OptimizationConfig) -> SumOfLosses:
         ),
         "dice": lambda: smp_losses.DiceLoss("binary", from_logits=True),
         "bce": nn.BCEWithLogitsLoss,
+        "structure": StructureLoss,
     }
     return SumOfLosses({term: factories[term]() for term in loss_terms(config.loss)})

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from poutyne import AtomicCSVLogger, Callback, EpochProgressionCallback, Model
+from poutyne import AtomicCSVLogger, Callback, ClipNorm, EpochProgressionCallback, Model
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -60,21 +60,35 @@ from streamseg.model import (
 )
 from training.augment import train_augmentations
 from training.callbacks import (
+    BatchLRScheduler,
     EpochLRScheduler,
+    EvaluateAveragedWeights,
     ReseedAugmentation,
     SaveModelFile,
     Stateful,
     TrainingStateCheckpoint,
+    WeightAverage,
     apply_training_state,
     load_training_state,
+    warmup_schedule,
 )
 from training.config import ModelConfig, TrainConfig, changed_keys, check_resumable
-from training.data import PolypDataset, PolypFolder, Splits, prepare_splits, seed_worker
+from training.data import (
+    CachedImages,
+    PolypDataset,
+    PolypFolder,
+    Splits,
+    prepare_splits,
+    seed_worker,
+)
 from training.evaluate import iterate_predictions
 from training.losses import build_loss
 from training.metrics import PixelScore, best_threshold, dice_score, threshold_counts
 
 log = logging.getLogger(__name__)
+
+# Schedules stepped after every batch (the others step once per epoch).
+BATCH_SCHEDULERS = ("warmup_cosine", "poly")
 
 
 @dataclass(frozen=True)
@@ -198,13 +212,13 @@ def train(
         saved = load_config(TrainConfig, run.config)
         check_resumable(saved, config)
         if (
-            config.optimization.scheduler == "cosine"
+            config.optimization.scheduler in ("cosine", "warmup_cosine", "poly")
             and saved.optimization.epochs != config.optimization.epochs
         ):
             raise ConfigError(
-                "optimization.epochs: a cosine schedule is fixed to the epochs it "
-                f"started with ({saved.optimization.epochs}); resume with that value "
-                "or start a new run"
+                "optimization.epochs: a cosine or poly schedule is fixed to the "
+                f"epochs it started with ({saved.optimization.epochs}); resume with "
+                "that value or start a new run"
             )
         for key in changed_keys(saved, config):
             log.info("resume: %s changed", key)
@@ -240,7 +254,16 @@ def train(
     # per worker needs no pool, so it is switched off before any worker exists.
     cv2.setNumThreads(0)
     augment = train_augmentations(config.augment, seed=config.optimization.seed)
-    train_set = PolypDataset(folder, splits.train, spec.input_hw, augment)
+    cache = None
+    if config.data.cache_scale is not None:
+        cache_hw = tuple(
+            round(side * config.data.cache_scale) for side in spec.input_hw
+        )
+        cache = CachedImages.build(
+            folder, splits.train, cache_hw, run.root.parent / ".cache"
+        )
+        log.info("training images cached at %dx%d (%s)", *cache_hw, cache.images_path)
+    train_set = PolypDataset(folder, splits.train, spec.input_hw, augment, cache=cache)
     val_set = PolypDataset(folder, splits.val, spec.input_hw)
     generator = torch.Generator().manual_seed(config.optimization.seed)
     loader_options: dict[str, Any] = {
@@ -261,12 +284,22 @@ def train(
         **loader_options,
     )
 
-    optimizer = torch.optim.Adam(
+    optimizer_class = (
+        torch.optim.AdamW
+        if config.optimization.optimizer == "adamw"
+        else torch.optim.Adam
+    )
+    optimizer = optimizer_class(
         network.parameters(),
         lr=config.optimization.lr,
         weight_decay=config.optimization.weight_decay,
     )
-    scheduler, monitor = make_scheduler(config, optimizer)
+    scheduler, monitor = make_scheduler(config, optimizer, len(train_loader))
+    average = (
+        WeightAverage(network, config.optimization.ema_decay)
+        if config.optimization.ema_decay is not None
+        else None
+    )
     model = PrecisionModel(
         network,
         optimizer,
@@ -275,9 +308,12 @@ def train(
         device=torch_device,
         precision=precision,
         channels_last=config.optimization.channels_last,
+        multiscale=config.augment.multiscale if config.augment.enabled else (),
     )
     save_best = SaveModelFile(run.best, spec, monitor="val_dice")
-    stateful = Stateful(optimizer, generator, save_best, scheduler, model.scaler)
+    stateful = Stateful(
+        optimizer, generator, save_best, scheduler, model.scaler, average
+    )
 
     initial_epoch = 1
     if resume and has_state:
@@ -296,10 +332,19 @@ def train(
     callbacks: list[Callback] = [
         ReseedAugmentation(train_set, config.optimization.seed),
         AtomicCSVLogger(str(run.log), append=initial_epoch > 1 and run.log.is_file()),
-        save_best,
     ]
+    if config.optimization.grad_clip is not None:
+        callbacks.append(ClipNorm(network.parameters(), config.optimization.grad_clip))
+    callbacks.append(save_best)
+    if average is not None:
+        # After save_best: validation and the best-model file see the average.
+        callbacks.append(EvaluateAveragedWeights(average))
     if scheduler is not None:
-        callbacks.append(EpochLRScheduler(scheduler, monitor))
+        callbacks.append(
+            BatchLRScheduler(scheduler)
+            if config.optimization.scheduler in BATCH_SCHEDULERS
+            else EpochLRScheduler(scheduler, monitor)
+        )
     # Last: the state must include this epoch's best score and scheduler step.
     callbacks.append(TrainingStateCheckpoint(run.state, stateful))
 
@@ -397,6 +442,10 @@ class PrecisionModel(Model):
     Args:
         precision: Autocast dtype for forward passes (training and validation).
         channels_last: Move inputs (and the network) to NHWC.
+        multiscale: Scale factors for training batches: each batch is resized
+            (image bilinear, mask nearest) to one factor, drawn with torch's
+            generator, times the batch's side, rounded to a multiple of 32.
+            Empty = off; validation batches are never rescaled.
     """
 
     def __init__(
@@ -409,6 +458,7 @@ class PrecisionModel(Model):
         device: torch.device,
         precision: Precision,
         channels_last: bool = False,
+        multiscale: tuple[float, ...] = (),
     ) -> None:
         if channels_last:
             network = network.to(memory_format=torch.channels_last)
@@ -421,6 +471,7 @@ class PrecisionModel(Model):
         )
         self.precision = precision
         self.channels_last = channels_last
+        self.multiscale = tuple(multiscale)
         # fp16 gradients underflow without scaling; bf16 has fp32's range: no need.
         self.scaler = (
             torch.amp.GradScaler(device.type)
@@ -448,6 +499,20 @@ class PrecisionModel(Model):
         with autocast(self.device, self.precision):
             return super()._compute_loss_and_metrics(x, y, **kwargs)
 
+    def _rescale(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One multiscale draw for a training batch: (N, 3, H, W) and (N, 1, H, W)."""
+        factor = self.multiscale[int(torch.randint(len(self.multiscale), (1,)).item())]
+        size = tuple(max(32, round(side * factor / 32) * 32) for side in x.shape[-2:])
+        if size == tuple(x.shape[-2:]):
+            return x, y
+        x = nn.functional.interpolate(
+            x, size=size, mode="bilinear", align_corners=False
+        )
+        y = nn.functional.interpolate(y, size=size, mode="nearest-exact")
+        return x, y
+
     def _fit_batch(
         self,
         x,
@@ -458,6 +523,8 @@ class PrecisionModel(Model):
         return_pred=False,
         convert_to_numpy=True,
     ):
+        if self.multiscale:
+            x, y = self._rescale(x, y)
         if self.scaler is None:
             return super()._fit_batch(
                 x,
@@ -477,6 +544,8 @@ class PrecisionModel(Model):
             convert_to_numpy=convert_to_numpy,
         )
         self.scaler.scale(loss_tensor).backward()
+        # Gradient clipping (a callback) must see true, unscaled gradients.
+        self.scaler.unscale_(self.optimizer)
         callback.on_backward_end(step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -662,10 +731,24 @@ def ensure_hub_weights(encoder_name: str, timeout_s: float = 3.0) -> None:
 
 
 def make_scheduler(
-    config: TrainConfig, optimizer: torch.optim.Optimizer
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int = 1
 ) -> tuple[Any | None, str | None]:
-    """(torch scheduler or None, the log key a plateau scheduler watches)."""
+    """(torch scheduler or None, the log key a plateau scheduler watches).
+
+    ``warmup_cosine`` and ``poly`` count optimizer steps (``steps_per_epoch``
+    batches per epoch) and are stepped after every batch.
+    """
     kind = config.optimization.scheduler
+    opt = config.optimization
+    if kind in BATCH_SCHEDULERS:
+        factor = warmup_schedule(
+            opt.epochs * steps_per_epoch,
+            round(opt.warmup_epochs * steps_per_epoch),
+            "cosine" if kind == "warmup_cosine" else "poly",
+            min_fraction=opt.min_lr_fraction,
+            power=opt.poly_power,
+        )
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), None
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=config.optimization.epochs
@@ -761,15 +844,32 @@ def base_provenance(
         ),
         "encoder_init": encoder_init,
         "loss": config.optimization.loss,
-        "optimizer": f"Adam lr {config.optimization.lr:g}, "
-        f"batch {config.optimization.batch_size}, "
-        f"scheduler {config.optimization.scheduler}",
+        "optimizer": _describe_optimizer(config),
         "training_device": f"{device} ({precision.name})",
         "git_revision": git_revision(),
         "software": f"torch {torch.__version__}, smp {smp.__version__}, "
         f"poutyne {poutyne.__version__}",
         "config": json.dumps(to_dict(config), sort_keys=True),
     }
+
+
+def _describe_optimizer(config: TrainConfig) -> str:
+    opt = config.optimization
+    name = "AdamW" if opt.optimizer == "adamw" else "Adam"
+    parts = [
+        f"{name} lr {opt.lr:g}",
+        f"batch {opt.batch_size}",
+        f"scheduler {opt.scheduler}",
+    ]
+    if opt.scheduler in BATCH_SCHEDULERS:
+        parts.append(f"warm-up {opt.warmup_epochs:g} epochs")
+    if opt.weight_decay:
+        parts.append(f"weight decay {opt.weight_decay:g}")
+    if opt.grad_clip is not None:
+        parts.append(f"gradient norm clipped at {opt.grad_clip:g}")
+    if opt.ema_decay is not None:
+        parts.append(f"weights: EMA, decay {opt.ema_decay:g}")
+    return ", ".join(parts)
 
 
 def git_revision() -> str:

