@@ -179,7 +179,7 @@ def run(
         segmenter.spec.encoder_name,
         *segmenter.spec.input_hw,
         segmenter.device,
-        segmenter.precision.name,
+        segmenter.describe(),
     )
 
     batch_size = 1 if source.live else config.model.batch_size

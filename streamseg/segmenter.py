@@ -26,6 +26,13 @@ backend ``onnx``   the network exported to ONNX (cached under
                    :func:`streamseg.backends.onnx.cache_dir`) and run by ONNX
                    Runtime on the CPU; needs the ``onnx`` extra, imported only
                    when asked for
+backend            OpenVINO on the CPU: the network converted to fp32 IR
+``openvino``       (cached), or the model file's INT8 artefact
+                   (:mod:`streamseg.backends.openvino`)
+backend ``auto``   the setting only, resolved once in :meth:`Segmenter.from_settings`
+                   by :func:`streamseg.backends.openvino.choose_backend`
+                   (OpenVINO INT8 on a CPU where the model file has a
+                   matching INT8 artefact; else torch)
 =================  ==========================================================
 
 On CUDA, frames reach the device through reusable pinned host buffers (the
@@ -51,7 +58,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamseg.backends import BACKENDS, Backend, Runner
+from streamseg.backends import BACKENDS, Backend, BackendSetting, Runner
+from streamseg.backends.openvino import (
+    BackendChoice,
+    Int8ArtefactError,
+    Quantized,
+    choose_backend,
+)
 from streamseg.backends.torch import COMPILE_MODES, CompileMode, TorchRunner
 from streamseg.config import ConfigError
 from streamseg.device import (
@@ -79,6 +92,8 @@ NO_DEFAULT_MODEL = (
     "no bundled default model in this build; pass --model FILE "
     "(train one with python -m training train ...)"
 )
+# Backends that run a converted graph on the CPU, and what they run.
+CPU_GRAPHS = {"onnx": "the fp32 graph", "openvino": "fp32 or the INT8 artefact"}
 # Calls per prepared batch size at construction: the first compiles or captures,
 # the second runs the compiled path once more (cudagraph trees record there).
 WARM_UP_CALLS = 2
@@ -163,8 +178,15 @@ class ModelSettings:
             core). On a CPU shared with other work, fewer threads can be much
             faster (measured on 2 busy cores: a small model ran 8x faster with
             1 thread than with 2); on an idle machine more threads help.
-        backend: ``torch``, or ``onnx`` (ONNX Runtime on the CPU, fp32; needs
-            the ``onnx`` extra).
+        backend: ``auto`` (OpenVINO with the model file's INT8 artefact on a
+            CPU where OpenVINO is installed and the artefact exists, and no
+            torch precision or option is asked for; else torch), ``torch``,
+            ``onnx`` (ONNX Runtime on the CPU, fp32; needs the ``onnx``
+            extra) or ``openvino`` (CPU, fp32 IR or INT8).
+        quantized: ``auto`` (the INT8 artefact where one exists, with backend
+            openvino or auto), ``true`` (require it) or ``false`` (fp32).
+            The artefact (``<model stem>.int8.xml/.bin/.json``) is made by
+            ``python -m training quantize`` and must match the model file.
         compile: Run the network through ``torch.compile`` (compiled at
             start for batch 1 and ``batch_size``; the time is logged, and
             Inductor caches the result on disk for the next start).
@@ -185,7 +207,8 @@ class ModelSettings:
     threshold: float | None = None
     batch_size: int = 4
     threads: int | None = None
-    backend: Backend = "torch"
+    backend: BackendSetting = "auto"
+    quantized: Quantized = "auto"
     compile: bool = False
     compile_mode: CompileMode = "default"
     cuda_graphs: bool = False
@@ -207,8 +230,38 @@ class ModelSettings:
             ValueError: An unknown precision, or fp16 without CUDA.
         """
         return resolve_precision(
-            device, self.precision, cpu_auto_bf16=self.backend == "torch"
+            device, self.precision, cpu_auto_bf16=self.backend in ("torch", "auto")
         )
+
+    def resolve_backend(
+        self, device: torch.device
+    ) -> tuple[ModelSettings, BackendChoice]:
+        """These settings with ``backend auto`` and ``quantized`` resolved.
+
+        Returns:
+            The settings with a concrete ``backend`` and ``quantized`` True
+            (the INT8 artefact runs) or False, and the choice (its artefact
+            path and the reason, for the log).
+
+        Raises:
+            ModelFileError: No model file (see :meth:`model_path`).
+            Int8ArtefactError: The INT8 artefact is incomplete or belongs to
+                another model file, or ``quantized`` is true and there is none.
+            ValueError: ``quantized`` true with a backend other than
+                openvino or auto.
+        """
+        choice = choose_backend(
+            self.backend,
+            self.quantized,
+            device,
+            self.model_path(),
+            precision=self.precision,
+            torch_options=self.compile or self.cuda_graphs,
+        )
+        resolved = dataclasses.replace(
+            self, backend=choice.backend, quantized=choice.int8 is not None
+        )
+        return resolved, choice
 
     def model_path(self) -> Path:
         """``path``, or the bundled default model.
@@ -253,7 +306,8 @@ class Segmenter:
             CPU with bf16 and on tensor-core GPUs). The constructor's defaults
             are the plain reference path (fp32, NCHW, eager); the runtime's
             tuned defaults are :class:`ModelSettings`' (:meth:`from_settings`).
-        backend: ``torch`` or ``onnx`` (ONNX Runtime, CPU, fp32 only).
+        backend: ``torch``, ``onnx`` (ONNX Runtime, CPU, fp32 only) or
+            ``openvino`` (CPU; fp32, or INT8 with ``int8``).
         compile: Run the network through ``torch.compile``.
         compile_mode: ``torch.compile`` mode.
         cuda_graphs: Capture and replay a CUDA graph per batch size (CUDA
@@ -265,6 +319,9 @@ class Segmenter:
         tta: ``flips``: flip test-time augmentation
             (:func:`predict_probabilities`) unless :meth:`segment` is told
             otherwise (the app does for live sources).
+        int8: backend openvino: the model file's INT8 artefact (``.xml``),
+            checked by :func:`streamseg.backends.openvino.choose_backend`;
+            ``None``: fp32.
 
     Attributes:
         prepare_s: Seconds spent at construction on ONNX export/loading,
@@ -297,6 +354,7 @@ class Segmenter:
         cuda_graphs: bool = False,
         batch_sizes: Sequence[int] = (1,),
         tta: TTA = "none",
+        int8: str | Path | None = None,
     ) -> None:
         check_tta(tta)
         check_options(
@@ -321,6 +379,7 @@ class Segmenter:
         self.batch_sizes = tuple(
             sorted({size * (views if size > 1 else 1) for size in batch_sizes})
         )
+        self.int8 = Path(int8) if int8 is not None and backend == "openvino" else None
         network = network.to(device).eval()
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
@@ -331,7 +390,7 @@ class Segmenter:
         # Compile, capture, and on CUDA let cudnn pick its kernels, now rather
         # than on the first frames (a live source would drop frames meanwhile).
         prepares = self._is_fast_path or device.type == "cuda"
-        if self.backend == "torch" and prepares:
+        if self.backend in ("torch", "openvino") and prepares:
             self.warm_up(self.batch_sizes)
         self.prepare_s = time.perf_counter() - start_s if prepares else 0.0
         if prepares:
@@ -343,9 +402,11 @@ class Segmenter:
     ) -> Segmenter:
         """The one mapping from the ``model`` config section to a segmenter.
 
-        Resolves the precision, finds the model file (the bundled default when
-        ``settings.path`` is ``None``), applies the threshold override and
-        prepares fast paths for batch 1 (live) and ``settings.batch_size``.
+        Resolves ``backend auto`` and ``quantized``
+        (:func:`streamseg.backends.openvino.choose_backend`, logged with the
+        reason) and the precision, finds the model file (the bundled default
+        when ``settings.path`` is ``None``), applies the threshold override
+        and prepares fast paths for batch 1 (live) and ``settings.batch_size``.
 
         Args:
             settings: The ``model`` section.
@@ -355,15 +416,20 @@ class Segmenter:
         Raises:
             ConfigError: An option this device or install cannot honour.
             ModelFileError: The model file is missing or invalid, or there is
-                no bundled default.
+                no bundled default, or its INT8 artefact is incomplete or
+                belongs to another model file.
         """
         if device is None:
             device = prepare_device(settings)
+        path = settings.model_path()
         try:
+            settings, choice = settings.resolve_backend(device)
             precision = settings.resolved_precision(device)
+        except Int8ArtefactError as error:
+            raise ModelFileError(str(error)) from error
         except ValueError as error:
             raise ConfigError(f"model: {error}") from error
-        path = settings.model_path()
+        log.info("%s", choice.reason)
         try:
             return cls.from_file(
                 path,
@@ -377,6 +443,7 @@ class Segmenter:
                 cuda_graphs=settings.cuda_graphs,
                 batch_sizes=(1, settings.batch_size),
                 tta=settings.tta,
+                int8=choice.int8,
             )
         except ValueError as error:  # an option this device or install cannot honour
             raise ConfigError(f"model: {error}") from error
@@ -412,6 +479,8 @@ class Segmenter:
         parts = [self.precision.name]
         if self.channels_last:
             parts.append("channels_last")
+        if self.backend == "openvino":  # fp32 or the INT8 artefact, not autocast
+            parts = ["int8" if self.int8 is not None else "fp32"]
         if self.backend != "torch":
             parts.append(self._runner.name)
         if self.compile_mode is not None:
@@ -493,6 +562,12 @@ class Segmenter:
             from streamseg.backends.onnx import OnnxRunner
 
             return OnnxRunner.for_network(network, self.spec)
+        if self.backend == "openvino":
+            from streamseg.backends.openvino import OpenVinoRunner
+
+            if self.int8 is not None:
+                return OpenVinoRunner.int8(self.int8)
+            return OpenVinoRunner.fp32(network, self.spec)
         return TorchRunner(
             network,
             self.device,
@@ -527,21 +602,21 @@ def check_options(
         )
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"batch_sizes: expected sizes >= 1, got {list(batch_sizes)}")
-    if backend == "onnx":
+    if backend in CPU_GRAPHS:
         if device.type != "cpu":
             raise ValueError(
-                f"backend onnx runs on the CPU, but the device is {device}; use "
+                f"backend {backend} runs on the CPU, but the device is {device}; use "
                 "backend torch on CUDA (fp16, cuda_graphs or compile)"
             )
         if precision.dtype is not None:
             raise ValueError(
-                f"backend onnx runs the fp32 graph, but precision is {precision.name}; "
-                "set precision fp32 (or auto)"
+                f"backend {backend} runs {CPU_GRAPHS[backend]}, but precision is "
+                f"{precision.name}; set precision fp32 (or auto)"
             )
         if compile or cuda_graphs:
             raise ValueError(
                 "compile and cuda_graphs apply to backend torch; turn them off for "
-                "backend onnx"
+                f"backend {backend}"
             )
     if cuda_graphs and compile:
         raise ValueError(

@@ -42,6 +42,11 @@ def _few_threads():
 
 @pytest.fixture
 def tiny_spec() -> ModelSpec:
+    """A small, fast network: Unet/resnet18 at 64x64 (:func:`make_tiny_spec`)."""
+    return make_tiny_spec()
+
+
+def make_tiny_spec() -> ModelSpec:
     """A small, fast network: Unet/resnet18 at 64x64.
 
     Random weights (nothing downloaded).

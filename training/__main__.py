@@ -1,4 +1,4 @@
-"""``python -m training {train,evaluate,eda,pack,ablate}``: parse, call, report.
+"""``python -m training {train,evaluate,eda,pack,ablate,quantize}``: parse, call, report
 
 Exit codes: 0 success; 1 runtime failure (data, model file, weights, I/O);
 2 usage or configuration error; 130 interrupted. Errors print one line
@@ -28,6 +28,21 @@ errors = Console(stderr=True)
 
 class UsageError(Exception):
     """Bad command-line arguments (exit code 2)."""
+
+
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU thread count (``None``: leave torch's default).
+
+    Raises:
+        UsageError: Fewer than 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads: expected >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +212,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="transcode JPEG images losslessly with jpegtran -copy none -optimize "
         "-progressive (smaller; needs libjpeg-turbo-progs)",
     )
+    quantize = commands.add_parser(
+        "quantize",
+        parents=[common],
+        help="make the OpenVINO INT8 artefact of a model file: calibrate on "
+        "training images, check against fp32 on the validation carve-out",
+    )
+    quantize.add_argument(
+        "--model", type=Path, required=True, help="streamseg .safetensors model file"
+    )
+    quantize.add_argument(
+        "--data", type=Path, required=True, help="dataset folder (its training split)"
+    )
+    quantize.add_argument(
+        "--preset",
+        default="mixed",
+        choices=("mixed", "performance"),
+        help="NNCF preset (default mixed: symmetric weights, asymmetric activations)",
+    )
+    quantize.add_argument(
+        "--subset-size",
+        type=int,
+        default=200,
+        help="calibration images drawn from the training part (default 200)",
+    )
+    quantize.add_argument(
+        "--max-dice-drop",
+        type=float,
+        default=0.005,
+        help="write nothing if INT8 loses more micro Dice than this on the "
+        "validation images (default 0.005)",
+    )
+    quantize.add_argument(
+        "--train-split",
+        help="official training split relative to --data (default: the one in the "
+        "model's provenance, else splits/train.txt)",
+    )
+    quantize.add_argument(
+        "--threads", type=int, help="CPU threads (default: one per core)"
+    )
     return parser
 
 
@@ -218,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluate(args)
         if args.command == "pack":
             return run_pack(args)
+        if args.command == "quantize":
+            return run_quantize(args)
         if args.command == "ablate":
             return run_ablate(args)
         return run_eda(args)
@@ -352,12 +408,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EMPTY, MACRO, MICRO, evaluate_model, write_report
 
     _check_device(args.device, args.precision)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads: expected >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     report, thumbnails = evaluate_model(
         args.model,
         args.data,
@@ -394,6 +445,51 @@ def run_evaluate(args: argparse.Namespace) -> int:
     console.print(
         f"wall time {report.wall_s:.1f} s on {report.device} ({report.precision})",
         highlight=False,
+    )
+    return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from training.quantize import quantize_model
+
+    _set_threads(args.threads)
+    if args.subset_size < 1:
+        raise UsageError(f"--subset-size: expected >= 1, got {args.subset_size}")
+    result = quantize_model(
+        args.model,
+        args.data,
+        preset=args.preset,
+        subset_size=args.subset_size,
+        max_dice_drop=args.max_dice_drop,
+        train_split=args.train_split,
+    )
+    a = result.agreement
+    table = Table(title=f"INT8 artefact of {args.model}", show_header=False)
+    table.add_row(
+        "written", f"{result.paths.xml}, .bin, {result.paths.provenance.name}"
+    )
+    table.add_row(
+        "calibration",
+        f"{result.calibration_images} training images, preset {args.preset}",
+    )
+    table.add_row(
+        f"validation ({a.images} images), micro Dice fp32 / INT8",
+        f"{a.fp32_dice:.4f} / {a.int8_dice:.4f}",
+    )
+    table.add_row(
+        "macro Dice fp32 / INT8", f"{a.fp32_dice_macro:.4f} / {a.int8_dice_macro:.4f}"
+    )
+    table.add_row(
+        "mask agreement (pooled / worst image)",
+        f"{a.mask_agreement_pct:.3f} % / {a.worst_image_agreement_pct:.3f} %",
+    )
+    table.add_row("wall time", f"{result.seconds:.1f} s")
+    console.print(table)
+    console.print(
+        f"next: streamseg bench --validate --model {args.model} --data {args.data} "
+        "--variants ov-fp32,ov-int8",
+        highlight=False,
+        soft_wrap=True,
     )
     return 0
 

@@ -100,16 +100,28 @@ def onnx_path(network: nn.Module, spec: ModelSpec) -> Path:
     Any change of weights, spec, torch version or opset gives a new name, so a
     stale export is never used.
     """
+    versions = f"torch {torch.__version__} opset {ONNX_OPSET}"
+    return network_cache_path(network, spec, "onnx", versions, ".onnx")
+
+
+def network_cache_path(
+    network: nn.Module, spec: ModelSpec, folder: str, versions: str, suffix: str
+) -> Path:
+    """``cache_dir()/folder/<arch>-<encoder>-<h>x<w>-<digest><suffix>``.
+
+    The digest covers the spec, ``versions`` (the converter's versions) and
+    every weight, so a converted network is reused only while all are the same.
+    """
     digest = hashlib.sha256()
     digest.update(spec.to_json().encode())
-    digest.update(f"torch {torch.__version__} opset {ONNX_OPSET}".encode())
+    digest.update(versions.encode())
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(flat.view(torch.uint8).numpy().tobytes())
     height, width = spec.input_hw
     name = f"{spec.architecture}-{spec.encoder_name}-{height}x{width}"
-    return cache_dir() / "onnx" / f"{name}-{digest.hexdigest()[:16]}.onnx"
+    return cache_dir() / folder / f"{name}-{digest.hexdigest()[:16]}{suffix}"
 
 
 def export_onnx(network: nn.Module, spec: ModelSpec, path: str | Path) -> Path:

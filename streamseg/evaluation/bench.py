@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from streamseg.app import StreamConfig
+from streamseg.cpu import cpu_info
 from streamseg.evaluation.bench_inputs import (
     DEFAULT_VARIANTS,
     VARIANTS,
@@ -235,6 +236,7 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
                 break
     info: dict[str, Any] = {
         "cpu": cpu,
+        "cpu_flags": cpu_info().flags(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
@@ -245,6 +247,8 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
     }
     with contextlib.suppress(metadata.PackageNotFoundError):
         info["onnxruntime"] = metadata.version("onnxruntime")
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        info["openvino"] = metadata.version("openvino")
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info["gpu"] = properties.name
@@ -353,7 +357,7 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
 def _model_only_variants(
     settings: BenchSettings, base: ModelSettings, device: torch.device
 ) -> list[str]:
-    names = list(settings.variants or variant_names(device))
+    names = list(settings.variants or variant_names(device, base.path))
     for name in settings.pipeline_variants:
         if name not in names:
             names.append(name)
@@ -483,7 +487,12 @@ def report_tables(report: BenchReport) -> list[Any]:
     tables = []
     machine, model = report.machine, report.model
     load = machine.get("load_average_start")
-    where = machine.get("gpu") or machine["cpu"]
+    flags = machine.get("cpu_flags") or {}
+    where = machine.get("gpu") or (
+        machine["cpu"]
+        + "; "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+    )
     title = (
         f"{model.architecture}/{model.encoder} {model.input_hw[0]}x{model.input_hw[1]}"
         f" on {machine['device']} ({where}, {machine['torch_threads']} threads, "

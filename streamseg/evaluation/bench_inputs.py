@@ -1,7 +1,8 @@
 """What the benchmark runs: named model variants, test clips and the model file.
 
 * Variants: named ways of running the network (``fp32``, ``bf16-cl``,
-  ``fp16-cl-graphs``, ``onnx`` ...), each a set of ``model`` config values.
+  ``fp16-cl-graphs``, ``onnx``, ``ov-int8`` ...), each a set of ``model``
+  config values.
 * Clips: H.264 clips at 720p, 1080p or any size, made from the demo clip
   (pillarboxed) or a synthetic moving disc, written once to the work folder.
 * Model: a model file, or ``random:ARCH/ENCODER@SIZE`` for timing with
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamseg.model import ModelSpec, build_network, save_model
+from streamseg.backends import openvino as ov_backend
+from streamseg.model import ModelFileError, ModelSpec, build_network, save_model
 from streamseg.segmenter import ModelSettings
 from streamseg.sources import probe_video, read_video
 
@@ -72,8 +74,10 @@ def _variant(
     compile_mode: str | None = None,
     cuda_graphs: bool = False,
     cuda_only: bool = False,
+    quantized: bool = False,
 ) -> Variant:
     settings = {
+        "quantized": quantized,
         "precision": precision,
         "channels_last": channels_last,
         "backend": backend,
@@ -94,6 +98,8 @@ VARIANTS: dict[str, Variant] = {
         _variant("bf16-cl-compile", "bf16", channels_last=True, compile_mode="default"),
         _variant("fp32-compile", "fp32", compile_mode="default"),
         _variant("onnx", "fp32", backend="onnx"),
+        _variant("ov-fp32", "fp32", backend="openvino"),
+        _variant("ov-int8", "fp32", backend="openvino", quantized=True),
         _variant("fp16", "fp16", cuda_only=True),
         _variant("fp16-cl", "fp16", channels_last=True, cuda_only=True),
         _variant(
@@ -113,7 +119,7 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 DEFAULT_VARIANTS = {
-    "cpu": ("fp32", "bf16-cl", "bf16-cl-compile", "onnx"),
+    "cpu": ("fp32", "bf16-cl", "bf16-cl-compile", "onnx", "ov-fp32", "ov-int8"),
     "cuda": ("fp32", "fp16", "fp16-cl", "fp16-cl-graphs", "fp16-cl-compile"),
 }
 
@@ -124,9 +130,20 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
     return names or None
 
 
-def variant_names(device: torch.device) -> tuple[str, ...]:
-    """The variants benchmarked by default on ``device``."""
-    return DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"]
+def variant_names(
+    device: torch.device, model_path: str | Path | None = None
+) -> tuple[str, ...]:
+    """The variants benchmarked by default on ``device`` (for ``model_path``).
+
+    OpenVINO variants are left out where OpenVINO is not installed, and
+    ``ov-int8`` where the model file has no INT8 artefact.
+    """
+    names = DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"]
+    if not ov_backend.available():
+        return tuple(n for n in names if not n.startswith("ov-"))
+    if model_path is None or not ov_backend.int8_paths(model_path).any_exist():
+        return tuple(n for n in names if n != "ov-int8")
+    return names
 
 
 def resolve_variant(name: str, base: ModelSettings) -> ModelSettings:
@@ -145,14 +162,27 @@ def resolve_variant(name: str, base: ModelSettings) -> ModelSettings:
     return VARIANTS[name].apply(base)
 
 
+def resolve_backend(settings: ModelSettings, device: torch.device) -> ModelSettings:
+    """``settings`` with ``backend auto`` and ``quantized`` resolved as
+    :meth:`streamseg.segmenter.Segmenter.from_settings` resolves them; as given
+    where they cannot be (loading the segmenter then reports why, with the fix).
+    """
+    try:
+        return settings.resolve_backend(device)[0]
+    except (ModelFileError, ValueError):
+        return settings
+
+
 def settings_key(settings: ModelSettings, device: torch.device) -> tuple:
     """What decides how the network runs (two variants with one key are one run)."""
+    settings = resolve_backend(settings, device)
     precision = settings.resolved_precision(device).name
-    onnx = settings.backend == "onnx"
+    not_torch = settings.backend != "torch"
     return (
         precision,
-        settings.channels_last and not onnx,
+        settings.channels_last and not not_torch,
         settings.backend,
+        settings.quantized is True,
         settings.compile_mode if settings.compile else None,
         settings.cuda_graphs,
         settings.tta,

@@ -27,6 +27,7 @@ from streamseg.device import (
 from streamseg.evaluation.bench_inputs import (
     CLIP_FPS,
     BenchError,
+    resolve_backend,
 )
 from streamseg.findings import Findings
 from streamseg.frames import Prediction
@@ -337,6 +338,9 @@ def run_pipeline(
 def describe_settings(settings: ModelSettings) -> str:
     """How these settings run the network, as ``Segmenter.describe()`` words it."""
     device = select_device(settings.device)
+    settings = resolve_backend(settings, device)
+    if settings.backend == "openvino":
+        return f"{'int8' if settings.quantized is True else 'fp32'}, OpenVINO"
     parts = [settings.resolved_precision(device).name]
     if settings.channels_last and settings.backend == "torch":
         parts.append("channels_last")

@@ -1,0 +1,287 @@
+"""OpenVINO backend: fp32 conversion, the INT8 artefact and its provenance check,
+backend auto; and the CPU facts bench reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, make_tiny_spec
+
+from streamseg.backends import openvino as ov_backend
+from streamseg.cpu import parse_cpuinfo
+from streamseg.device import Precision
+from streamseg.frames import Frame
+from streamseg.model import (
+    ModelFileError,
+    build_network,
+    file_sha256,
+    load_model,
+    save_model,
+)
+from streamseg.segmenter import ModelSettings, Segmenter
+
+CPU = torch.device("cpu")
+KVASIR = FIXTURES / "kvasir"
+
+needs_openvino = pytest.mark.skipif(
+    not ov_backend.available(),
+    reason="OpenVINO not installed (pip install 'streamseg[openvino]')",
+)
+
+
+@pytest.fixture
+def ov_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMSEG_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def quantized_model(tmp_path_factory):
+    """A tiny model file with an INT8 artefact made by ``training quantize``."""
+    if not ov_backend.available():
+        pytest.skip("OpenVINO not installed (pip install 'streamseg[openvino]')")
+    pytest.importorskip("nncf", reason="NNCF not installed (streamseg[openvino])")
+    from training.quantize import quantize_model
+
+    folder = tmp_path_factory.mktemp("int8")
+    # Its own file (not the session's shared tiny model): the artefact lands beside it.
+    spec = make_tiny_spec()
+    torch.manual_seed(0)
+    model = save_model(folder / "quantized.safetensors", build_network(spec), spec)
+    result = quantize_model(model, KVASIR, subset_size=4, max_dice_drop=1.0)
+    return model, result
+
+
+def _frames(count: int = 2) -> list[Frame]:
+    generator = np.random.default_rng(0)
+    return [
+        Frame(i, i / 25, generator.integers(0, 256, (72, 96, 3), dtype=np.uint8))
+        for i in range(count)
+    ]
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_openvino_fp32_logits_match_torch_and_the_ir_is_cached(tiny_spec, ov_cache):
+    torch.manual_seed(0)
+    network = build_network(tiny_spec).eval()
+    runner = ov_backend.OpenVinoRunner.fp32(network, tiny_spec)
+    images = torch.rand((3, 3, *tiny_spec.input_hw))
+    with torch.inference_mode():
+        expected = network(images)
+    logits = runner(images)
+    assert logits.shape == (3, 1, *tiny_spec.input_hw)
+    assert (logits - expected).abs().max() < 1e-4
+    cached = ov_backend.ir_path(network, tiny_spec)
+    assert sorted(p.name for p in (ov_cache / "openvino").iterdir()) == sorted(
+        [cached.name, cached.with_suffix(".bin").name]
+    )
+    # The segmenter takes the same path; its probabilities equal torch's.
+    ov = Segmenter(network, tiny_spec, CPU, backend="openvino")
+    eager = Segmenter(network, tiny_spec, CPU)
+    assert ov.describe() == "fp32, OpenVINO"
+    frames = _frames()
+    for a, b in zip(ov.segment(frames), eager.segment(frames), strict=True):
+        assert (a.probabilities - b.probabilities).abs().max() < 1e-4
+
+
+def test_openvino_rejects_what_it_cannot_honour(tiny_spec):
+    network = build_network(tiny_spec)
+    with pytest.raises(ValueError, match="precision fp32"):
+        Segmenter(
+            network, tiny_spec, CPU, Precision(torch.bfloat16), backend="openvino"
+        )
+    with pytest.raises(ValueError, match="apply to backend torch"):
+        Segmenter(network, tiny_spec, CPU, backend="openvino", compile=True)
+
+
+@pytest.mark.slow
+def test_quantize_writes_the_artefact_with_provenance(quantized_model):
+    model, result = quantized_model
+    paths = ov_backend.int8_paths(model)
+    assert paths.exist()
+    provenance = json.loads(paths.provenance.read_text())
+    assert provenance["model_sha256"] == file_sha256(model)
+    assert provenance["preset"] == "mixed"
+    calibration = provenance["calibration"]
+    # The fixture's training split (6 stems) minus its validation carve-out (1).
+    assert calibration["images"] == 4 == result.calibration_images
+    assert calibration["training_part_images"] == 5
+    assert len(calibration["stems_sha256"]) == 64
+    test_stems = (KVASIR / "splits" / "test.txt").read_text().split()
+    assert calibration["stems_sha256"] != ov_backend.stems_sha256(test_stems)
+    assert provenance["validation"]["images"] == 1
+    assert 0 <= provenance["validation"]["mask_agreement_pct"] <= 100
+    assert set(provenance["versions"]) == {"openvino", "nncf", "torch"}
+    # The INT8 network runs and gives logits of the right shape.
+    runner = ov_backend.OpenVinoRunner.int8(paths.xml)
+    assert runner(torch.rand((2, 3, 64, 64))).shape == (2, 1, 64, 64)
+
+
+@pytest.mark.slow
+def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_model):
+    model, _ = quantized_model
+    choice = ov_backend.choose_backend("auto", "auto", CPU, model)
+    assert choice.backend == "openvino"
+    assert choice.int8 == ov_backend.int8_paths(model).xml
+    segmenter = Segmenter.from_settings(ModelSettings(path=model, batch_size=2))
+    assert segmenter.describe() == "int8, OpenVINO"
+    assert len(segmenter.segment(_frames())) == 2
+    # A torch precision or torch option, quantized false, or a GPU: torch.
+    assert (
+        ov_backend.choose_backend("auto", "auto", CPU, model, precision="bf16").backend
+        == "torch"
+    )
+    assert (
+        ov_backend.choose_backend(
+            "auto", "auto", CPU, model, torch_options=True
+        ).backend
+        == "torch"
+    )
+    assert ov_backend.choose_backend("auto", False, CPU, model).backend == "torch"
+    assert (
+        ov_backend.choose_backend("auto", "auto", torch.device("cuda"), model).backend
+        == "torch"
+    )
+    fp32 = ov_backend.choose_backend("openvino", False, CPU, model)
+    assert (fp32.backend, fp32.int8) == ("openvino", None)
+
+
+def test_backend_auto_without_an_artefact_keeps_torch(tiny_spec, tmp_path):
+    model = save_model(
+        tmp_path / "plain.safetensors", build_network(tiny_spec), tiny_spec
+    )
+    assert ov_backend.choose_backend("auto", "auto", CPU, model).backend == "torch"
+    with pytest.raises(ov_backend.Int8ArtefactError, match="training quantize"):
+        ov_backend.choose_backend("openvino", True, CPU, model)
+    with pytest.raises(ValueError, match="set backend openvino"):
+        ov_backend.choose_backend("torch", True, CPU, model)
+
+
+@pytest.mark.slow
+def test_an_artefact_of_another_model_file_is_refused(quantized_model, tmp_path):
+    model, _ = quantized_model
+    # Same architecture, other weights, with the first model's artefact beside it.
+    network, spec = load_model(model)
+    with torch.no_grad():
+        next(network.parameters()).add_(1.0)
+    other = save_model(tmp_path / "other.safetensors", network, spec)
+    source, target = ov_backend.int8_paths(model), ov_backend.int8_paths(other)
+    for a, b in zip(
+        (source.xml, source.bin, source.provenance),
+        (target.xml, target.bin, target.provenance),
+        strict=True,
+    ):
+        shutil.copy(a, b)
+    with pytest.raises(ov_backend.Int8ArtefactError) as caught:
+        ov_backend.choose_backend("auto", "auto", CPU, other)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "another model file" in message and "python -m training quantize" in message
+    with pytest.raises(ModelFileError, match="another model file"):
+        Segmenter.from_settings(ModelSettings(path=other))
+    # quantized false ignores the artefact.
+    assert ov_backend.choose_backend("auto", False, CPU, other).backend == "torch"
+    # The CLI: one line, exit 1.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamseg",
+            "run",
+            str(KVASIR / "images"),
+            "--model",
+            str(other),
+            "--view",
+            "none",
+            "--set",
+            "source.max_frames=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "another model file" in lines[0], done.stderr
+
+
+def test_cpu_facts_from_cpuinfo():
+    text = (
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+        "flags\t\t: fpu avx512f avx512_vnni avx512_bf16\n\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+        "flags\t\t: fpu avx512f avx512_vnni avx512_bf16\n"
+    )
+    info = parse_cpuinfo(text, 2)
+    assert info.model == "Intel(R) Xeon(R) Processor"
+    assert info.flags() == {"amx": False, "avx512_bf16": True, "avx512_vnni": True}
+    assert "amx no" in info.describe()
+    amx = parse_cpuinfo("model name: X\nflags: amx_tile amx_bf16 amx_int8\n", 1)
+    assert amx.amx and not amx.avx512_vnni
+
+
+def test_the_bundled_model_ships_its_int8_artefact():
+    from streamseg.model import default_model_path
+
+    model = default_model_path()
+    assert model is not None
+    paths = ov_backend.int8_paths(model)
+    assert paths.exist(), "streamseg/assets/default.int8.{xml,bin,json} missing"
+    provenance = ov_backend.read_provenance(model)  # sha256 of the shipped file
+    assert provenance["schema"] == ov_backend.PROVENANCE_SCHEMA
+    assert provenance["calibration"]["images"] == 200
+    assert "training part" in provenance["calibration"]["drawn_from"]
+    validation = provenance["validation"]
+    assert validation["images"] == 88
+    assert abs(validation["fp32_dice"] - validation["int8_dice"]) <= 0.005
+    assert validation["mask_agreement_pct"] > 99.0
+
+
+@needs_openvino
+def test_backend_auto_runs_the_bundled_int8_artefact_on_the_cpu():
+    settings = ModelSettings(device="cpu", batch_size=1)
+    segmenter = Segmenter.from_settings(settings)
+    assert segmenter.describe() == "int8, OpenVINO"
+    frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
+    assert segmenter(frame).probabilities.shape == (64, 80)
+
+
+def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
+    from streamseg.evaluation import bench, bench_inputs, bench_timing
+
+    plain = save_model(
+        tmp_path / "plain.safetensors", build_network(tiny_spec), tiny_spec
+    )
+    names = bench_inputs.variant_names(CPU, plain)
+    assert "ov-int8" not in names
+    assert ("ov-fp32" in names) == ov_backend.available()
+    machine = bench.describe_machine(CPU)
+    assert set(machine["cpu_flags"]) == {"amx", "avx512_bf16", "avx512_vnni"}
+    # ov-int8 and ov-fp32 run differently; config resolves to one of the variants.
+    base = ModelSettings(path=plain)
+    keys = {
+        bench_inputs.settings_key(bench_inputs.resolve_variant(n, base), CPU)
+        for n in ("ov-fp32", "ov-int8", "fp32-cl", "onnx")
+    }
+    assert len(keys) == 4
+    assert bench_timing.describe_settings(
+        bench_inputs.resolve_variant("ov-int8", base)
+    ) == ("int8, OpenVINO")
+
+
+def test_quantize_command_usage_errors_exit_2(tiny_spec, tmp_path):
+    from training.__main__ import main
+
+    model = save_model(tmp_path / "m.safetensors", build_network(tiny_spec), tiny_spec)
+    code = main(
+        ["quantize", "--model", str(model), "--data", str(KVASIR), "--subset-size", "0"]
+    )
+    assert code == 2
+    assert not ov_backend.int8_paths(model).any_exist()
