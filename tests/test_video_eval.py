@@ -626,3 +626,17 @@ def test_the_model_runner_honours_every_model_option(model_file):
     )
     with pytest.raises(ConfigError, match="cuda_graphs"):
         impossible.segmenter  # noqa: B018 - loading it is what is tested
+
+
+def test_the_cache_key_tells_tta_and_the_resolved_backend_apart(model_file):
+    plain = ModelRunner(ModelSettings(path=model_file, device="cpu", precision="fp32"))
+    flips = ModelRunner(
+        ModelSettings(path=model_file, device="cpu", precision="fp32", tta="flips")
+    )
+    onnx = ModelRunner(
+        ModelSettings(path=model_file, device="cpu", precision="fp32", backend="onnx")
+    )
+    # backend auto with no INT8 artefact beside the file resolves to torch.
+    assert plain.precision_name == "cpu/fp32"
+    assert flips.precision_name == "cpu/fp32/tta-flips"
+    assert onnx.precision_name == "cpu/fp32/onnx"

@@ -419,14 +419,20 @@ class ModelRunner:
 
     @property
     def precision_name(self) -> str:
-        """What the cache key records about numerics (device kind, precision, backend).
+        """What the cache key records about numerics (device kind, precision,
+        the backend ``auto`` resolves to, INT8, test-time augmentation).
 
         Raises:
             ConfigError: A precision this device cannot run.
         """
         name = f"{self.device.type}/{self._precision().name}"
-        if self.settings.backend != "torch":
-            name += f"/{self.settings.backend}"
+        resolved, _ = self.settings.resolve_backend(self.device)
+        if resolved.backend != "torch":
+            name += f"/{resolved.backend}"
+        if resolved.quantized:
+            name += "/int8"
+        if self.settings.tta != "none":
+            name += f"/tta-{self.settings.tta}"
         return name
 
 
