@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Train several recipes side by side on one lent GPU.
-# Prepare .gpu-train-env/ and .gpu-train-data/ here first (benchmarks/gpu_train_prepare.sh),
-# then, back to back (the install stays in .gpu-site/ on the warm machine):
-#   run(command="bash benchmarks/gpu_train.sh install", carry=[".gpu-train-env"], timeout_s=120)
-#   run(command="bash benchmarks/gpu_train.sh", carry=[".gpu-train-data"], timeout_s=590)
+# Train several recipes side by side on one GPU, on a GPU machine.
+# Prepare .gpu-train-env/ and .gpu-train-data/ first on a machine with PyPI and the data
+# (benchmarks/gpu_train_prepare.sh), then, on the GPU machine, back to back (the install stays
+# in .gpu-site/ while the GPU machine is kept):
+#   bash benchmarks/gpu_train.sh install   # with .gpu-train-env/ in the working tree; allow 120 s
+#   bash benchmarks/gpu_train.sh           # with .gpu-train-data/ in the working tree; allow 590 s
+# (two steps because the two folders together exceed the remote GPU machine's upload limit of
+# 64 MiB per call).
 # Default runs (RUNS="name=config:seed ..."): the candidate recipe with seeds 0 and 1 and the
 # bundled recipe (seed 0) as the same-machine reference:
 #   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0  v2_s1=...:1  lite2_s0=configs/kvasir_unetpp_lite2.yaml:0

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Prepare benchmarks/gpu_train.sh (training on a lent GPU machine). Run HERE, on the
-# development machine (it needs PyPI), from anywhere:
+# Prepare benchmarks/gpu_train.sh (training on a GPU machine). Run it on a machine with PyPI
+# access and the dataset (not on the GPU machine), from any directory:
 #
 #   bash benchmarks/gpu_train_prepare.sh
 #
 # It fills two folders (ignored through .git/info/exclude, never committed) with what the
-# GPU image lacks. Together they exceed the device tool's 64 MiB working-tree limit (the
-# repository itself is ~17 MiB), so they travel in two calls made back to back while the
-# machine is warm:
+# GPU image lacks. Together they exceed the remote GPU machine's upload limit of 64 MiB per
+# call (working tree included; the repository itself is ~17 MiB), so they travel in two calls
+# made back to back while the GPU machine is kept:
 #   .gpu-train-env/ (~31 MiB)   wheels for CPython 3.12 that the image lacks: smp, poutyne,
 #                               albumentations + albucore, simsimd, stringzilla, pydantic
 #                               (+ pydantic-core, annotated-types, typing-inspection), and
@@ -16,10 +16,11 @@
 #                               already there
 #   .gpu-train-data/ (~33 MiB)  kvasir-train.tar: the official training split (880 pairs),
 #                               transcoded losslessly and verified (python -m training pack)
-# Then, in a session that holds a device:
-#   run(command="bash benchmarks/gpu_train.sh install", carry=[".gpu-train-env"], timeout_s=120)
-#   run(command="bash benchmarks/gpu_train.sh", carry=[".gpu-train-data"], timeout_s=590)
-# The first call installs into .gpu-site/ (ignored, so it stays on the warm machine).
+# Then, on the GPU machine:
+#   bash benchmarks/gpu_train.sh install   # with .gpu-train-env/ in the working tree; allow 120 s
+#   bash benchmarks/gpu_train.sh           # with .gpu-train-data/ in the working tree; allow 590 s
+# The first call installs into .gpu-site/ (ignored, so it stays on the GPU machine for the
+# second call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/kvasir-seg}
