@@ -125,8 +125,13 @@ class RedDiscSegmenter:
         probabilities = torch.from_numpy(red_mask(frame.pixels).astype(np.float32))
         return Prediction(frame, probabilities, self.spec.threshold)
 
-    def segment(self, frames: list[Frame]) -> list[Prediction]:
+    def segment(
+        self, frames: list[Frame], *, tta: str | None = None
+    ) -> list[Prediction]:
         return [self(frame) for frame in frames]
+
+    def describe(self) -> str:
+        return "red disc (test double)"
 
 
 def use_red_disc_segmenter(monkeypatch, spec: ModelSpec) -> None:

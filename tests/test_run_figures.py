@@ -32,7 +32,7 @@ BATCH_S = 0.5  # the slow segmenter's time per batch
 class _SlowSegmenter(RedDiscSegmenter):
     """Takes ``BATCH_S`` per call, whatever the batch size (like a busy CPU)."""
 
-    def segment(self, frames):
+    def segment(self, frames, *, tta=None):
         time.sleep(BATCH_S)
         return super().segment(frames)
 
