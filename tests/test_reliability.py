@@ -589,9 +589,9 @@ def test_a_slow_consumer_drops_frames_with_bounded_memory(
     source = write_clip(tmp_path / "fast.mp4", images, fps=fps)
     original = Segmenter.segment
 
-    def slow(self, frames):
+    def slow(self, frames, **options):
         time.sleep(0.05)
-        return original(self, frames)
+        return original(self, frames, **options)
 
     monkeypatch.setattr(Segmenter, "segment", slow)
     config = load_config(
