@@ -52,7 +52,6 @@ from streamseg.sinks import (
     OutputSettings,
     Sink,
     Sinks,
-    check_display,
     check_outputs,
 )
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
@@ -65,6 +64,7 @@ from streamseg.sources import (
 )
 from streamseg.stats import RunStats, StatsRecorder
 from streamseg.tracking import Tracker, TrackingSettings
+from streamseg.window import check_display
 
 log = logging.getLogger(__name__)
 

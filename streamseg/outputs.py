@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from streamseg.clips import ClipSettings, open_recorder
 from streamseg.events import StreamClock
 from streamseg.sinks import (
-    Display,
     EventLog,
     MaskWriter,
     OutputSettings,
@@ -23,6 +22,7 @@ from streamseg.sinks import (
     Sinks,
     VideoRecorder,
 )
+from streamseg.window import Display
 
 
 def open_outputs(

@@ -17,7 +17,7 @@ from stream_media import (
 )
 
 from streamseg.cli import main
-from streamseg.sinks import gui_backend
+from streamseg.window import gui_backend
 
 REPO = Path(__file__).resolve().parents[1]
 

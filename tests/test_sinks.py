@@ -13,7 +13,6 @@ from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
 from streamseg.outputs import open_outputs
 from streamseg.sinks import (
-    Display,
     EventLog,
     FrameList,
     MaskWriter,
@@ -22,8 +21,8 @@ from streamseg.sinks import (
     Sinks,
     VideoRecorder,
     check_outputs,
-    gui_backend,
 )
+from streamseg.window import Display, gui_backend
 
 
 def _prediction(index, timestamp_s, hw=(48, 64), square=None):
