@@ -101,6 +101,15 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
+# Keys that existed once, with what replaces them (named in the error).
+REMOVED_KEYS = {
+    "smoothing.on_threshold": "the smoother turns on at the model's threshold: "
+    "set model.threshold instead",
+    "smoothing.off_threshold": "the smoother turns off hysteresis_gap below the "
+    "model's threshold: set smoothing.hysteresis_gap instead",
+}
+
+
 def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
     """Build dataclass ``cls`` from ``data``, checking keys and types (recursively)."""
     if not isinstance(data, Mapping):
@@ -112,6 +121,8 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
+        if key not in fields and name in REMOVED_KEYS:
+            raise ConfigError(f"{name}: no longer a setting; {REMOVED_KEYS[name]}")
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = (

@@ -1,8 +1,10 @@
 """What one frame shows after smoothing: one host-side value, computed once.
 
-:meth:`Findings.of` copies the final mask to the host once, labels its
-regions at most once (not at all when the smoother's area filter already
-did), and takes the area and the highest probability. The overlay, the
+:meth:`Findings.of` copies the final mask to the host once, scales it from
+the network's input size to the frame's (:func:`~streamseg.regions.scale_mask`),
+labels its regions once (the tracker reuses that labelling; a mask already at
+the frame's size that the smoother's area filter labelled is not labelled
+again), and takes the area and the highest probability. The overlay, the
 alerts, the event log, the mask writer, event clips and the browser view all
 read this one value instead of each copying and labelling the mask again.
 With tracking on, :meth:`Findings.tracked` adds the polyp tracks of the frame.
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from streamseg.frames import Frame, Prediction
-from streamseg.regions import BoxXYWH, Region, find_regions
+from streamseg.regions import BoxXYWH, Region, Regions, label_regions, scale_mask
 
 if TYPE_CHECKING:
     from streamseg.tracking import Tracker, TrackFrame
@@ -30,9 +32,10 @@ class Findings:
 
     Attributes:
         prediction: The final (smoothed) prediction; its tensors stay on the
-            inference device (the overlay draws there).
-        mask: (H, W) bool host array, the final mask (read only).
-        regions: Connected regions of ``mask``, largest first.
+            inference device, at the network's input size.
+        mask: (H, W) bool host array, the final mask at the frame's size
+            (read only).
+        regions: Connected regions of ``mask``, largest first, in frame pixels.
         area_fraction: Mask pixels / frame pixels, in [0, 1].
         max_probability: Highest (smoothed, if smoothing is on) probability
             in the frame, in [0, 1].
@@ -49,6 +52,9 @@ class Findings:
     max_probability: float
     present: bool
     tracks: TrackFrame | None = None
+    labelled: Regions | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.mask.shape != self.prediction.frame.hw or self.mask.dtype != bool:
@@ -88,7 +94,8 @@ class Findings:
         """
         from streamseg.tracking import detect
 
-        frame = tracker(self.frame.timestamp_s, detect(self.mask, self.frame.pixels))
+        regions = detect(self.mask, self.frame.pixels, labelled=self.labelled)
+        frame = tracker(self.frame.timestamp_s, regions)
         return dataclasses.replace(self, tracks=frame)
 
     @property
@@ -99,7 +106,7 @@ class Findings:
     @classmethod
     @torch.inference_mode()
     def of(cls, prediction: Prediction) -> Findings:
-        """Summarize a prediction (one copy of the mask to the host).
+        """Summarize a prediction (one host copy of the mask, scaled to the frame).
 
         Reductions over host tensors go through NumPy: torch's thread pool
         costs more than the work on frame-sized arrays (1.5 ms for one
@@ -115,16 +122,22 @@ class Findings:
         """
         mask = prediction.mask.to("cpu", torch.bool).contiguous().numpy()
         height, width = prediction.frame.hw
+        at_frame_size = prediction.hw == (height, width)
+        mask = scale_mask(mask, (height, width))
         area_px = int(np.count_nonzero(mask))
         probabilities = prediction.probabilities
         if probabilities.device.type == "cpu" and probabilities.dtype == torch.float32:
             max_probability = float(probabilities.numpy().max())
         else:
             max_probability = float(probabilities.max())
-        if prediction.regions is not None:
+        labelled = None
+        if not area_px:
+            regions: tuple[Region, ...] = ()
+        elif at_frame_size and prediction.regions is not None:
             regions = prediction.regions
         else:
-            regions = find_regions(mask) if area_px else ()
+            labelled = label_regions(mask)
+            regions = () if labelled is None else labelled.listed()
         return cls(
             prediction=prediction,
             mask=mask,
@@ -132,4 +145,5 @@ class Findings:
             area_fraction=area_px / (height * width),
             max_probability=max_probability,
             present=area_px > 0,
+            labelled=labelled,
         )

@@ -65,15 +65,17 @@ class Prediction:
 
     Attributes:
         frame: The frame the probabilities were computed from.
-        probabilities: (height, width) float32 in [0, 1] at the frame's
-            resolution, on the inference device.
+        probabilities: (h, w) float32 in [0, 1] covering the whole frame, on
+            the inference device: at the network's input size from the
+            segmenter (the frame scaled to it, aspect ratio not kept), or at
+            the frame's own size. :attr:`hw` is this size.
         threshold: Probability at or above which a pixel is polyp.
-        mask_override: Optional (height, width) bool tensor that replaces the
-            plain threshold (set by temporal smoothing, which applies
-            hysteresis and a minimum area).
-        regions: The connected regions of :attr:`mask`, largest first, when
-            whoever made the mask has labelled them already (the smoother's
-            area filter); ``None``: not labelled yet.
+        mask_override: Optional (h, w) bool tensor that replaces the plain
+            threshold (set by temporal smoothing, which applies hysteresis and
+            a minimum area).
+        regions: The connected regions of :attr:`mask` (in its pixels),
+            largest first, when whoever made the mask has labelled them
+            already (the smoother's area filter); ``None``: not labelled yet.
     """
 
     frame: Frame
@@ -83,10 +85,17 @@ class Prediction:
     regions: tuple[Region, ...] | None = None
 
     def __post_init__(self) -> None:
-        if tuple(self.probabilities.shape) != self.frame.hw:
+        if self.probabilities.ndim != 2 or min(self.probabilities.shape) < 1:
             raise ValueError(
-                f"probabilities: expected shape {self.frame.hw} (the frame's), "
-                f"got {tuple(self.probabilities.shape)}"
+                "probabilities: expected an (h, w) map, got shape "
+                f"{tuple(self.probabilities.shape)}"
+            )
+        if self.mask_override is not None and (
+            self.mask_override.shape != self.probabilities.shape
+        ):
+            raise ValueError(
+                f"mask_override: expected shape {tuple(self.probabilities.shape)} "
+                f"(the probabilities'), got {tuple(self.mask_override.shape)}"
             )
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(
@@ -94,8 +103,13 @@ class Prediction:
             )
 
     @property
+    def hw(self) -> tuple[int, int]:
+        """(height, width) of the probability map (and of :attr:`mask`)."""
+        return int(self.probabilities.shape[0]), int(self.probabilities.shape[1])
+
+    @property
     def mask(self) -> torch.Tensor:
-        """(height, width) bool tensor, True where polyp."""
+        """(h, w) bool tensor at :attr:`hw`, True where polyp."""
         if self.mask_override is not None:
             return self.mask_override
         return self.probabilities >= self.threshold

@@ -177,8 +177,9 @@ def render_tensor(
     The GPU path; on the CPU it gives the same pixels as :func:`render_host`
     (tests compare them), only slower.
     """
-    mask = findings.prediction.mask
-    device = mask.device
+    device = findings.prediction.mask.device
+    # The frame-sized host mask, uploaded (the prediction's is at the network's size).
+    mask = torch.from_numpy(findings.mask).to(device)
     source = findings.frame.pixels
     if (
         not source.flags.writeable

@@ -107,6 +107,37 @@ class Regions:
         return tuple(region.box_xywh for region in self.listed())
 
 
+def scale_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A host bool mask scaled to ``hw`` (bilinear, then cut at one half).
+
+    How a mask made at the network's input size becomes the frame's: the
+    same as resizing the 0/1 mask bilinearly (by area when shrinking) and
+    keeping values >= 0.5, so outlines come out smooth, not blocky. Returns
+    the mask itself when it is already that size.
+
+    Args:
+        mask: (h, w) bool array.
+        hw: (height, width) wanted.
+
+    Example:
+        >>> m = np.zeros((2, 2), bool); m[0, 0] = True
+        >>> scale_mask(m, (4, 4)).astype(int).tolist()
+        [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    """
+    import cv2
+
+    height, width = int(hw[0]), int(hw[1])
+    if mask.shape == (height, width):
+        return mask
+    levels = _as_uint8(mask) * np.uint8(255)
+    # Shrinking (frames smaller than the network's input): the share of each
+    # output pixel the mask covers, as evaluate-video shrinks truth masks.
+    shrink = height <= mask.shape[0] and width <= mask.shape[1]
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    scaled = cv2.resize(levels, (width, height), interpolation=interpolation)
+    return scaled >= 128
+
+
 def find_regions(mask: np.ndarray) -> tuple[Region, ...]:
     """The 8-connected regions of a mask, largest first (``()`` when empty).
 

@@ -1,4 +1,8 @@
-"""Segmenter: Frame -> Prediction (upload, resize, forward, sigmoid, resize back).
+"""Segmenter: Frame -> Prediction (upload, resize, forward, sigmoid).
+
+The prediction holds the probabilities at the network's input size (they
+cover the whole frame): smoothing and the area filter run there, and only the
+final mask is scaled to the frame (:class:`streamseg.findings.Findings`).
 
 :func:`predict_probabilities` is the one inference path (training's test-set
 evaluation calls it too). :class:`Segmenter` runs it on frames; the forward
@@ -37,7 +41,7 @@ backend ``auto``   the setting only, resolved once in :meth:`Segmenter.from_sett
 
 On CUDA, frames reach the device through reusable pinned host buffers (the
 copy is asynchronous and no pinned memory is allocated per frame); every
-later step (resize, sigmoid, resize back) runs on the inference device.
+later step (resize, sigmoid) runs on the inference device.
 Compiled graphs and CUDA graphs have static shapes: a batch whose size was
 not prepared is padded with zeros up to the next prepared size (the network
 treats batch rows independently), so a short last batch of a file does not
@@ -84,7 +88,7 @@ from streamseg.model import (
     default_model_path,
     load_model,
 )
-from streamseg.transforms import resize, to_tensor
+from streamseg.transforms import network_input, resize, upload
 
 log = logging.getLogger(__name__)
 
@@ -114,26 +118,31 @@ def predict_probabilities(
     precision: Precision = FP32,
     *,
     tta: TTA = "none",
+    output_hw: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Foreground probabilities at the images' own resolution.
+    """Foreground probabilities at the images' own resolution (or ``output_hw``).
 
     This is the single inference path: the runtime's :class:`Segmenter` and
     the training package's test-set evaluation both call it.
 
     Args:
         network: Maps (N, 3, h, w) RGB in [0, 1] to (N, 1, h, w) logits.
-        images: (N, 3, H, W) float RGB in [0, 1], on the network's device.
+        images: (N, 3, H, W) uint8 RGB (:func:`streamseg.transforms.upload`)
+            or float RGB in [0, 1], on the network's device; brought to
+            ``input_hw`` by :func:`streamseg.transforms.network_input`.
         input_hw: Network input (height, width).
         precision: Autocast dtype; the sigmoid and resize back run in float32.
         tta: ``flips``: test-time augmentation, the mean of the probabilities
             of the image, its horizontal and its vertical flip (each flipped
             back), all three in one forward pass of 3N images.
+        output_hw: Size of the returned maps; ``None``: the images' own
+            (height, width). The runtime asks for ``input_hw`` (no resize back).
 
     Returns:
         (N, H, W) float32 probabilities in [0, 1], on the images' device.
     """
-    height, width = images.shape[-2:]
-    inputs = resize(images, input_hw)
+    height, width = images.shape[-2:] if output_hw is None else output_hw
+    inputs = network_input(images, input_hw)
     if tta == "flips":
         inputs = torch.cat([inputs, *(inputs.flip(dims) for dims in FLIPS)])
     with autocast(images.device, precision):
@@ -525,17 +534,23 @@ class Segmenter:
         """Probabilities for images already on the device (what :meth:`segment` runs).
 
         Args:
-            images: (N, 3, H, W) float RGB in [0, 1] on ``self.device``; at
-                ``spec.input_hw`` no resize happens (the model-only benchmark).
+            images: (N, 3, H, W) uint8 RGB or float RGB in [0, 1] on
+                ``self.device``; at ``spec.input_hw`` no resize happens (the
+                model-only benchmark).
             tta: Test-time augmentation (:func:`predict_probabilities`).
 
         Returns:
-            (N, H, W) float32 probabilities on ``self.device``.
+            (N, h, w) float32 probabilities at ``spec.input_hw`` on ``self.device``.
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return predict_probabilities(
-            self._runner, images, self.spec.input_hw, self.precision, tta=tta
+            self._runner,
+            images,
+            self.spec.input_hw,
+            self.precision,
+            tta=tta,
+            output_hw=self.spec.input_hw,
         )
 
     @torch.inference_mode()
@@ -630,13 +645,13 @@ def check_options(
 
 
 class FrameUploader:
-    """Copies batches of uint8 RGB frames to the device as float images.
+    """Copies batches of uint8 RGB frames to the device, as uint8 (N, 3, H, W).
 
     On CUDA the frames go through reusable pinned host buffers, so the copy
     is asynchronous and no pinned memory is allocated per frame: two buffers
     per batch shape alternate, and each is refilled only after its previous
     copy has finished (a CUDA event). On the CPU there is nothing to copy
-    to: :func:`streamseg.transforms.to_tensor` is called exactly as the
+    to: :func:`streamseg.transforms.upload` is called exactly as the
     training evaluation calls it, so the two stay bit-identical.
 
     Args:
@@ -662,13 +677,13 @@ class FrameUploader:
             pixels: Frames of one size, each (H, W, 3) uint8 RGB.
 
         Returns:
-            (N, 3, H, W) float32 in [0, 1] on the device; equal to
-            ``to_tensor(np.stack(pixels))``.
+            (N, 3, H, W) uint8 on the device; equal to
+            ``upload(np.stack(pixels))``.
         """
         if not self.staged:
             if len(pixels) == 1:
-                return to_tensor(pixels[0], self.device)
-            return to_tensor(np.stack(pixels), self.device)
+                return upload(pixels[0], self.device)
+            return upload(np.stack(pixels), self.device)
         shape = (len(pixels), *pixels[0].shape)
         if pixels[0].dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
             raise ValueError(
@@ -682,15 +697,15 @@ class FrameUploader:
         for index, image in enumerate(pixels):
             host[index] = image
         if self.device.type == "cpu":
-            # No copy: the float conversion below makes a new tensor, so the
-            # buffer can be refilled as soon as this call returns.
-            uploaded = slot.buffer
+            # The staged path on the CPU exists for tests of the CUDA logic:
+            # a copy, so a result outlives the buffer's refill as on CUDA.
+            uploaded = slot.buffer.clone()
         else:
             uploaded = slot.buffer.to(self.device, non_blocking=self.pinned)
             if slot.copied is not None:
                 slot.copied.record()
-        # Same arithmetic as transforms.to_tensor.
-        return uploaded.permute(0, 3, 1, 2).float().div_(255.0)
+        # The same layout as transforms.upload.
+        return uploaded.permute(0, 3, 1, 2)
 
     def _slot(self, shape: tuple[int, ...]) -> _Slot:
         slots = self._slots.get(shape)

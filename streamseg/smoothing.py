@@ -13,13 +13,19 @@ Three steps, each a pure function that the tests exercise directly:
    confident pixels (p near 0 or 1) follow the current frame at once,
    uncertain ones (p near 0.5) lean on the past.
 2. :func:`hysteresis`: a pixel turns on when the smoothed probability
-   reaches ``on_threshold`` and stays on until it falls below
-   ``off_threshold``; the mask does not flicker around a single threshold.
+   reaches the model's threshold (``model.threshold``, or the model file's)
+   and stays on until it falls ``hysteresis_gap`` below it; the mask does not
+   flicker around a single threshold.
 3. :func:`remove_small_regions`: connected regions smaller than a fraction
    of the frame are removed (speckle, specular highlights).
 
+All three run on the probability map as the segmenter made it, at the
+network's input size (320x320 for the bundled model), not at the frame's:
+the map covers the whole frame, so area fractions are the same, and a 1080p
+frame costs no more than a 480p one.
+
 :class:`TemporalSmoother` holds the state between frames and resets it after
-a time gap, a non-increasing timestamp or a change of frame size.
+a time gap, a non-increasing timestamp or a change of frame or map size.
 """
 
 from __future__ import annotations
@@ -55,12 +61,10 @@ class SmoothingSettings:
         confidence_power: k in the ``uncertainty`` mode; larger k keeps more
             pixels on the slow, averaged path (only p very near 0 or 1 is
             followed at once).
-        on_threshold: Smoothed probability at which a pixel turns on
-            (``None``: the model file's threshold).
-        off_threshold: Smoothed probability below which an on pixel turns off
-            (``None``: ``on_threshold - hysteresis_gap``, at least 0.01).
-        hysteresis_gap: ``on - off`` when ``off_threshold`` is ``None``
-            (0: a single threshold, no hysteresis).
+        hysteresis_gap: A pixel turns on at the model's threshold
+            (``model.threshold``, or the model file's) and off below the
+            threshold minus this gap (at least 0.01); 0: a single threshold,
+            no hysteresis.
         min_area_fraction: Regions smaller than this fraction of the frame
             are removed (0 keeps every region).
         max_gap_s: A gap between frames longer than this resets the state
@@ -78,8 +82,6 @@ class SmoothingSettings:
     time_constant_s: float = 0.0
     mode: Literal["ema", "uncertainty"] = "ema"
     confidence_power: float = 2.0
-    on_threshold: float | None = None
-    off_threshold: float | None = None
     hysteresis_gap: float = 0.05
     min_area_fraction: float = 0.005
     max_gap_s: float = 0.5
@@ -108,34 +110,17 @@ class SmoothingSettings:
                 "min_area_fraction: expected a value in [0, 1), "
                 f"got {self.min_area_fraction}"
             )
-        for name in ("on_threshold", "off_threshold"):
-            value = getattr(self, name)
-            if value is not None:
-                check_threshold(value, name)
-        if (
-            self.on_threshold is not None
-            and self.off_threshold is not None
-            and self.off_threshold > self.on_threshold
-        ):
-            raise ValueError(
-                f"off_threshold ({self.off_threshold}) must not exceed on_threshold "
-                f"({self.on_threshold}); lower off_threshold"
-            )
 
     def thresholds(self, model_threshold: float) -> tuple[float, float]:
-        """(on, off) thresholds, filling ``None`` from the model file's threshold."""
-        on = self.on_threshold if self.on_threshold is not None else model_threshold
-        off = (
-            self.off_threshold
-            if self.off_threshold is not None
-            else max(on - self.hysteresis_gap, min(on, 0.01))
-        )
-        if off > on:
-            raise ValueError(
-                f"smoothing.off_threshold ({off}) exceeds the on threshold ({on}); "
-                "lower it"
-            )
-        return on, off
+        """(on, off): the model's threshold and ``hysteresis_gap`` below it.
+
+        Example:
+            >>> SmoothingSettings(hysteresis_gap=0.1).thresholds(0.5)
+            (0.5, 0.4)
+        """
+        check_threshold(model_threshold, "model threshold")
+        on = model_threshold
+        return on, max(round(on - self.hysteresis_gap, 9), min(on, 0.01))
 
 
 def ema_weight(dt_s: float, time_constant_s: float) -> float:
@@ -280,7 +265,7 @@ def area_filter(
 @dataclass(frozen=True, slots=True)
 class _State:
     timestamp_s: float
-    hw: tuple[int, int]
+    hw: tuple[tuple[int, int], tuple[int, int]]  # the frame's and the map's
     probabilities: torch.Tensor
     mask: torch.Tensor  # hysteresis result before the area filter
 
@@ -290,12 +275,12 @@ class TemporalSmoother:
 
     State: the previous frame's timestamp, smoothed probabilities and
     hysteresis mask. It resets when the time since the previous frame is
-    ``<= 0`` or ``> max_gap_s``, or when the frame size changes.
+    ``<= 0`` or ``> max_gap_s``, or when the frame or map size changes.
 
     Args:
-        settings: Time constant, thresholds, area filter, gap.
-        model_threshold: The model file's threshold (used where the settings
-            leave a threshold ``None``).
+        settings: Time constant, hysteresis gap, area filter, time gap.
+        model_threshold: The threshold the model runs at (``model.threshold``,
+            or the model file's): a pixel turns on there.
 
     Example:
         >>> smoother = TemporalSmoother(SmoothingSettings(), model_threshold=0.5)
@@ -331,16 +316,17 @@ class TemporalSmoother:
         if (
             state is None
             or dt_s is None
-            or state.hw != frame.hw
+            or state.hw != (frame.hw, prediction.hw)
             or not 0 < dt_s <= self.settings.max_gap_s
         ):
             if state is not None:
                 self.resets += 1
                 log.debug(
-                    "smoothing reset at frame %d (dt %s s, size %s)",
+                    "smoothing reset at frame %d (dt %s s, frame %s, map %s)",
                     frame.index,
                     dt_s,
                     frame.hw,
+                    prediction.hw,
                 )
             smoothed = current
             held = hysteresis(smoothed, None, self.on_threshold, self.off_threshold)
@@ -354,8 +340,10 @@ class TemporalSmoother:
             held = hysteresis(
                 smoothed, state.mask, self.on_threshold, self.off_threshold
             )
-        self._state = _State(frame.timestamp_s, frame.hw, smoothed, held)
-        height, width = frame.hw
+        self._state = _State(
+            frame.timestamp_s, (frame.hw, prediction.hw), smoothed, held
+        )
+        height, width = prediction.hw
         min_area_px = math.ceil(self.settings.min_area_fraction * height * width)
         mask, regions = area_filter(held, min_area_px)
         return Prediction(

@@ -178,13 +178,21 @@ class FrameRegions:
         return self.regions.mask_of(keep, self.hw)
 
 
-def detect(mask: np.ndarray, pixels: np.ndarray | None = None) -> FrameRegions:
+def detect(
+    mask: np.ndarray,
+    pixels: np.ndarray | None = None,
+    *,
+    labelled: Regions | None = None,
+) -> FrameRegions:
     """The 8-connected regions of a host mask as detections, largest first.
 
     Args:
         mask: (H, W) bool or uint8 array (non-zero = polyp).
         pixels: The frame, (H, W, 3) uint8 RGB: each region's mean colour
             is measured (:func:`region_colors`) for the appearance check.
+        labelled: ``label_regions(mask)`` when the caller has it already
+            (:class:`~streamseg.findings.Findings`); the mask is not
+            labelled again.
 
     Example:
         >>> m = np.zeros((8, 8), bool); m[1:3, 1:4] = True
@@ -192,7 +200,7 @@ def detect(mask: np.ndarray, pixels: np.ndarray | None = None) -> FrameRegions:
         (Detection(box_xywh=(1, 1, 3, 2), area_px=6, label=1, color_lab=None),)
     """
     hw = (int(mask.shape[0]), int(mask.shape[1]))
-    regions = label_regions(np.asarray(mask))
+    regions = labelled if labelled is not None else label_regions(np.asarray(mask))
     if regions is None:
         return FrameRegions(hw, ())
     x0, y0 = regions.origin_xy

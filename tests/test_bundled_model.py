@@ -12,6 +12,7 @@ import torch
 from conftest import FIXTURES
 from PIL import Image
 
+from streamseg.findings import Findings
 from streamseg.frames import Frame
 from streamseg.model import default_model_path, read_spec
 from streamseg.segmenter import Segmenter
@@ -37,10 +38,12 @@ def segmenter() -> Segmenter:
 # Golden values for the bundled file on the 96-px thumbnails (Dice of the thresholded
 # mask, mean probability). Update them, with the model card, when the model changes.
 # The thumbnails are far below the 320-px input the model was trained at, so these
-# Dice values are low (the same images at full resolution: 0.970 and 0.946).
+# Dice values are low and fragile: a rounding of the upscaled input by one grey level
+# moves them by tenths (the same images at full resolution: 0.970 and 0.946). They lock
+# the output of this file and this input path, nothing more.
 GOLDEN = {
-    "cju0s690hkp960855tjuaqvv0": (0.139, 0.4464),
-    "cju85nr8elly209872w9n5m0s": (0.629, 0.2380),
+    "cju0s690hkp960855tjuaqvv0": (0.150, 0.4361),
+    "cju85nr8elly209872w9n5m0s": (0.878, 0.1704),
 }
 
 
@@ -51,7 +54,7 @@ def test_bundled_model_output_is_locked_on_test_images(segmenter, stem):
     )
     truth = np.asarray(Image.open(FIXTURES / "kvasir" / "masks" / f"{stem}.png")) > 127
     prediction = segmenter(Frame(0, 0.0, pixels.copy()))
-    mask = prediction.mask.numpy()
+    mask = Findings.of(prediction).mask  # what the overlay draws, at the frame's size
     assert mask.shape == truth.shape
     dice = (
         2

@@ -126,3 +126,17 @@ def test_stream_yaml_values_are_the_code_defaults():
     loaded = load_config(StreamConfig, STREAM_YAML, [])
     assert to_dict(loaded) == to_dict(StreamConfig())
     assert loaded == StreamConfig()
+
+
+@pytest.mark.parametrize(
+    ("override", "fix"),
+    [
+        ("smoothing.on_threshold=0.6", "set model.threshold instead"),
+        ("smoothing.off_threshold=0.4", "set smoothing.hysteresis_gap instead"),
+    ],
+)
+def test_a_removed_smoothing_threshold_names_its_replacement(override, fix):
+    from streamseg.app import StreamConfig
+
+    with pytest.raises(ConfigError, match=f"no longer a setting; .*{fix}"):
+        load_config(StreamConfig, None, [override])

@@ -31,7 +31,7 @@ from streamseg.segmenter import (
     check_options,
 )
 from streamseg.sources import SourceSettings
-from streamseg.transforms import to_tensor
+from streamseg.transforms import to_tensor, upload
 
 CPU = torch.device("cpu")
 FP32 = Precision(None)
@@ -64,7 +64,7 @@ def test_uploader_matches_to_tensor_and_reuses_its_buffers():
     results = [uploader(batch) for batch in batches]
 
     for batch, result in zip(batches, results, strict=True):
-        expected = to_tensor(np.stack(batch), CPU)
+        expected = upload(np.stack(batch), CPU)
         assert torch.equal(result, expected)  # refills never corrupt earlier results
         assert result.stride() == expected.stride()
     assert len(uploader._slots) == 1
@@ -80,14 +80,16 @@ def test_uploader_keeps_few_shapes_and_rejects_non_rgb():
         uploader([np.zeros((4, 4, 3), np.float32)])
 
 
-def test_uploader_on_the_cpu_is_to_tensor_itself():
+def test_uploader_on_the_cpu_is_upload_itself():
     frames = [f.pixels for f in _frames(2)]
     uploader = FrameUploader(CPU)
     assert not uploader.staged
     single, batch = uploader(frames[:1]), uploader(frames)
-    assert torch.equal(single, to_tensor(frames[0], CPU))
-    assert single.stride() == to_tensor(frames[0], CPU).stride()  # bit parity
-    assert torch.equal(batch, to_tensor(np.stack(frames), CPU))
+    assert single.dtype == torch.uint8
+    assert torch.equal(single, upload(frames[0], CPU))
+    assert single.stride() == upload(frames[0], CPU).stride()  # bit parity
+    assert torch.equal(batch, upload(np.stack(frames), CPU))
+    assert torch.equal(single.float() / 255, to_tensor(frames[0], CPU))
 
 
 # --- static batch padding -----------------------------------------------------

@@ -205,3 +205,30 @@ def test_the_host_path_accepts_a_read_only_frame_and_a_strided_mask(real_frame):
 def test_invalid_style_names_the_key(style, message):
     with pytest.raises(ValueError, match=message):
         OverlayStyle(**style)
+
+
+def test_findings_scale_a_map_at_the_network_size_to_the_frame():
+    """A 32x32 map (the network's size) over a 90x160 frame: the mask, area,
+    boxes and drawing are at the frame's size, and the tracker reuses the one
+    labelling."""
+    from streamseg.regions import find_regions, scale_mask
+    from streamseg.tracking import Tracker, TrackingSettings
+
+    frame = Frame(0, 0.0, np.zeros((90, 160, 3), np.uint8))
+    probabilities = torch.zeros(32, 32)
+    probabilities[8:16, 4:12] = 0.9  # a quarter of the height, of the width
+    findings = Findings.of(Prediction(frame, probabilities, 0.5))
+    assert findings.mask.shape == (90, 160)
+    assert np.array_equal(
+        findings.mask, scale_mask(probabilities.numpy() >= 0.5, (90, 160))
+    )
+    assert findings.area_fraction == pytest.approx(1 / 16, abs=0.01)
+    ((x, y, w, h),) = findings.boxes_xywh
+    assert (x, y) == pytest.approx((20, 22.5), abs=2.5)
+    assert (w, h) == pytest.approx((40, 22.5), abs=2.5)
+    assert findings.regions == find_regions(findings.mask)
+    image = render(findings, OverlayStyle(hud=False, boxes=False))
+    assert image.shape == (90, 160, 3)
+    assert (image[findings.mask] != 0).any() and not image[~findings.mask].any()
+    tracked = findings.tracked(Tracker(TrackingSettings(min_on_s=0.0)))
+    assert tracked.tracks is not None and tracked.tracks.hw == (90, 160)

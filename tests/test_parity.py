@@ -10,7 +10,7 @@ from streamseg.device import select_device
 from streamseg.frames import Frame
 from streamseg.model import build_network, save_model
 from streamseg.segmenter import Segmenter
-from streamseg.transforms import resize, to_tensor
+from streamseg.transforms import network_input, resize, upload
 from training.data import PolypDataset, PolypFolder, read_split
 from training.evaluate import predict_image
 
@@ -38,12 +38,13 @@ def test_segmenter_equals_the_evaluation_path(tiny_spec, tmp_path):
         image, _ = dataset[index]
         with torch.inference_mode():
             logits = segmenter.network(image[None].to(device))
-        training = resize(logits.float().sigmoid(), pixels.shape[:2])[0, 0]
-        assert runtime.shape == pixels.shape[:2]
+        training = logits.float().sigmoid()[0, 0]
+        # The runtime keeps the map at the network's input size.
+        assert runtime.shape == tuple(tiny_spec.input_hw)
         assert torch.equal(runtime, training)
-        # The training evaluation command's own path gives the same.
+        # The training evaluation command's own path: the same map, resized back.
         assert torch.equal(
-            runtime,
+            resize(runtime[None, None], pixels.shape[:2])[0, 0],
             predict_image(segmenter.network, pixels, tiny_spec.input_hw, device),
         )
 
@@ -52,5 +53,5 @@ def test_validation_batches_are_what_the_runtime_feeds_the_network(tiny_spec):
     folder = PolypFolder.open(KVASIR)
     stem = folder.paired_stems[0]
     image, _ = PolypDataset(folder, [stem], tiny_spec.input_hw)[0]
-    runtime_input = resize(to_tensor(folder.load_image(stem)), tiny_spec.input_hw)
+    runtime_input = network_input(upload(folder.load_image(stem)), tiny_spec.input_hw)
     assert torch.equal(image[None], runtime_input)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -112,10 +113,8 @@ def test_hysteresis_table(probability, was_on, expected):
 
 def test_smoother_applies_hysteresis_over_time():
     smoother = TemporalSmoother(
-        SmoothingSettings(
-            time_constant_s=0, on_threshold=0.6, off_threshold=0.4, min_area_fraction=0
-        ),
-        model_threshold=0.5,
+        SmoothingSettings(time_constant_s=0, hysteresis_gap=0.2, min_area_fraction=0),
+        model_threshold=0.6,
     )
     masks = [
         bool(smoother(_prediction(i, i * 0.04, torch.full(HW, p))).mask.all())
@@ -192,7 +191,7 @@ def test_output_is_a_prediction_for_the_same_frame():
     ("settings", "message"),
     [
         ({"time_constant_s": -1.0}, "time_constant_s"),
-        ({"on_threshold": 0.3, "off_threshold": 0.5}, "off_threshold"),
+        ({"hysteresis_gap": 1.0}, "hysteresis_gap"),
         ({"min_area_fraction": 1.5}, "min_area_fraction"),
         ({"max_gap_s": 0.0}, "max_gap_s"),
     ],
@@ -289,10 +288,43 @@ def test_hysteresis_gap_sets_the_off_threshold():
         0.4,
         pytest.approx(0.1),
     )
-    assert SmoothingSettings(off_threshold=0.2, hysteresis_gap=0).thresholds(0.5) == (
-        0.5,
-        0.2,
+    assert SmoothingSettings(hysteresis_gap=0.3).thresholds(0.2) == (0.2, 0.01)
+    with pytest.raises(ValueError, match="model threshold"):
+        SmoothingSettings().thresholds(1.5)
+
+
+def test_the_model_threshold_is_the_only_on_threshold():
+    """One threshold setting: the smoother turns on where the model does."""
+    names = {f.name for f in dataclasses.fields(SmoothingSettings)}
+    assert not names & {"on_threshold", "off_threshold"}
+    for threshold in (0.3, 0.5, 0.7):
+        smoother = TemporalSmoother(
+            SmoothingSettings(min_area_fraction=0), model_threshold=threshold
+        )
+        below = smoother(_prediction(0, 0.0, torch.full(HW, threshold - 0.001)))
+        smoother.reset()
+        at = smoother(_prediction(0, 0.0, torch.full(HW, threshold)))
+        assert not below.mask.any() and at.mask.all()
+
+
+def test_the_smoother_runs_at_the_map_size_and_resets_when_the_frame_changes():
+    """Predictions at the network's size: the area filter takes fractions of the
+    map (which covers the frame), and a new frame size starts afresh."""
+    frame = Frame(0, 0.0, np.zeros((720, 1280, 3), np.uint8))
+    probabilities = torch.zeros(32, 32)
+    probabilities[:4, :4] = 0.9  # 16 of 1024 map pixels: 1.6 % of the frame
+    smoother = TemporalSmoother(
+        SmoothingSettings(min_area_fraction=0.02), model_threshold=0.5
     )
+    assert not smoother(Prediction(frame, probabilities, 0.5)).mask.any()
+    smoother = TemporalSmoother(
+        SmoothingSettings(min_area_fraction=0.01), model_threshold=0.5
+    )
+    out = smoother(Prediction(frame, probabilities, 0.5))
+    assert out.hw == (32, 32) and int(out.mask.sum()) == 16
+    other = Frame(1, 0.04, np.zeros((480, 640, 3), np.uint8))
+    smoother(Prediction(other, probabilities, 0.5))
+    assert smoother.resets == 1
 
 
 @pytest.mark.parametrize(

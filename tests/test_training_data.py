@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamseg.transforms import resize, to_tensor
+from streamseg.transforms import network_input, upload
 from training.config import DataConfig
 from training.data import (
     DatasetError,
@@ -145,7 +145,7 @@ def test_validation_items_are_the_runtime_input_exactly(folder):
     dataset = PolypDataset(folder, [stem], (64, 64))
     image, mask = dataset[0]
     pixels, truth = folder.load_pair(stem)
-    assert torch.equal(image, resize(to_tensor(pixels), (64, 64))[0])
+    assert torch.equal(image, network_input(upload(pixels), (64, 64))[0])
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert mask.shape == (1, 64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(mask, resize_mask(truth, (64, 64)))

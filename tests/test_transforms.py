@@ -102,3 +102,19 @@ def test_native_bf16_probe_agrees_with_the_cpu_flags():
             flags.update(line.partition(":")[2].split())
     expected = bool(flags & {"amx_tile", "avx512_bf16"})
     assert cpu_has_native_bf16() is expected
+
+
+def test_network_input_from_uint8_is_within_one_grey_level_of_the_float_path():
+    """The CPU's uint8 antialiased resize against resizing the float image."""
+    from streamseg.transforms import network_input, upload
+
+    pixels = np.random.default_rng(0).integers(0, 256, (270, 480, 3), np.uint8)
+    fast = network_input(upload(pixels), (64, 96))
+    reference = resize(to_tensor(pixels), (64, 96))
+    assert fast.dtype == torch.float32 and fast.shape == reference.shape
+    assert float((fast - reference).abs().max()) <= 1.0 / 255 + 1e-6
+    # At the input size already: only the conversion, exact.
+    same = network_input(upload(pixels), (270, 480))
+    assert torch.equal(same, to_tensor(pixels))
+    # Float input is resized as before.
+    assert torch.equal(network_input(to_tensor(pixels), (64, 96)), reference)

@@ -205,7 +205,13 @@ def test_grid_variants_are_distinct_and_overrides_are_checked():
     # tau 0: one mode; tau 0.1: ema + uncertainty x 2 powers; each x 2 gaps.
     assert len(variants) == (1 + 3) * 2
     assert len({repr(v) for v in variants}) == len(variants)
-    assert all(v.enabled for v in variants)
+    assert all(v.settings.enabled for v in variants)
+    assert {v.threshold for v in variants} == {0.5}
+    offsets = SweepGrid.from_overrides(["on_offsets=0,0.1", "time_constants_s=0"])
+    assert {v.threshold for v in offsets.variants(0.5, SmoothingSettings())} == {
+        0.5,
+        0.6,
+    }
     for bad in ["taus=1", "modes=median", "time_constants_s=fast", "modes="]:
         with pytest.raises(ValueError, match="grid"):
             SweepGrid.from_overrides([bad])
@@ -227,9 +233,7 @@ def test_choose_prefers_variants_meeting_the_target(tmp_path):
         hysteresis_gaps=(0.0, 0.3),
         min_area_fractions=(0.0,),
     )
-    rows = run_sweep(
-        data, {"blink": baseline}, grid.variants(0.5, SmoothingSettings()), 0.5
-    )
+    rows = run_sweep(data, {"blink": baseline}, grid.variants(0.5, SmoothingSettings()))
     best = choose(rows, Target())
     assert best.meets(Target())
     assert best.comparisons["blink"].flicker_ratio == 0
@@ -600,7 +604,7 @@ def test_choose_prefers_the_largest_margin_among_variants_meeting_the_target():
 
     def row(dice_change, ratio, delay_ms):
         comparison = Comparison(dice_change, True, ratio, delay_ms, delay_ms, 0, 0)
-        return SweepRow(SmoothingSettings(), f"{ratio}", {}, {"d": comparison})
+        return SweepRow(SmoothingSettings(), 0.5, f"{ratio}", {}, {"d": comparison})
 
     on_the_limit = row(-0.005, 0.10, 0.0)  # steadiest, but no Dice to spare
     with_slack = row(+0.002, 0.30, 20.0)  # margins 1.4, 0.4, 0.8 -> 0.4

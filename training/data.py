@@ -5,8 +5,8 @@ A dataset folder holds ``images/`` and ``masks/`` with the same file stems
 line. Images, masks (grey level > 127 is polyp) and split files are read by
 :mod:`streamseg.evaluation.datasets`, the readers the tools and tests share.
 
-Images reach the network through :mod:`streamseg.transforms` (``to_tensor`` +
-``resize``), exactly as the runtime does; only training adds augmentation on top.
+Images reach the network through :mod:`streamseg.transforms` (``upload`` +
+``network_input``), exactly as the runtime does; only training adds augmentation on top.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from streamseg.evaluation.datasets import (
     read_mask,
     read_split,
 )
-from streamseg.transforms import resize, to_tensor
+from streamseg.transforms import network_input, resize, upload
 
 if TYPE_CHECKING:  # albumentations is imported only where augmentation is built
     import albumentations as A
@@ -243,7 +243,7 @@ def resize_mask(mask: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
     return tensor[0]
 
 
-CACHE_FORMAT = "streamseg-train-cache/1"
+CACHE_FORMAT = "streamseg-train-cache/2"
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ class CachedImages:
 
     Decoding full-size JPEGs every epoch dominates a CPU epoch at small input
     sizes; this decodes each training pair once, resizes the image with the
-    shared :func:`streamseg.transforms.resize` and the mask with
+    shared :func:`streamseg.transforms.network_input` and the mask with
     :func:`resize_mask` to ``size_hw`` (chosen a little larger than the network
     input, so augmentation still scales and crops from real pixels), and keeps
     them as uint8 ``.npy`` files. The file name is a hash of the dataset
@@ -310,7 +310,7 @@ class CachedImages:
             )
             for index, stem in enumerate(stems):
                 pixels, mask = folder.load_pair(stem)
-                resized = resize(to_tensor(pixels), size_hw)[0]
+                resized = network_input(upload(pixels), size_hw)[0]
                 images[index] = (
                     (resized.permute(1, 2, 0) * 255.0)
                     .round_()
@@ -365,8 +365,8 @@ def cache_key(folder: PolypFolder, stems: Sequence[str], size_hw: Sequence[int])
 class PolypDataset(Dataset):
     """(image, mask) pairs at the network's input size, optionally augmented.
 
-    Every image goes through :func:`streamseg.transforms.to_tensor` and
-    :func:`streamseg.transforms.resize`, the runtime's own functions, so an
+    Every image goes through :func:`streamseg.transforms.upload` and
+    :func:`streamseg.transforms.network_input`, the runtime's own functions, so an
     unaugmented item is bit-for-bit what the deployed network sees for that
     image. Normalization is not applied here: it is the network's first layer.
 
@@ -415,7 +415,7 @@ class PolypDataset(Dataset):
         if self.cache is not None:
             return self._cached_item(index)
         pixels, mask = self.folder.load_pair(self.stems[index])
-        image = resize(to_tensor(pixels), self.input_hw)[0]
+        image = network_input(upload(pixels), self.input_hw)[0]
         target = resize_mask(mask, self.input_hw)
         if self.augment is not None:
             out = self.augment(

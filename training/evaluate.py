@@ -1,6 +1,6 @@
 """Test-set evaluation of a model file at full resolution, on the runtime's own path.
 
-Each image goes through :func:`streamseg.transforms.to_tensor` and
+Each image goes through :func:`streamseg.transforms.upload` and
 :func:`streamseg.segmenter.predict_probabilities` (exactly what
 :class:`streamseg.segmenter.Segmenter` does), and the probabilities, back at the
 image's own size, are compared with the full-resolution mask. So the scores
@@ -30,7 +30,7 @@ from torch import nn
 from streamseg.device import Precision, resolve_precision, select_device
 from streamseg.model import ModelSpec, load_model
 from streamseg.segmenter import FP32, predict_probabilities
-from streamseg.transforms import to_tensor
+from streamseg.transforms import upload
 from training.data import DatasetError, PolypFolder, read_split
 from training.metrics import (
     Scores,
@@ -78,7 +78,7 @@ def predict_image(
     Returns:
         (H, W) float32 probabilities on ``device``.
     """
-    images = to_tensor(pixels, device)
+    images = upload(pixels, device)
     with torch.inference_mode():
         probabilities = predict_probabilities(
             network, images, input_hw, precision, tta="flips" if tta else "none"
@@ -172,7 +172,7 @@ class EvaluationReport:
             "tta": self.tta,
             "resolution": "full (each image's own size; network input "
             f"{self.input_hw[0]}x{self.input_hw[1]}, resized with "
-            "streamseg.transforms.resize)",
+            "streamseg.transforms.network_input; probabilities resized back)",
             "device": self.device,
             "precision": self.precision,
             "micro": {"averaging": MICRO, **self.micro.as_dict()},

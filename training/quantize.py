@@ -42,7 +42,8 @@ import torch
 from streamseg.backends import openvino as ov_backend
 from streamseg.model import ModelSpec, file_sha256, load_model
 from streamseg.segmenter import predict_probabilities
-from streamseg.transforms import resize, to_tensor
+from streamseg.transforms import network_input as to_network_input
+from streamseg.transforms import upload
 from training.data import PolypFolder, carve_validation, read_split
 from training.metrics import confusion_counts, macro_scores, micro_scores
 
@@ -133,7 +134,7 @@ def sample_stems(
 def network_input(pixels: np.ndarray, input_hw: Sequence[int]) -> np.ndarray:
     """(1, 3, h, w) float32 at ``input_hw``, as the runtime feeds the network."""
     with torch.inference_mode():
-        return resize(to_tensor(pixels, torch.device("cpu")), input_hw).numpy()
+        return to_network_input(upload(pixels), input_hw).numpy()
 
 
 def compare(
@@ -149,7 +150,7 @@ def compare(
     device = torch.device("cpu")
     for stem in stems:
         pixels, mask = folder.load_pair(stem)
-        images = to_tensor(pixels, device)
+        images = upload(pixels, device)
         truth = torch.from_numpy(mask).bool()
         with torch.inference_mode():
             p_ref = predict_probabilities(reference, images, spec.input_hw)[0]

@@ -26,8 +26,9 @@ from streamseg.evaluation.datasets import (
     read_split,
 )
 from streamseg.evaluation.metrics import dice_score
-from streamseg.frames import Frame
+from streamseg.frames import Frame, Prediction
 from streamseg.segmenter import ModelSettings, Segmenter
+from streamseg.transforms import resize
 
 # --- validation ---------------------------------------------------------------
 
@@ -138,12 +139,12 @@ def validate(
         pixels, truth_np = read_pair(image_path, mask_path)
         frame = Frame(row, 0.0, pixels)
         truth = torch.from_numpy(truth_np)
-        ref_prob = reference(frame).probabilities.float().cpu()
+        ref_prob = _at_frame_size(reference(frame))
         ref_mask = ref_prob >= threshold
         counts["fp32"][row] = _confusion(ref_mask, truth)
         pixels_total[row] = truth.numel()
         for name, segmenter in candidates.items():
-            probability = segmenter(frame).probabilities.float().cpu()
+            probability = _at_frame_size(segmenter(frame))
             mask = probability >= threshold
             counts[name][row] = _confusion(mask, truth)
             agree[name][row] = float((mask == ref_mask).sum())
@@ -189,3 +190,14 @@ def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray
         return read_image(image_path), read_mask(mask_path)
     except DatasetError as error:
         raise BenchError(str(error)) from error
+
+
+def _at_frame_size(prediction: Prediction) -> torch.Tensor:
+    """The prediction's probabilities resized to its frame, on the host.
+
+    As training's test-set evaluation scores them
+    (:func:`~streamseg.segmenter.predict_probabilities` at the image's size),
+    so the Dice here and there agree.
+    """
+    probabilities = prediction.probabilities.float()[None, None]
+    return resize(probabilities, prediction.frame.hw)[0, 0].cpu()

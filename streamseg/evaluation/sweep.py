@@ -28,6 +28,7 @@ from streamseg.evaluation.video_data import (
 )
 from streamseg.evaluation.video_metrics import Episode, VideoScorer, VideoScores
 from streamseg.frames import Frame, Prediction
+from streamseg.regions import scale_mask
 from streamseg.smoothing import SmoothingSettings, TemporalSmoother
 
 log = logging.getLogger(__name__)
@@ -77,17 +78,19 @@ def score_variant(
         scorer.start_sequence()
         smoother.reset()
         hw = sequence.eval_hw
+        map_hw = sequence.probabilities.shape[1:]
         blank = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (*hw, 3))
         times = sequence.timestamps_s
         if lead_in and settings.enabled:
             period_s = float(np.median(np.diff(times))) if len(times) > 1 else 0.04
             frame = Frame(0, float(times[0]) - period_s, blank)
-            smoother(Prediction(frame, torch.zeros(hw), model_threshold))
+            smoother(Prediction(frame, torch.zeros(map_hw), model_threshold))
         for index in range(len(times)):
             frame = Frame(index, float(times[index]), blank)
             current = torch.from_numpy(sequence.probabilities[index]).float()
             out = smoother(Prediction(frame, current, model_threshold))
-            scorer.add(out.mask.numpy(), sequence.truth[index], times[index])
+            mask = scale_mask(out.mask.numpy(), hw)
+            scorer.add(mask, sequence.truth[index], times[index])
     return VariantResult(scorer.summary(), tuple(scorer.episodes()))
 
 
@@ -214,7 +217,8 @@ class SweepGrid:
             and area filter only).
         modes: ``ema`` and/or ``uncertainty``.
         confidence_powers: k values for the ``uncertainty`` mode.
-        on_offsets: On threshold = model threshold + offset.
+        on_offsets: The threshold the variant runs at (``model.threshold``)
+            = the model file's threshold + offset.
         hysteresis_gaps: on - off (0: one threshold, no hysteresis).
         min_area_fractions: Area filter.
     """
@@ -269,8 +273,9 @@ class SweepGrid:
 
     def variants(
         self, model_threshold: float, base: SmoothingSettings
-    ) -> list[SmoothingSettings]:
-        """Every distinct combination, as settings derived from ``base``."""
+    ) -> list[Variant]:
+        """Every distinct combination: settings derived from ``base``, each with
+        the threshold it runs at."""
         variants = []
         for tau, mode, on_offset, gap, area in itertools.product(
             self.time_constants_s,
@@ -288,20 +293,29 @@ class SweepGrid:
                 else (base.confidence_power,)
             )
             for power in powers:
-                variants.append(
-                    dataclasses.replace(
-                        base,
-                        enabled=True,
-                        time_constant_s=tau,
-                        mode="ema" if tau == 0 else mode,
-                        confidence_power=power,
-                        on_threshold=round(on, 4),
-                        off_threshold=None,
-                        hysteresis_gap=min(gap, round(on - 0.01, 4)),
-                        min_area_fraction=area,
-                    )
+                settings = dataclasses.replace(
+                    base,
+                    enabled=True,
+                    time_constant_s=tau,
+                    mode="ema" if tau == 0 else mode,
+                    confidence_power=power,
+                    hysteresis_gap=min(gap, round(on - 0.01, 4)),
+                    min_area_fraction=area,
                 )
+                variants.append(Variant(settings, round(on, 4)))
         return variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a sweep: smoothing settings and the threshold they run at.
+
+    The threshold is what ``model.threshold`` would be set to: the smoother
+    turns a pixel on there (:meth:`SmoothingSettings.thresholds`).
+    """
+
+    settings: SmoothingSettings
+    threshold: float
 
 
 def family(settings: SmoothingSettings) -> str:
@@ -328,9 +342,13 @@ def describe(settings: SmoothingSettings, model_threshold: float) -> str:
 
 @dataclass(frozen=True)
 class SweepRow:
-    """One variant of the sweep, scored on every dataset."""
+    """One variant of the sweep, scored on every dataset.
+
+    ``threshold`` is the threshold the variant ran at (``model.threshold``).
+    """
 
     settings: SmoothingSettings
+    threshold: float
     label: str
     results: dict[str, VariantResult]
     comparisons: dict[str, Comparison]
@@ -388,8 +406,7 @@ class SweepRow:
 def run_sweep(
     datasets: dict[str, list[CachedSequence]],
     baselines: dict[str, VariantResult],
-    variants: Sequence[SmoothingSettings],
-    model_threshold: float,
+    variants: Sequence[Variant],
     *,
     lead_in: bool = True,
     min_detection_iou: float = 0.0,
@@ -398,12 +415,13 @@ def run_sweep(
 ) -> list[SweepRow]:
     """Score every variant on every dataset (from the cached probabilities)."""
     rows = []
-    for done, settings in enumerate(variants, start=1):
+    for done, variant in enumerate(variants, start=1):
+        settings = variant.settings
         results = {
             name: score_variant(
                 sequences,
                 settings,
-                model_threshold,
+                variant.threshold,
                 lead_in=lead_in,
                 min_detection_iou=min_detection_iou,
             )
@@ -412,7 +430,8 @@ def run_sweep(
         rows.append(
             SweepRow(
                 settings,
-                describe(settings, model_threshold),
+                variant.threshold,
+                describe(settings, variant.threshold),
                 results,
                 {
                     name: compare(baselines[name], r, target)
@@ -465,14 +484,13 @@ def within_gap(
     """The rows whose ``on - off`` is at most ``max_hysteresis_gap`` (None: all)."""
     if max_hysteresis_gap is None:
         return list(rows)
-    return [r for r in rows if _gap(r.settings) <= max_hysteresis_gap + 1e-9]
+    return [r for r in rows if _gap(r) <= max_hysteresis_gap + 1e-9]
 
 
-def _gap(settings: SmoothingSettings) -> float:
-    """``on - off`` of the settings (``hysteresis_gap`` unless both are given)."""
-    if settings.on_threshold is not None and settings.off_threshold is not None:
-        return settings.on_threshold - settings.off_threshold
-    return settings.hysteresis_gap
+def _gap(row: SweepRow) -> float:
+    """``on - off`` of a row (its ``hysteresis_gap``, less where off hits 0.01)."""
+    on, off = row.settings.thresholds(row.threshold)
+    return on - off
 
 
 def best_per_group(rows: Sequence[SweepRow], target: Target) -> list[SweepRow]:
@@ -488,14 +506,19 @@ def best_per_group(rows: Sequence[SweepRow], target: Target) -> list[SweepRow]:
 
 
 def variant_key(
-    settings: SmoothingSettings, model_threshold: float
+    settings: SmoothingSettings, threshold: float, model_threshold: float
 ) -> tuple[str, float, float, float, float]:
-    """What a variant is, independent of the model's threshold.
+    """What a variant is, independent of the model file's threshold.
 
     (family, time constant, on - model threshold, on - off, area), so the same
     grid point can be matched across sweeps of models with other thresholds.
+
+    Args:
+        settings: The variant's smoothing.
+        threshold: The threshold it ran at.
+        model_threshold: The model file's threshold.
     """
-    on, off = settings.thresholds(model_threshold)
+    on, off = settings.thresholds(threshold)
     return (
         family(settings),
         round(settings.time_constant_s, 6),
@@ -539,8 +562,14 @@ def load_joint_sweep(
     fields = [f.name for f in dataclasses.fields(Comparison)]
     table = {}
     for row in rows:
-        settings = SmoothingSettings(**row["settings"])
-        table[variant_key(settings, threshold)] = {
+        raw = dict(row["settings"])
+        # Reports written before the smoother's own thresholds were removed
+        # carry them in the settings: the on threshold is the variant's.
+        on = raw.pop("on_threshold", None)
+        raw.pop("off_threshold", None)
+        settings = SmoothingSettings(**raw)
+        ran_at = float(row.get("threshold", on if on is not None else threshold))
+        table[variant_key(settings, ran_at, threshold)] = {
             f"{label}:{name}": Comparison(
                 **{k: math.nan if values[k] is None else values[k] for k in fields}
             )
@@ -560,7 +589,7 @@ def join_sweeps(
     label, table = load_joint_sweep(joint_path)
     joined = []
     for row in rows:
-        extra = table.get(variant_key(row.settings, model_threshold))
+        extra = table.get(variant_key(row.settings, row.threshold, model_threshold))
         if extra is not None:
             joined.append(
                 dataclasses.replace(row, comparisons={**row.comparisons, **extra})

@@ -349,6 +349,7 @@ def score_tracking(
     import torch
 
     from streamseg.frames import Prediction
+    from streamseg.regions import scale_mask
     from streamseg.smoothing import TemporalSmoother
 
     scorer = TrackScorer(min_detection_iou=min_detection_iou)
@@ -360,15 +361,18 @@ def score_tracking(
         tracker.reset()
         ids = polyp_ids[number] if polyp_ids is not None else None
         hw = sequence.eval_hw
+        map_hw = sequence.probabilities.shape[1:]
         blank = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (*hw, 3))
         times = sequence.timestamps_s
         if lead_in:
             period_s = float(np.median(np.diff(times))) if len(times) > 1 else 0.04
             start_s = float(times[0]) - period_s
             out = smoother(
-                Prediction(Frame(0, start_s, blank), torch.zeros(hw), model_threshold)
+                Prediction(
+                    Frame(0, start_s, blank), torch.zeros(map_hw), model_threshold
+                )
             )
-            tracker(start_s, detect(out.mask.numpy()))
+            tracker(start_s, detect(scale_mask(out.mask.numpy(), hw)))
         images = frames[number]() if frames is not None else None
         for index in range(len(times)):
             pixels = None
@@ -380,13 +384,13 @@ def score_tracking(
             frame = Frame(index, float(times[index]), blank)
             current = torch.from_numpy(sequence.probabilities[index]).float()
             out = smoother(Prediction(frame, current, model_threshold))
-            regions = detect(out.mask.numpy(), pixels)
+            regions = detect(scale_mask(out.mask.numpy(), hw), pixels)
             tracked = tracker(float(times[index]), regions)
             scorer.add(
                 tracked,
                 regions,
                 sequence.truth[index],
-                current.numpy() >= model_threshold,
+                scale_mask(current.numpy() >= model_threshold, hw),
                 polyp_id=None if ids is None else ids[index],
             )
     return scorer.summary()

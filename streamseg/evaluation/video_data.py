@@ -47,7 +47,7 @@ from streamseg.sources import (
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "streamseg-video-eval-cache/1"
+CACHE_FORMAT = "streamseg-video-eval-cache/2"
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -321,8 +321,10 @@ class CachedSequence:
     Attributes:
         name: The sequence's name.
         timestamps_s: (N,) float64 presentation times in seconds.
-        probabilities: (N, h, w) float16 foreground probabilities.
-        truth: (N, h, w) bool truth masks.
+        probabilities: (N, h, w) float16 foreground probabilities as the
+            segmenter makes them (at the network's input size, covering the
+            frame).
+        truth: (N, H, W) bool truth masks at the evaluation size.
         frame_hw: (height, width) of the original frames.
     """
 
@@ -465,7 +467,8 @@ def load_dataset(
     """Probabilities and truth of every sequence, from the cache or the network.
 
     The network runs once per frame (batches of ``model.batch_size``); the
-    probabilities are downscaled to the evaluation size and kept as float16.
+    probabilities are kept as the segmenter makes them (at the network's
+    input size), as float16; the truth is downscaled to the evaluation size.
     With ``cache_dir``, they are read from / written to
     ``cache_dir/<dataset>-<key>.npz`` (key: :func:`cache_key`).
 
@@ -494,13 +497,13 @@ def load_dataset(
                 )
         else:
             probabilities, timestamps_s, frame_hw = _predict(
-                source, model, long_side_px, len(truth), done, total, on_progress
+                source, model, len(truth), done, total, on_progress
             )
         done += len(truth)
         if on_progress is not None:
             on_progress(done, total)
         _check_truth_sizes(source, truth, frame_hw)
-        hw = probabilities.shape[1:]
+        hw = eval_size(frame_hw, long_side_px)
         truth_small = np.stack([downscale_mask(m, hw) for m in truth])
         if source.restamp_fps:
             timestamps_s = np.arange(len(truth), dtype=np.float64) / source.restamp_fps
@@ -521,14 +524,11 @@ def load_dataset(
 def _predict(
     source: SequenceSource,
     model: ModelRunner,
-    long_side_px: int,
     expected: int,
     done: int,
     total: int,
     on_progress: ProgressCallback | None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    from streamseg.transforms import resize
-
     segmenter = model.segmenter
     batch_size = model.settings.batch_size
     chunks: list[np.ndarray] = []
@@ -556,9 +556,8 @@ def _predict(
             )
         with torch.inference_mode():
             predictions = segmenter.segment(batch)
-            stacked = torch.stack([p.probabilities for p in predictions])[:, None]
-            small = resize(stacked, eval_size(frame_hw, long_side_px))[:, 0]
-        chunks.append(small.clamp(0, 1).to("cpu", torch.float16).numpy())
+            stacked = torch.stack([p.probabilities for p in predictions])
+        chunks.append(stacked.clamp(0, 1).to("cpu", torch.float16).numpy())
         timestamps.extend(frame.timestamp_s for frame in batch)
         if on_progress is not None:
             on_progress(done + count, total)

@@ -8,10 +8,12 @@ Pipeline::
 
     EvalDataset (video + masks | frame folder + masks | CVC-ClinicDB layout)
       -> network once per frame (the runtime's Segmenter)
-      -> probabilities at <= long_side_px, float16, cached in an .npz
-         keyed by the model file's and the frames' contents
+      -> probabilities at the network's input size, float16, cached in an
+         .npz keyed by the model file's and the frames' contents
       -> every smoothing variant replayed from the cache through the
-         runtime's own TemporalSmoother
+         runtime's own TemporalSmoother (at the network's input size, as
+         the runtime runs it), the final mask scaled to the evaluation size
+         as the runtime scales it to the frame (streamseg.regions.scale_mask)
       -> VideoScorer (streamseg.evaluation.video_metrics) -> report, sweep, plot
 
 Conventions (also written into every report):
@@ -316,7 +318,6 @@ def evaluate_video(
             loaded,
             baselines,
             variants,
-            threshold,
             target=target,
             on_progress=on_sweep_progress,
             **options,
@@ -366,6 +367,7 @@ def _row_dict(row: SweepRow, target: Target) -> dict[str, Any]:
         "label": row.label,
         "family": family(row.settings),
         "settings": dataclasses.asdict(row.settings),
+        "threshold": row.threshold,
         "meets_target": row.meets(target),
         "violation": row.violation(target),
         "datasets": {

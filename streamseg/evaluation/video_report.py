@@ -76,8 +76,8 @@ def sweep_csv(evaluation: VideoEvaluation) -> str:
             "family",
             "time_constant_s",
             "confidence_power",
-            "on_threshold",
-            "off_threshold",
+            "on",
+            "off",
             "min_area_fraction",
             "meets_target",
             "violation",
@@ -86,7 +86,7 @@ def sweep_csv(evaluation: VideoEvaluation) -> str:
     )
     for row in evaluation.sweep:
         s = row.settings
-        on, off = s.thresholds(evaluation.model_threshold)
+        on, off = s.thresholds(row.threshold)
         cells: list[Any] = [
             family(s),
             s.time_constant_s,
@@ -193,6 +193,8 @@ def sweep_markdown(evaluation: VideoEvaluation) -> str:
                 text += f" Without that bound: `{steadiest.label}`."
             text += "\n"
         text += f"\nChosen: `{chosen.label}`"
+        if abs(chosen.threshold - evaluation.model_threshold) > 1e-9:
+            text += f" (with `model.threshold: {chosen.threshold:g}`)"
         if not chosen.meets(target):
             misses = {
                 name: c.shortfalls(target) for name, c in chosen.comparisons.items()
