@@ -1,10 +1,13 @@
 """What one frame shows after smoothing: one host-side value, computed once.
 
-:meth:`Findings.of` copies the final mask to the host once, scales it from
-the network's input size to the frame's (:func:`~streamseg.regions.scale_mask`),
-labels its regions once (the tracker reuses that labelling; a mask already at
-the frame's size that the smoother's area filter labelled is not labelled
-again), and takes the area and the highest probability. The overlay, the
+:meth:`Findings.of` copies the final mask to the host once and labels its
+regions once, on the network's map (the tracker reuses that labelling; a mask
+that the smoother's area filter labelled at the frame's size is not labelled
+again). The regions' boxes are scaled to the frame's pixels
+(:func:`~streamseg.regions.scale_box`) and the mask is scaled to the frame
+for drawing (:func:`~streamseg.regions.scale_mask`). Regions are counted on
+the map, where the area filter decided them: scaling a mask can split a
+region where it narrows to one pixel, scaling the regions cannot. The overlay, the
 alerts, the event log, the mask writer, event clips and the browser view all
 read this one value instead of each copying and labelling the mask again.
 With tracking on, :meth:`Findings.tracked` adds the polyp tracks of the frame.
@@ -20,7 +23,14 @@ import numpy as np
 import torch
 
 from streamseg.frames import Frame, Prediction
-from streamseg.regions import BoxXYWH, Region, Regions, label_regions, scale_mask
+from streamseg.regions import (
+    BoxXYWH,
+    Region,
+    Regions,
+    label_regions,
+    scale_box,
+    scale_mask,
+)
 
 if TYPE_CHECKING:
     from streamseg.tracking import Tracker, TrackFrame
@@ -35,7 +45,8 @@ class Findings:
             inference device, at the network's input size.
         mask: (H, W) bool host array, the final mask at the frame's size
             (read only).
-        regions: Connected regions of ``mask``, largest first, in frame pixels.
+        regions: Connected regions of the final mask, largest first, in
+            frame pixels (found on the network's map, boxes scaled).
         area_fraction: Mask pixels / frame pixels, in [0, 1].
         max_probability: Highest (smoothed, if smoothing is on) probability
             in the frame, in [0, 1].
@@ -53,6 +64,11 @@ class Findings:
     present: bool
     tracks: TrackFrame | None = None
     labelled: Regions | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    # The final mask on the network's map when it is not the frame's size
+    # (``labelled`` then labels it); None when the map is the frame.
+    map_mask: np.ndarray | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
 
@@ -94,7 +110,11 @@ class Findings:
         """
         from streamseg.tracking import detect
 
-        regions = detect(self.mask, self.frame.pixels, labelled=self.labelled)
+        if self.map_mask is None:
+            regions = detect(self.mask, self.frame.pixels, labelled=self.labelled)
+        else:
+            on_map = detect(self.map_mask, self.frame.pixels, labelled=self.labelled)
+            regions = on_map.scaled(self.frame.hw)
         frame = tracker(self.frame.timestamp_s, regions)
         return dataclasses.replace(self, tracks=frame)
 
@@ -122,28 +142,40 @@ class Findings:
         """
         mask = prediction.mask.to("cpu", torch.bool).contiguous().numpy()
         height, width = prediction.frame.hw
-        at_frame_size = prediction.hw == (height, width)
-        mask = scale_mask(mask, (height, width))
-        area_px = int(np.count_nonzero(mask))
         probabilities = prediction.probabilities
         if probabilities.device.type == "cpu" and probabilities.dtype == torch.float32:
             max_probability = float(probabilities.numpy().max())
         else:
             max_probability = float(probabilities.max())
-        labelled = None
-        if not area_px:
-            regions: tuple[Region, ...] = ()
-        elif at_frame_size and prediction.regions is not None:
-            regions = prediction.regions
+        area_px = int(np.count_nonzero(mask))
+        map_hw = prediction.hw
+        known = prediction.regions is not None and map_hw == (height, width)
+        labelled = label_regions(mask) if area_px and not known else None
+        map_mask = None
+        if map_hw == (height, width):
+            if not area_px:
+                regions: tuple[Region, ...] = ()
+            elif prediction.regions is not None:
+                regions = prediction.regions
+            else:
+                regions = () if labelled is None else labelled.listed()
         else:
-            labelled = label_regions(mask)
-            regions = () if labelled is None else labelled.listed()
+            factor = height * width / (map_hw[0] * map_hw[1])
+            regions = tuple(
+                Region(
+                    scale_box(region.box_xywh, map_hw, (height, width)),
+                    round(region.area_px * factor),
+                )
+                for region in (() if labelled is None else labelled.listed())
+            )
+            map_mask, mask = mask, scale_mask(mask, (height, width))
         return cls(
             prediction=prediction,
             mask=mask,
             regions=regions,
-            area_fraction=area_px / (height * width),
+            area_fraction=area_px / (map_hw[0] * map_hw[1]),
             max_probability=max_probability,
             present=area_px > 0,
             labelled=labelled,
+            map_mask=map_mask,
         )

@@ -13,6 +13,7 @@ polyp-sized mask from 13 ms to under 3 ms (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,24 @@ class Regions:
     def boxes_xywh(self) -> tuple[BoxXYWH, ...]:
         """``(x, y, width, height)`` per region in mask pixels, largest first."""
         return tuple(region.box_xywh for region in self.listed())
+
+
+def scale_box(
+    box_xywh: BoxXYWH, from_hw: tuple[int, int], to_hw: tuple[int, int]
+) -> BoxXYWH:
+    """A box in one image's pixels as the smallest box covering it in another's.
+
+    Example:
+        >>> scale_box((1, 2, 3, 4), (10, 10), (20, 40))
+        (4, 4, 12, 8)
+    """
+    x, y, width, height = box_xywh
+    sx = to_hw[1] / from_hw[1]
+    sy = to_hw[0] / from_hw[0]
+    left, top = math.floor(x * sx), math.floor(y * sy)
+    right = min(math.ceil((x + width) * sx), to_hw[1])
+    bottom = min(math.ceil((y + height) * sy), to_hw[0])
+    return left, top, right - left, bottom - top
 
 
 def scale_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

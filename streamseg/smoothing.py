@@ -82,8 +82,8 @@ class SmoothingSettings:
     time_constant_s: float = 0.0
     mode: Literal["ema", "uncertainty"] = "ema"
     confidence_power: float = 2.0
-    hysteresis_gap: float = 0.05
-    min_area_fraction: float = 0.005
+    hysteresis_gap: float = 0.1
+    min_area_fraction: float = 0.002
     max_gap_s: float = 0.5
 
     def __post_init__(self) -> None:

@@ -44,13 +44,14 @@ NumPy, pure and tested (tests/test_tracking.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamseg.regions import Regions, label_regions
+from streamseg.regions import Regions, label_regions, scale_box, scale_mask
 
 BoxXYWH = tuple[int, int, int, int]
 LIGHTNESS_WEIGHT = 4.0  # lightness changes 4x faster than chroma with exposure
@@ -161,15 +162,41 @@ class FrameRegions:
         hw: The mask's (height, width).
         detections: One :class:`Detection` per region, largest first.
         regions: The labelled regions (None for an empty mask).
+        source: For regions found on a smaller map and scaled to the frame
+            (:meth:`scaled`): the regions on that map.
     """
 
     hw: tuple[int, int]
     detections: tuple[Detection, ...]
     regions: Regions | None = field(default=None, repr=False)
+    source: FrameRegions | None = field(default=None, repr=False)
+
+    def scaled(self, hw: tuple[int, int]) -> FrameRegions:
+        """These regions in the pixels of a ``hw`` frame that the mask covers.
+
+        Boxes become the smallest boxes covering them, areas scale with the
+        pixel count; order, labels and colours stay. The regions are those
+        of the map: scaling a mask can split a region where it narrows to a
+        pixel, scaling the regions cannot.
+        """
+        if tuple(hw) == self.hw:
+            return self
+        factor = hw[0] * hw[1] / (self.hw[0] * self.hw[1])
+        detections = tuple(
+            dataclasses.replace(
+                d,
+                box_xywh=scale_box(d.box_xywh, self.hw, hw),
+                area_px=round(d.area_px * factor),
+            )
+            for d in self.detections
+        )
+        return FrameRegions((int(hw[0]), int(hw[1])), detections, None, self)
 
     def mask_of(self, indices: set[int] | frozenset[int]) -> np.ndarray:
         """(H, W) bool mask of the detections at ``indices`` (positions in
         :attr:`detections`)."""
+        if self.source is not None:
+            return scale_mask(self.source.mask_of(indices), self.hw)
         if self.regions is None or not indices:
             return np.zeros(self.hw, bool)
         keep = np.zeros(len(self.regions.stats), bool)
@@ -190,6 +217,8 @@ def detect(
         mask: (H, W) bool or uint8 array (non-zero = polyp).
         pixels: The frame, (H, W, 3) uint8 RGB: each region's mean colour
             is measured (:func:`region_colors`) for the appearance check.
+            The mask may be smaller than the frame (the network's map, which
+            covers the frame).
         labelled: ``label_regions(mask)`` when the caller has it already
             (:class:`~streamseg.findings.Findings`); the mask is not
             labelled again.
@@ -204,7 +233,7 @@ def detect(
     if regions is None:
         return FrameRegions(hw, ())
     x0, y0 = regions.origin_xy
-    colors = region_colors(regions, pixels) if pixels is not None else None
+    colors = region_colors(regions, pixels, hw) if pixels is not None else None
     found = [
         Detection(
             (int(x + x0), int(y + y0), int(w), int(h)),
@@ -220,7 +249,7 @@ def detect(
 
 
 def region_colors(
-    regions: Regions, pixels: np.ndarray
+    regions: Regions, pixels: np.ndarray, mask_hw: tuple[int, int] | None = None
 ) -> list[tuple[float, float, float] | None]:
     """Mean CIELAB colour of each region's pixels (OpenCV 8-bit Lab, 0-255).
 
@@ -230,6 +259,9 @@ def region_colors(
     Args:
         regions: From :func:`streamseg.regions.label_regions`.
         pixels: (H, W, 3) uint8 RGB frame the mask belongs to.
+        mask_hw: The labelled mask's (height, width) when it is not the
+            frame's: each sampled mask pixel reads the frame pixel under its
+            centre.
 
     Returns:
         One ``(L, a, b)`` per label (index 0, the background, included);
@@ -240,7 +272,14 @@ def region_colors(
     rows, cols = regions.box
     labels = regions.labels
     step = max(1, math.ceil(math.sqrt(labels.size / 16384)))
-    crop = np.ascontiguousarray(pixels[rows, cols][::step, ::step])
+    if mask_hw is None or tuple(mask_hw) == pixels.shape[:2]:
+        crop = np.ascontiguousarray(pixels[rows, cols][::step, ::step])
+    else:
+        sy = pixels.shape[0] / mask_hw[0]
+        sx = pixels.shape[1] / mask_hw[1]
+        ys = ((np.arange(rows.start, rows.stop, step) + 0.5) * sy).astype(np.intp)
+        xs = ((np.arange(cols.start, cols.stop, step) + 0.5) * sx).astype(np.intp)
+        crop = np.ascontiguousarray(pixels[ys[:, None], xs[None, :]])
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
     flat = labels[::step, ::step].reshape(-1).astype(np.int64)
     count = len(regions.stats)

@@ -226,9 +226,31 @@ def test_findings_scale_a_map_at_the_network_size_to_the_frame():
     ((x, y, w, h),) = findings.boxes_xywh
     assert (x, y) == pytest.approx((20, 22.5), abs=2.5)
     assert (w, h) == pytest.approx((40, 22.5), abs=2.5)
-    assert findings.regions == find_regions(findings.mask)
+    # Boxes from the map's regions: the box of the drawn mask, area within scaling.
+    ((box, area),) = [(r.box_xywh, r.area_px) for r in find_regions(findings.mask)]
+    assert findings.regions[0].box_xywh == box
+    assert findings.regions[0].area_px == pytest.approx(area, rel=0.05)
     image = render(findings, OverlayStyle(hud=False, boxes=False))
     assert image.shape == (90, 160, 3)
     assert (image[findings.mask] != 0).any() and not image[~findings.mask].any()
     tracked = findings.tracked(Tracker(TrackingSettings(min_on_s=0.0)))
     assert tracked.tracks is not None and tracked.tracks.hw == (90, 160)
+
+
+def test_regions_are_counted_on_the_map_not_on_the_scaled_mask():
+    """Two map pixels touching only at a corner are one 8-connected region;
+    bilinear scaling separates them. The region count, boxes and tracks follow
+    the map."""
+    from streamseg.regions import find_regions
+    from streamseg.tracking import Tracker, TrackingSettings
+
+    frame = Frame(0, 0.0, np.zeros((20, 21, 3), np.uint8))
+    probabilities = torch.zeros(6, 6)
+    probabilities[1:3, 1:3] = 0.9
+    probabilities[3:5, 3:5] = 0.9  # touches the first block at one corner
+    findings = Findings.of(Prediction(frame, probabilities, 0.5))
+    assert len(find_regions(findings.mask)) == 2  # the scaled mask splits
+    assert len(findings.regions) == 1
+    assert findings.regions[0].box_xywh == (3, 3, 15, 14)
+    tracked = findings.tracked(Tracker(TrackingSettings(min_on_s=0.0)))
+    assert tracked.tracks is not None and len(tracked.tracks.track_ids) == 1

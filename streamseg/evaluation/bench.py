@@ -100,7 +100,8 @@ METHOD = {
     "frame; dropped = source frames never processed",
     "stages": "pipeline: time per frame on the main loop (decode and encode run on "
     "their own threads, so only the wait for them shows; inference = upload + "
-    "resize + network + resize back); naive: each stage timed on its own",
+    "resize to the input size + network; smoothing runs at the input size, "
+    "findings scale the mask to the frame); naive: each stage timed on its own",
     "naive": "read_video -> to_tensor + resize -> fp32 network + sigmoid + resize "
     "back -> render -> libx264 encode, one frame at a time, nothing overlapped",
     "load": "machine.load_average_start/end: 1/5/15-minute load averages; "

@@ -113,7 +113,8 @@ def validate(
     """Compare each variant's masks with fp32's on labelled images.
 
     Every image goes through :meth:`Segmenter.segment` (the runtime path:
-    upload, resize, forward, resize back) at its own resolution.
+    upload, resize, forward) and its probabilities are resized back to the
+    image, as training's test-set evaluation does.
 
     Args:
         model_path: Model file.

@@ -372,7 +372,7 @@ def score_tracking(
                     Frame(0, start_s, blank), torch.zeros(map_hw), model_threshold
                 )
             )
-            tracker(start_s, detect(scale_mask(out.mask.numpy(), hw)))
+            tracker(start_s, detect(out.mask.numpy()).scaled(hw))
         images = frames[number]() if frames is not None else None
         for index in range(len(times)):
             pixels = None
@@ -384,7 +384,8 @@ def score_tracking(
             frame = Frame(index, float(times[index]), blank)
             current = torch.from_numpy(sequence.probabilities[index]).float()
             out = smoother(Prediction(frame, current, model_threshold))
-            regions = detect(scale_mask(out.mask.numpy(), hw), pixels)
+            # As Findings.tracked: regions on the map, boxes scaled to the frame.
+            regions = detect(out.mask.numpy(), pixels).scaled(hw)
             tracked = tracker(float(times[index]), regions)
             scorer.add(
                 tracked,
