@@ -108,7 +108,7 @@ class Findings:
         The tracker reads the host mask and the frame's pixels (each region's
         mean colour); the mask is unchanged.
         """
-        from streamseg.tracking import detect
+        from streamseg.detections import detect
 
         if self.map_mask is None:
             regions = detect(self.mask, self.frame.pixels, labelled=self.labelled)

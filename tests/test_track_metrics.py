@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamseg.detections import detect
 from streamseg.evaluation.track_metrics import (
     TrackScorer,
     id_switches,
@@ -15,7 +16,7 @@ from streamseg.evaluation.track_metrics import (
 )
 from streamseg.evaluation.video_data import CachedSequence
 from streamseg.smoothing import SmoothingSettings
-from streamseg.tracking import Tracker, TrackingSettings, detect
+from streamseg.tracking import Tracker, TrackingSettings
 
 HW = (48, 64)
 

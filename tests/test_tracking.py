@@ -7,14 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from streamseg.detections import Detection, FrameRegions, detect
 from streamseg.tracking import (
-    Detection,
-    FrameRegions,
     Tracker,
     TrackingSettings,
     associate,
     box_iou,
-    detect,
     exit_point,
 )
 

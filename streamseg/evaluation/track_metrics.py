@@ -42,14 +42,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from streamseg.detections import FrameRegions, detect
 from streamseg.frames import Frame
-from streamseg.tracking import (
-    FrameRegions,
-    Tracker,
-    TrackFrame,
-    TrackingSettings,
-    detect,
-)
+from streamseg.tracking import Tracker, TrackFrame, TrackingSettings
 
 if TYPE_CHECKING:
     from streamseg.evaluation.video_data import CachedSequence
