@@ -24,14 +24,10 @@ from streamseg.config import ConfigError, load_config
 from streamseg.device import Precision
 from streamseg.frames import Frame
 from streamseg.model import build_network
-from streamseg.segmenter import (
-    FrameUploader,
-    ModelSettings,
-    Segmenter,
-    check_options,
-)
+from streamseg.segmenter import ModelSettings, Segmenter, check_options
 from streamseg.sources import SourceSettings
 from streamseg.transforms import to_tensor, upload
+from streamseg.uploader import FrameUploader
 
 CPU = torch.device("cpu")
 FP32 = Precision(None)
