@@ -99,9 +99,9 @@ def network_input(images: torch.Tensor, input_hw: Sequence[int]) -> torch.Tensor
         input_hw: The network's input (height, width).
 
     uint8 images on the CPU are resized before the conversion to float, by
-    torch's uint8 antialiased bilinear kernel: 1.5 ms instead of 9 ms for a
-    1080p frame on 2 cores, and within one grey level of resizing the float
-    image (tests/test_transforms.py). Elsewhere (CUDA) they are converted
+    torch's uint8 antialiased bilinear kernel: about 4x faster for a 1080p
+    frame (benchmarks/input_resize.py), and within one grey level of resizing
+    the float image (tests/test_transforms.py). Elsewhere (CUDA) they are converted
     first, then resized as floats.
 
     Example:
