@@ -1,13 +1,13 @@
 """What one frame shows after smoothing: one host-side value, computed once.
 
-:meth:`Findings.of` copies the final mask to the host once and labels its
-regions once, on the network's map (the tracker reuses that labelling; a mask
-that the smoother's area filter labelled at the frame's size is not labelled
-again). The regions' boxes are scaled to the frame's pixels
-(:func:`~streamseg.regions.scale_box`) and the mask is scaled to the frame
-for drawing (:func:`~streamseg.regions.scale_mask`). Regions are counted on
-the map, where the area filter decided them: scaling a mask can split a
-region where it narrows to one pixel, scaling the regions cannot. The overlay, the
+:meth:`Findings.of` copies the final mask to the host once and takes its
+regions on the network's map, where the smoother's area filter labelled them
+(it labels the map itself only when no filter ran). The regions' boxes are
+scaled to the frame's pixels (:func:`~streamseg.regions.scale_box`) and the
+mask is scaled to the frame for drawing (:func:`~streamseg.regions.scale_mask`).
+Regions are counted on the map, where the area filter decided them: scaling a
+mask can split a region where it narrows to one pixel, scaling the regions
+cannot. The overlay, the
 alerts, the event log, the mask writer, event clips and the browser view all
 read this one value instead of each copying and labelling the mask again.
 With tracking on, :meth:`Findings.tracked` adds the polyp tracks of the frame.
@@ -67,7 +67,7 @@ class Findings:
         default=None, repr=False, compare=False
     )
     # The final mask on the network's map when it is not the frame's size
-    # (``labelled`` then labels it); None when the map is the frame.
+    # (``labelled``, when set, labels it); None when the map is the frame.
     map_mask: np.ndarray | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
@@ -148,25 +148,26 @@ class Findings:
         else:
             max_probability = float(probabilities.max())
         area_px = int(np.count_nonzero(mask))
-        map_hw = prediction.hw
-        known = prediction.regions is not None and map_hw == (height, width)
-        labelled = label_regions(mask) if area_px and not known else None
-        map_mask = None
-        if map_hw == (height, width):
-            if not area_px:
-                regions: tuple[Region, ...] = ()
-            elif prediction.regions is not None:
-                regions = prediction.regions
-            else:
-                regions = () if labelled is None else labelled.listed()
+        # Regions on the map: the smoother's area filter labelled it already,
+        # else label it here (and keep the labels for the tracker).
+        labelled = None
+        if not area_px:
+            on_map: tuple[Region, ...] = ()
+        elif prediction.regions is not None:
+            on_map = prediction.regions
         else:
+            labelled = label_regions(mask)
+            on_map = () if labelled is None else labelled.listed()
+        map_hw = prediction.hw
+        regions, map_mask = on_map, None
+        if map_hw != (height, width):
             factor = height * width / (map_hw[0] * map_hw[1])
             regions = tuple(
                 Region(
                     scale_box(region.box_xywh, map_hw, (height, width)),
                     round(region.area_px * factor),
                 )
-                for region in (() if labelled is None else labelled.listed())
+                for region in on_map
             )
             map_mask, mask = mask, scale_mask(mask, (height, width))
         return cls(
