@@ -148,6 +148,31 @@ def test_plans_are_checked_before_any_training(tmp_path):
         load_plan(unsafe)
 
 
+def test_arms_can_be_chosen_by_name_in_the_order_given(tmp_path, capsys):
+    plan = load_plan(_plan(tmp_path, "  - name: a\n  - name: b\n  - name: c\n"))
+    assert [arm.name for arm in plan.select()] == ["a", "b", "c"]
+    assert [arm.name for arm in plan.select(("c", "a", "c"))] == ["c", "a"]
+    with pytest.raises(ConfigError, match="no arm called x; the plan lists a, b, c"):
+        plan.select(("a", "x"))
+    # The command line refuses an unknown arm before any training starts.
+    code = main(
+        [
+            "ablate",
+            "--plan",
+            str(plan.path),
+            "--data",
+            str(KVASIR),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--arms",
+            "b,x",
+        ]
+    )
+    assert code == 2
+    assert "no arm called x" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_ablation_trains_each_arm_once_scores_validation_and_resumes(tmp_path):
     plan = load_plan(

@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value in every arm (repeatable)",
     )
     ablate.add_argument(
+        "--arms",
+        default="",
+        metavar="NAME,NAME",
+        help="train only these arms, in this order (default: every arm of the plan; "
+        "the table still lists all)",
+    )
+    ablate.add_argument(
         "--report-only",
         action="store_true",
         help="only rewrite ablation.csv/ablation.md from the run folders (no training)",
@@ -378,7 +385,8 @@ def run_ablate(args: argparse.Namespace) -> int:
     extra = list(args.overrides)
     if args.threads is not None:
         extra.append(f"optimization.threads={args.threads}")
-    for arm in plan.arms:  # every arm's final config must be valid before hours of work
+    only = tuple(name.strip() for name in args.arms.split(",") if name.strip())
+    for arm in plan.select(only):  # valid configs before hours of work
         plan.config(arm, args.data, tuple(extra))
     if args.report_only:
         args.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -392,6 +400,7 @@ def run_ablate(args: argparse.Namespace) -> int:
             device=args.device,
             extra=tuple(extra),
             progress=not args.quiet,
+            only=only,
         )
     console.print(
         (args.runs_dir / "ablation.md").read_text(encoding="utf-8"),

@@ -87,6 +87,23 @@ class Plan:
             self.base, [*self.overrides, *arm.overrides, *extra], data_root=data_root
         )
 
+    def select(self, names: tuple[str, ...] = ()) -> tuple[Arm, ...]:
+        """The arms called ``names``, in that order; every arm when empty.
+
+        Raises:
+            ConfigError: A name the plan does not list.
+        """
+        if not names:
+            return self.arms
+        by_name = {arm.name: arm for arm in self.arms}
+        unknown = [name for name in names if name not in by_name]
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: no arm called {', '.join(unknown)}; "
+                f"the plan lists {', '.join(by_name)}"
+            )
+        return tuple(by_name[name] for name in dict.fromkeys(names))
+
 
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan file (every arm's config is validated up front).
@@ -148,8 +165,12 @@ def run_plan(
     device: str = "auto",
     extra: tuple[str, ...] = (),
     progress: bool = True,
+    only: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Train and score every arm in order; rewrite the tables after each.
+
+    ``only`` names the arms to train, in that order (default: all, in plan
+    order); the tables still list every arm of the plan.
 
     An arm that fails is recorded as ``failed`` (with the error in its
     ``ablation.json``-less folder's log) and the plan goes on with the next.
@@ -163,7 +184,7 @@ def run_plan(
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     failures: dict[str, str] = {}
-    for arm in plan.arms:
+    for arm in plan.select(only):
         run_dir = runs_dir / arm.name
         if (run_dir / RESULT_FILE).is_file():
             log.info("arm %s: finished earlier, skipped", arm.name)
