@@ -6,8 +6,12 @@ This is the only module that knows every stage. The pipeline is a plain
 
 * decoding runs on a producer thread (files: BLOCK queue of ``prefetch``
   frames, lossless; live sources: DROP_OLDEST queue of 1, newest frame wins);
-* inference, smoothing and overlay run in the loop (stateful stages need no
-  locks, and an OpenCV window needs the main thread);
+* on the CPU, inference runs on its own thread one batch ahead of the loop
+  (BLOCK queue of 1): the network computes the next batch while the loop
+  smooths and draws this one. On a GPU it runs in the loop (a compiled or
+  captured network belongs to the thread that prepared it);
+* smoothing, findings, tracking and overlay run in the loop, in frame order
+  (stateful stages need no locks, and an OpenCV window needs the main thread);
 * the video encoder runs on a consumer thread behind a BLOCK queue.
 
 While a live source delivers nothing, the queue hands the loop a
@@ -38,7 +42,7 @@ from streamseg.config import ConfigError
 from streamseg.device import synchronize
 from streamseg.events import StreamClock
 from streamseg.findings import Findings
-from streamseg.frames import Frame
+from streamseg.frames import Frame, Prediction
 from streamseg.outputs import open_outputs
 from streamseg.overlay import (
     HudText,
@@ -47,7 +51,7 @@ from streamseg.overlay import (
     no_signal_image,
     render,
 )
-from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
+from streamseg.segmenter import TTA, ModelSettings, Segmenter, prepare_device
 from streamseg.sinks import (
     OutputSettings,
     Sink,
@@ -210,9 +214,12 @@ def run(
             else _run_info(config, segmenter, source),
         ) as outputs,
     ):
+        batches = _batches(frames, batch_size, settings.max_frames, stats)
+        ahead = segmenter.device.type == "cpu"
+        predicted = _predicted(batches, segmenter, stats, tta=live_tta, ahead=ahead)
         try:
-            for batch in _batches(frames, batch_size, settings.max_frames, stats):
-                if batch is NO_SIGNAL:
+            for step in _waited(predicted, stats) if ahead else predicted:
+                if step is NO_SIGNAL:
                     alerter.signal_lost()
                     silent_s = time.monotonic() - last_frame_s
                     _show_no_signal(outputs, last_hw, config.overlay, silent_s)
@@ -220,11 +227,7 @@ def run(
                         stopped = "closed by user"
                         break
                     continue
-                with stats.time("inference", frames=len(batch)):
-                    predictions = segmenter.segment(
-                        [item.frame for item in batch], tta=live_tta
-                    )
-                    synchronize(segmenter.device)
+                batch, predictions = step
                 for item, prediction in zip(batch, predictions, strict=True):
                     clock.start(item.frame.timestamp_s)
                     with stats.time("smoothing"):
@@ -267,6 +270,11 @@ def run(
                 f"{source.name}: no frame for {stall_limit_s:g} s; check "
                 "the connection, or raise source.stall_timeout_s"
             ) from error
+        finally:
+            # The inference worker reads the source: stop the source first
+            # (its reader then ends), then the worker.
+            stop.set()
+            predicted.close()
     if stats.frames_out == 0 and stopped == "end of source" and not source.live:
         raise SourceError(
             f"{source.name}: no video frames could be decoded (empty, damaged or "
@@ -433,6 +441,55 @@ def _stamped(frames: Iterable[Frame]) -> Iterator[_Decoded]:
     # Runs on the producer thread: the stamp is when the frame left the decoder.
     for frame in frames:
         yield _Decoded(frame, time.monotonic())
+
+
+def _predicted(
+    batches: Iterator[list[_Decoded] | object],
+    segmenter: Segmenter,
+    stats: StatsRecorder,
+    *,
+    tta: TTA | None,
+    ahead: bool,
+) -> Iterator[tuple[list[_Decoded], list[Prediction]] | object]:
+    """Each batch with its predictions (:data:`NO_SIGNAL` passed on as it is).
+
+    ``ahead``: on a worker thread, one batch ahead of the caller (BLOCK queue
+    of 1, nothing lost or reordered). To end early, set the source's stop
+    event (the worker's read of the source then ends), then close the
+    result. Otherwise on the caller's thread.
+    """
+
+    def infer() -> Iterator[tuple[list[_Decoded], list[Prediction]] | object]:
+        for batch in batches:
+            if batch is NO_SIGNAL:
+                yield batch
+                continue
+            assert isinstance(batch, list)
+            with stats.time("inference", frames=len(batch)):
+                predictions = segmenter.segment([item.frame for item in batch], tta=tta)
+                synchronize(segmenter.device)
+            yield batch, predictions
+
+    if not ahead:
+        return infer()
+    return in_background(
+        infer(), maxsize=1, when_full=WhenFull.BLOCK, name="streamseg-inference"
+    )
+
+
+def _waited(
+    steps: Iterator[tuple[list[_Decoded], list[Prediction]] | object],
+    stats: StatsRecorder,
+) -> Iterator[tuple[list[_Decoded], list[Prediction]] | object]:
+    """``steps``, timing the loop's wait for each batch's predictions."""
+    while True:
+        start_s = time.perf_counter()
+        step = next(steps, None)
+        if step is None:
+            return
+        if step is not NO_SIGNAL:
+            stats.add("prediction wait", time.perf_counter() - start_s, len(step[0]))
+        yield step
 
 
 def _batches(

@@ -43,8 +43,8 @@ T = TypeVar("T")
 JOIN_TIMEOUT_S = 5.0
 # After a stall the producer is known to be stuck; do not wait long for it.
 STALLED_JOIN_TIMEOUT_S = 0.2
-# How often a producer waiting on a full BLOCK queue checks the stop event.
-# Only reached when the consumer is slower, never on the fast path.
+# How often a producer waiting on a full BLOCK queue, or a consumer waiting on
+# an empty queue, checks the stop event (a put or get wakes the waiter at once).
 _STOP_CHECK_S = 0.05
 
 
@@ -120,7 +120,12 @@ class Background(Iterator[T]):
 
     def close(self) -> None:
         """Stop the worker and wait for it (up to the join timeout)."""
-        self._items.close()
+        try:
+            self._items.close()
+        except ValueError:
+            # Being iterated on another thread (a later stage's worker that
+            # did not stop in time): stopping the producer ends that too.
+            pass
         self._finish()
 
 
@@ -237,7 +242,7 @@ def _consume(
             elif wait_s is not None:
                 wait_s = max(wait_s, 0.0)
             try:
-                item = handover.items.get(timeout=wait_s)
+                item = _take(handover, wait_s)
             except queue.Empty:
                 if idle:
                     yield idle_item  # type: ignore[misc]
@@ -259,6 +264,32 @@ def _consume(
             finish()
         else:
             finish(join_timeout_s)
+
+
+def _take(handover: _Handover, wait_s: float | None) -> object:
+    """The next item, waiting up to ``wait_s`` (``None``: no limit).
+
+    Once the stop event is set (the producer stops offering) whatever is
+    still queued comes out, then the end: a consumer iterating on another
+    stage's thread ends with its producer instead of waiting on it.
+
+    Raises:
+        queue.Empty: Nothing within ``wait_s``.
+    """
+    deadline_s = None if wait_s is None else time.monotonic() + wait_s
+    while True:
+        if handover.stop.is_set():
+            try:
+                return handover.items.get_nowait()
+            except queue.Empty:
+                return _END
+        step_s = _STOP_CHECK_S
+        if deadline_s is not None:
+            step_s = min(step_s, deadline_s - time.monotonic())
+            if step_s <= 0:
+                raise queue.Empty
+        with contextlib.suppress(queue.Empty):
+            return handover.items.get(timeout=step_s)
 
 
 class Inbox(Generic[T]):

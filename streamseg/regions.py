@@ -151,10 +151,44 @@ def scale_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     levels = _as_uint8(mask) * np.uint8(255)
     # Shrinking (frames smaller than the network's input): the share of each
     # output pixel the mask covers, as evaluate-video shrinks truth masks.
-    shrink = height <= mask.shape[0] and width <= mask.shape[1]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    scaled = cv2.resize(levels, (width, height), interpolation=interpolation)
-    return scaled >= 128
+    if height <= mask.shape[0] and width <= mask.shape[1]:
+        scaled = cv2.resize(levels, (width, height), interpolation=cv2.INTER_AREA)
+        return scaled >= 128
+    # Enlarging: only the part around the mask's pixels is resized (a polyp
+    # rarely fills the frame), cut where the two pixel grids line up, so the
+    # result equals resizing the whole mask (tests/test_overlay.py).
+    x, y, box_w, box_h = cv2.boundingRect(levels)
+    scaled = np.zeros((height, width), bool)
+    if box_w == 0:
+        return scaled
+    rows = _aligned_span(y, y + box_h, mask.shape[0], height)
+    cols = _aligned_span(x, x + box_w, mask.shape[1], width)
+    part = cv2.resize(
+        levels[rows[0] : rows[1], cols[0] : cols[1]],
+        (cols[3] - cols[2], rows[3] - rows[2]),
+        interpolation=cv2.INTER_LINEAR,
+    )
+    scaled[rows[2] : rows[3], cols[2] : cols[3]] = part >= 128
+    return scaled
+
+
+def _aligned_span(
+    start: int, stop: int, size: int, scaled_size: int
+) -> tuple[int, int, int, int]:
+    """Source ``[a, b)`` around ``[start, stop)`` and its scaled span ``[c, d)``.
+
+    The source span reaches one pixel beyond ``[start, stop)`` (the linear
+    interpolation's neighbours) and is cut on multiples of
+    ``size / gcd(size, scaled_size)`` source pixels: there the scaled grid
+    lines up with the source grid, and resizing the span gives the same
+    pixels as resizing the whole line. Outside ``[c, d)`` the whole-line
+    result is 0 (both neighbours lie outside ``[start, stop)``).
+    """
+    common = math.gcd(size, scaled_size)
+    step, scaled_step = size // common, scaled_size // common
+    first = max(start - 1, 0) // step
+    last = min(-(-(stop + 1) // step), common)
+    return first * step, last * step, first * scaled_step, last * scaled_step
 
 
 def find_regions(mask: np.ndarray) -> tuple[Region, ...]:

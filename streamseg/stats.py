@@ -25,6 +25,7 @@ The one definition of the figures:
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -187,7 +188,11 @@ class RunStats:
 
 
 class StatsRecorder:
-    """Accumulates timings during a run (single-threaded: the main loop only).
+    """Accumulates timings during a run.
+
+    Stage times and frame counts may be recorded from two threads (the
+    inference worker records decode waits, arrivals and inference; the main
+    loop everything else); a lock keeps the tables whole.
 
     Example:
         >>> stats = StatsRecorder("clip.mp4", live=False)
@@ -208,6 +213,7 @@ class StatsRecorder:
         self.frames_dropped = 0
         # Source indices start at 0: frames a live source delivered before the
         # first one taken (while the model loaded) count as drops too.
+        self._lock = threading.Lock()
         self._last_index = -1
         self._start_s: float | None = None
         self._stage_samples: dict[str, deque[float]] = {}
@@ -231,23 +237,25 @@ class StatsRecorder:
 
     def add(self, stage: str, seconds: float, frames: int = 1) -> None:
         """Record ``seconds`` spent on ``frames`` frames in ``stage``."""
-        if stage not in self._stage_samples:
-            self._stage_samples[stage] = deque(maxlen=MAX_SAMPLES)
-            self._stage_totals[stage] = 0.0
-            self._stage_counts[stage] = 0
         per_frame = seconds / max(frames, 1)
-        self._stage_samples[stage].extend([per_frame] * max(frames, 1))
-        self._stage_totals[stage] += seconds
-        self._stage_counts[stage] += max(frames, 1)
+        with self._lock:
+            if stage not in self._stage_samples:
+                self._stage_samples[stage] = deque(maxlen=MAX_SAMPLES)
+                self._stage_totals[stage] = 0.0
+                self._stage_counts[stage] = 0
+            self._stage_samples[stage].extend([per_frame] * max(frames, 1))
+            self._stage_totals[stage] += seconds
+            self._stage_counts[stage] += max(frames, 1)
 
     def frame_in(self, frame: Frame) -> None:
         """Count a received frame; a gap in the source index counts as drops."""
-        if self._start_s is None:
-            self._start_s = time.perf_counter()
-        if frame.index > self._last_index + 1:
-            self.frames_dropped += frame.index - self._last_index - 1
-        self._last_index = frame.index
-        self.frames_in += 1
+        with self._lock:
+            if self._start_s is None:
+                self._start_s = time.perf_counter()
+            if frame.index > self._last_index + 1:
+                self.frames_dropped += frame.index - self._last_index - 1
+            self._last_index = frame.index
+            self.frames_in += 1
 
     def frame_out(self, latency_s: float, timestamp_s: float | None = None) -> None:
         """Count a frame written ``latency_s`` after it left the source.
@@ -303,6 +311,10 @@ class StatsRecorder:
 
     def finish(self, stopped: str) -> RunStats:
         """Freeze the figures into a :class:`RunStats`."""
+        with self._lock:
+            return self._finish(stopped)
+
+    def _finish(self, stopped: str) -> RunStats:
         wall_s = (
             time.perf_counter() - self._start_s if self._start_s is not None else 0.0
         )

@@ -232,3 +232,35 @@ def test_a_hung_live_source_raises_after_the_stall_timeout(
         assert time.monotonic() - start < 5.0
     finally:
         release.set()
+
+
+def test_on_the_cpu_inference_runs_one_batch_ahead_on_its_own_thread(
+    clip, model_file, tmp_path, monkeypatch
+):
+    threads_seen = []
+    segment = Segmenter.segment
+
+    def recording(self, frames, **kwargs):
+        threads_seen.append(threading.current_thread().name)
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", recording)
+    drawn = []
+
+    class _Recording(FrameList):
+        name = "recording"
+
+        def write(self, findings, image):
+            drawn.append(findings.frame.index)
+            super().write(findings, image)
+
+    config = _config(clip, model_file)  # batch 4: 6 frames make two batches
+    stats = run(config, sinks=[_Recording()])
+    assert threads_seen == ["streamseg-inference"] * 2
+    assert drawn == list(range(CLIP_FRAMES))  # in order, none lost
+    assert {stage.name for stage in stats.stages} >= {"inference", "prediction wait"}
+    # An interrupt mid-run stops the worker and the source with the run.
+    stats = run(config, sinks=[_FailingSink(1, KeyboardInterrupt())])
+    assert stats.stopped == "interrupted"
+    alive = {thread.name for thread in threading.enumerate()}
+    assert not alive & {"streamseg-inference", "streamseg-source"}

@@ -237,6 +237,32 @@ def test_findings_scale_a_map_at_the_network_size_to_the_frame():
     assert tracked.tracks is not None and tracked.tracks.hw == (90, 160)
 
 
+@pytest.mark.parametrize("map_hw", [(320, 320), (352, 352), (256, 320)])
+@pytest.mark.parametrize(
+    "frame_hw", [(720, 1280), (1080, 1920), (576, 768), (481, 643), (600, 300)]
+)
+def test_scaling_only_around_the_mask_equals_scaling_the_whole_mask(map_hw, frame_hw):
+    import cv2
+
+    from streamseg.regions import scale_mask
+
+    rng = np.random.default_rng(sum(map_hw) + sum(frame_hw))
+    masks = [np.zeros(map_hw, bool), np.ones(map_hw, bool)]
+    for _ in range(12):
+        mask = np.zeros(map_hw, bool)
+        for _ in range(rng.integers(1, 4)):  # blobs, some on the edges
+            y, x = rng.integers(0, map_hw[0]), rng.integers(0, map_hw[1])
+            mask[y : y + rng.integers(1, 90), x : x + rng.integers(1, 90)] = True
+        masks.append(mask & (rng.random(map_hw) > 0.1))  # ragged outlines
+    for mask in masks:
+        whole = cv2.resize(
+            mask.view(np.uint8) * np.uint8(255),
+            frame_hw[::-1],
+            interpolation=cv2.INTER_LINEAR,
+        )
+        assert np.array_equal(scale_mask(mask, frame_hw), whole >= 128)
+
+
 def test_regions_are_counted_on_the_map_not_on_the_scaled_mask():
     """Two map pixels touching only at a corner are one 8-connected region;
     bilinear scaling separates them. The region count, boxes and tracks follow
