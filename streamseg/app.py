@@ -104,6 +104,7 @@ def run(
     segmenter: Segmenter | None = None,
     sinks: Sequence[Sink] = (),
     on_progress: ProgressCallback | None = None,
+    infer_ahead: bool | None = None,
 ) -> RunStats:
     """Run the pipeline until the source ends, ``max_frames``, a window close or Ctrl-C.
 
@@ -116,6 +117,8 @@ def run(
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
             expected or None, the :class:`~streamseg.stats.Figures` shown).
+        infer_ahead: Run inference on its own thread, one batch ahead of
+            the loop; ``None``: on the CPU only (benchmarks compare both).
 
     Returns:
         The run's statistics (``stopped`` says why it ended; an interrupt
@@ -215,7 +218,7 @@ def run(
         ) as outputs,
     ):
         batches = _batches(frames, batch_size, settings.max_frames, stats)
-        ahead = segmenter.device.type == "cpu"
+        ahead = segmenter.device.type == "cpu" if infer_ahead is None else infer_ahead
         predicted = _predicted(batches, segmenter, stats, tta=live_tta, ahead=ahead)
         try:
             for step in _waited(predicted, stats) if ahead else predicted:

@@ -259,6 +259,12 @@ def test_on_the_cpu_inference_runs_one_batch_ahead_on_its_own_thread(
     assert threads_seen == ["streamseg-inference"] * 2
     assert drawn == list(range(CLIP_FRAMES))  # in order, none lost
     assert {stage.name for stage in stats.stages} >= {"inference", "prediction wait"}
+    # In the loop (as on a GPU): the same frames, on the calling thread.
+    threads_seen.clear()
+    drawn.clear()
+    run(config, sinks=[_Recording()], infer_ahead=False)
+    assert threads_seen == [threading.current_thread().name] * 2
+    assert drawn == list(range(CLIP_FRAMES))
     # An interrupt mid-run stops the worker and the source with the run.
     stats = run(config, sinks=[_FailingSink(1, KeyboardInterrupt())])
     assert stats.stopped == "interrupted"
