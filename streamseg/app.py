@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -467,7 +468,7 @@ def _predicted(
             if batch is NO_SIGNAL:
                 yield batch
                 continue
-            assert isinstance(batch, list)
+            batch = cast(list[_Decoded], batch)
             with stats.time("inference", frames=len(batch)):
                 predictions = segmenter.segment([item.frame for item in batch], tta=tta)
                 synchronize(segmenter.device)
