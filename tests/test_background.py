@@ -142,3 +142,33 @@ def test_to_background_reraises_a_consumer_error_on_put_or_close():
 def test_queue_must_be_bounded(maxsize):
     with pytest.raises(ValueError, match="maxsize"):
         next(in_background(iter([1]), maxsize=maxsize, when_full=WhenFull.BLOCK))
+
+
+def test_a_stage_reading_another_stage_ends_when_the_first_is_stopped():
+    """Inference reads the source on its own thread: setting the source's stop
+    event ends that read, so the second stage closes at once, and closing the
+    first afterwards is safe."""
+    stop = threading.Event()
+    release = threading.Event()
+
+    def silent():
+        yield 0
+        release.wait(10.0)  # a camera that delivers nothing more
+        yield 1
+
+    source = in_background(  # a live source: a short join, as the app does
+        silent(), maxsize=1, when_full=WhenFull.BLOCK, stop=stop, join_timeout_s=0.2
+    )
+    doubled = in_background(
+        (2 * item for item in source), maxsize=1, when_full=WhenFull.BLOCK
+    )
+    try:
+        assert next(doubled) == 0
+        start = time.monotonic()
+        stop.set()  # the source stops; the second stage's read of it ends
+        assert list(doubled) == []
+        doubled.close()
+        assert time.monotonic() - start < 2.0
+    finally:
+        release.set()
+        source.close()
