@@ -148,6 +148,12 @@ def test_plans_are_checked_before_any_training(tmp_path):
         load_plan(unsafe)
 
 
+def _ablate_cli(plan, runs, *options):
+    """``python -m training ablate`` on ``plan`` with the fixture data."""
+    paths = ["--plan", str(plan.path), "--data", str(KVASIR), "--runs-dir", str(runs)]
+    return main(["ablate", *paths, *options])
+
+
 def test_arms_can_be_chosen_by_name_in_the_order_given(tmp_path, capsys):
     plan = load_plan(_plan(tmp_path, "  - name: a\n  - name: b\n  - name: c\n"))
     assert [arm.name for arm in plan.select()] == ["a", "b", "c"]
@@ -155,19 +161,7 @@ def test_arms_can_be_chosen_by_name_in_the_order_given(tmp_path, capsys):
     with pytest.raises(ConfigError, match="no arm called x; the plan lists a, b, c"):
         plan.select(("a", "x"))
     # The command line refuses an unknown arm before any training starts.
-    code = main(
-        [
-            "ablate",
-            "--plan",
-            str(plan.path),
-            "--data",
-            str(KVASIR),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--arms",
-            "b,x",
-        ]
-    )
+    code = _ablate_cli(plan, tmp_path / "runs", "--arms", "b,x")
     assert code == 2
     assert "no arm called x" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
@@ -201,18 +195,7 @@ def test_ablation_trains_each_arm_once_scores_validation_and_resumes(tmp_path):
     run_plan(plan, KVASIR, runs, device="cpu", progress=False)
     assert (runs / "seed" / "model.safetensors").stat().st_mtime_ns == stamp
     # The command line: --report-only rewrites the table without training.
-    code = main(
-        [
-            "ablate",
-            "--plan",
-            str(plan.path),
-            "--data",
-            str(KVASIR),
-            "--runs-dir",
-            str(runs),
-            "--report-only",
-        ]
-    )
+    code = _ablate_cli(plan, runs, "--report-only")
     assert code == 0
     # The test split is never scored: no arm folder holds an evaluation of it.
     assert not list(runs.glob("*/eval"))
