@@ -7,9 +7,12 @@
 #   bash benchmarks/gpu_train.sh           # with .gpu-train-data/ in the working tree; allow 590 s
 # (two steps because the two folders together exceed the remote GPU machine's upload limit of
 # 64 MiB per call).
-# Default runs (RUNS="name=config:seed ..."): the candidate recipe with seeds 0 and 1 and the
-# bundled recipe (seed 0) as the same-machine reference:
+# Default runs (RUNS="name=config:seed[:KEY=VALUE,KEY=VALUE] ..."): the candidate recipe with
+# seeds 0 and 1 and the bundled recipe (seed 0) as the same-machine reference:
 #   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0  v2_s1=...:1  lite2_s0=configs/kvasir_unetpp_lite2.yaml:0
+# The CPU candidate (an FPN decoder: half UNet++'s run-time cost on a 2-core CPU) in place of
+# the second seed, for example:
+#   RUNS="v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0 fpn_s0=configs/kvasir_unetpp_lite2_v2.yaml:0:model.architecture=FPN lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"
 # Each run trains with --device cuda, checkpoints on validation Dice, calibrates its threshold
 # on validation and writes a float16 model file. Nothing here scores the test split.
 # What comes back in $OUT (8 files at most):
@@ -77,12 +80,17 @@ fi
 
 pids=()
 for spec in $RUNS; do
-  name=${spec%%=*}; rest=${spec#*=}; config=${rest%%:*}; seed=${rest##*:}
+  name=${spec%%=*}; rest=${spec#*=}; config=${rest%%:*}; rest=${rest#*:}
+  seed=${rest%%:*}; overrides=()
+  if [[ "$rest" == *:* ]]; then
+    IFS=, read -ra pairs <<<"${rest#*:}"
+    for pair in "${pairs[@]}"; do overrides+=(--set "$pair"); done
+  fi
   (
     timeout --signal=INT "$TRAIN_LIMIT_S" $PY -m training train --config "$config" \
       --data "$DATA" --run-dir "$WORK/runs/$name" --resume --device "$DEVICE" --quiet \
       --set optimization.seed="$seed" --set data.num_workers="$WORKERS" \
-      --set output.model_dtype=float16 --set optimization.threads=2 $EXTRA
+      --set output.model_dtype=float16 --set optimization.threads=2 "${overrides[@]}" $EXTRA
     echo "exit $?"
   ) 2>&1 | sed -u "s/^/[$name] /" >>"$OUT/train.log" &
   pids+=($!)
