@@ -7,9 +7,9 @@ scaled to the frame's pixels (:func:`~streamseg.regions.scale_box`) and the
 mask is scaled to the frame for drawing (:func:`~streamseg.regions.scale_mask`).
 Regions are counted on the map, where the area filter decided them: scaling a
 mask can split a region where it narrows to one pixel, scaling the regions
-cannot. The overlay, the
-alerts, the event log, the mask writer, event clips and the browser view all
-read this one value instead of each copying and labelling the mask again.
+cannot. The overlay, the alerts, the event log, the mask writer, event clips
+and the browser view all read this one value instead of each copying and
+labelling the mask again.
 With tracking on, :meth:`Findings.tracked` adds the polyp tracks of the frame.
 """
 

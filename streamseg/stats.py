@@ -211,9 +211,9 @@ class StatsRecorder:
         self.frames_in = 0
         self.frames_out = 0
         self.frames_dropped = 0
+        self._lock = threading.Lock()
         # Source indices start at 0: frames a live source delivered before the
         # first one taken (while the model loaded) count as drops too.
-        self._lock = threading.Lock()
         self._last_index = -1
         self._start_s: float | None = None
         self._stage_samples: dict[str, deque[float]] = {}
