@@ -15,7 +15,12 @@ from streamseg.model import load_model, read_spec
 from training.callbacks import load_training_state
 from training.config import TrainConfig, load_train_config
 from training.evaluate import evaluate_model
-from training.train import build_training_network, make_spec, train
+from training.train import (
+    build_training_network,
+    initialize_from,
+    make_spec,
+    train,
+)
 
 KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
 TINY = [
@@ -219,3 +224,58 @@ def test_model_files_whose_header_length_starts_with_0x80_load(tiny_spec, tmp_pa
     )
     assert path.read_bytes()[0] == 0x80
     assert load_model(path)[1] == tiny_spec
+
+
+def test_init_from_copies_what_fits_and_leaves_a_new_decoder_alone(two_epochs):
+    _, result = two_epochs
+    source, _ = load_model(result.model_path)
+    # The same encoder under another decoder: encoder copied, decoder kept.
+    spec, _ = make_spec(
+        _config(
+            "model.model_kwargs={encoder_depth: 3, decoder_channels: [16, 8, 4]}"
+        ).model
+    )
+    network, _ = build_training_network(spec, None)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    sentence = initialize_from(network, spec, result.model_path)
+    after, trained = network.state_dict(), source.state_dict()
+    fits = {k for k in after if k in trained and after[k].shape == trained[k].shape}
+    assert all(k in fits for k in after if k.startswith("segmentation.encoder."))
+    assert all(torch.equal(after[k], trained[k]) for k in fits)
+    kept = [k for k in after if k not in fits]
+    assert any(k.startswith("segmentation.decoder.") for k in kept)
+    assert all(torch.equal(after[k], before[k]) for k in kept)
+    copied = len(fits)
+    assert sentence.startswith(f"{copied} of {len(after)} tensors")
+    assert "model.safetensors" in sentence and "sha256" in sentence
+
+
+def test_init_from_refuses_another_normalization_or_encoder(two_epochs, tmp_path):
+    _, result = two_epochs
+    other_norm = _config("model.mean=[0.5, 0.5, 0.5]", "model.std=[0.25, 0.25, 0.25]")
+    spec, _ = make_spec(other_norm.model)
+    network, _ = build_training_network(spec, None)
+    with pytest.raises(ConfigError, match=r"model\.mean and model\.std"):
+        initialize_from(network, spec, result.model_path)
+    spec, _ = make_spec(_config("model.encoder_name=mobilenet_v2").model)
+    network, _ = build_training_network(spec, None)
+    with pytest.raises(ConfigError, match="same encoder"):
+        initialize_from(network, spec, result.model_path)
+    with pytest.raises(ConfigError, match=r"model\.init_from"):
+        initialize_from(network, spec, tmp_path / "missing.safetensors")
+
+
+def test_a_run_started_from_a_model_file_records_it(two_epochs, tmp_path):
+    _, result = two_epochs
+    fine_tuned = train(
+        _config(
+            "optimization.epochs=1",
+            "data.num_workers=0",
+            f"model.init_from={result.model_path}",
+        ),
+        tmp_path / "fine-tune",
+        device="cpu",
+        progress=False,
+    )
+    init = load_model(fine_tuned.model_path)[1].provenance["encoder_init"]
+    assert "(100% of the parameters) from model.safetensors" in init

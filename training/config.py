@@ -85,6 +85,11 @@ class ModelConfig:
         mean: RGB normalization mean for [0, 1] pixels; ``null`` = the encoder's own.
         std: RGB normalization std; ``null`` = the encoder's own.
         class_name: What the foreground is (stored in the model file).
+        init_from: A trained model file (``.safetensors``) to start from:
+            every tensor whose name and shape match is copied over the
+            ``encoder_weights`` initialization, e.g. the bundled model's encoder
+            into another decoder, or the whole network to fine-tune it on new
+            data. Its normalization must equal this run's. ``null``: off.
     """
 
     architecture: str = "UnetPlusPlus"
@@ -95,6 +100,7 @@ class ModelConfig:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     class_name: str = "polyp"
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         if any(side <= 0 or side % 32 for side in self.input_hw):

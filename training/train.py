@@ -53,8 +53,10 @@ from streamseg.device import (
 from streamseg.model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ModelFileError,
     ModelSpec,
     build_network,
+    file_sha256,
     load_model,
     save_model,
 )
@@ -234,6 +236,9 @@ def train(
     seed_everything(config.optimization.seed)
     spec, normalization_source = make_spec(config.model)
     network, encoder_init = build_training_network(spec, config.model.encoder_weights)
+    if config.model.init_from is not None:
+        copied = initialize_from(network, spec, config.model.init_from)
+        encoder_init = f"{encoder_init}; {copied}"
     log.info(
         "%s/%s at %dx%d, encoder %s, normalization %s, device %s, precision %s",
         spec.architecture,
@@ -667,6 +672,62 @@ def build_training_network(
         raise ConfigError(f"model.encoder_weights=lite-imagenet: {error}") from error
     except ImportError as error:
         raise RuntimeError(f"model.encoder_weights=lite-imagenet: {error}") from error
+
+
+def initialize_from(network: nn.Module, spec: ModelSpec, path: str | Path) -> str:
+    """Copy every tensor of a trained model file whose name and shape match.
+
+    The rest of ``network`` keeps its initialization (e.g. a new decoder over
+    the copied encoder). The file's normalization must be the run's: the
+    copied layers learnt to read images normalized that way.
+
+    Returns:
+        A sentence for the provenance: what was copied from which file (sha256).
+
+    Raises:
+        ConfigError: Unreadable file, another normalization, or an encoder
+            that does not fit whole.
+    """
+    path = Path(path)
+    try:
+        source, source_spec = load_model(path)
+    except ModelFileError as error:
+        raise ConfigError(f"model.init_from: {error}") from error
+    if not (
+        np.allclose(source_spec.mean, spec.mean, atol=1e-6)
+        and np.allclose(source_spec.std, spec.std, atol=1e-6)
+    ):
+        raise ConfigError(
+            f"model.init_from: {path} normalizes with mean {list(source_spec.mean)} "
+            f"std {list(source_spec.std)}, this run with mean {list(spec.mean)} "
+            f"std {list(spec.std)}; set model.mean and model.std to the file's"
+        )
+    target = network.state_dict()
+    copied = {
+        name: tensor
+        for name, tensor in source.state_dict().items()
+        if name in target and target[name].shape == tensor.shape
+    }
+    encoder = [name for name in target if name.startswith("segmentation.encoder.")]
+    if source_spec.encoder_name != spec.encoder_name or not all(
+        name in copied for name in encoder
+    ):
+        raise ConfigError(
+            f"model.init_from: the encoder of {path} ({source_spec.architecture}/"
+            f"{source_spec.encoder_name}) does not fit {spec.architecture}/"
+            f"{spec.encoder_name}; give a model file with the same encoder"
+        )
+    network.load_state_dict(copied, strict=False)
+    parameters = dict(network.named_parameters())
+    copied_params = sum(parameters[n].numel() for n in copied if n in parameters)
+    total_params = sum(p.numel() for p in parameters.values())
+    sentence = (
+        f"{len(copied)} of {len(target)} tensors ({copied_params / total_params:.0%} "
+        f"of the parameters) from {path.name} ({source_spec.architecture}/"
+        f"{source_spec.encoder_name}, sha256 {file_sha256(path)[:16]})"
+    )
+    log.info("initialized %s", sentence)
+    return sentence
 
 
 def _pretrained_module() -> Any:
