@@ -217,8 +217,16 @@ def test_time_model_times_only_the_measured_calls(model_file):
     segmenter.probabilities = counting
     ticks = itertools.count(step=0.004)  # every reading of the clock: +4 ms
 
+    cpu_ticks = itertools.count(step=0.006)  # 1.5x the wall clock: 1.5 cores busy
+
     result = bench_timing.time_model(
-        segmenter, 3, iterations=5, warmup=2, variant="fp32", clock=lambda: next(ticks)
+        segmenter,
+        3,
+        iterations=5,
+        warmup=2,
+        variant="fp32",
+        clock=lambda: next(ticks),
+        cpu_clock=lambda: next(cpu_ticks),
     )
 
     assert calls == [(3, 3, 64, 64)] * 7  # 2 warm-up + 5 timed, at the input size
@@ -226,6 +234,21 @@ def test_time_model_times_only_the_measured_calls(model_file):
     assert result.latency.p50_ms == pytest.approx(4.0)
     assert result.throughput_fps == pytest.approx(3 / 0.004)
     assert (result.variant, result.runs, result.batch_size) == ("fp32", "fp32", 3)
+    # Read before and after the timed calls: one CPU tick over 2 x 5 + 1 wall ticks.
+    assert result.cpu.ms_per_frame == pytest.approx(6.0 / 15)
+    assert result.cpu.cores_busy == pytest.approx(0.006 / (0.004 * 11))
+
+
+def test_cpu_use_over_the_steady_span():
+    probe = bench_timing.LatencyProbe(live=False)
+    probe.done_s = [10.0] * 4 + [11.0] * 4 + [12.0] * 4
+    probe.cpu_s = [5.0] * 4 + [7.0] * 4 + [8.6] * 4  # 3.6 s from frame 3 to 11
+    cpu = bench_timing.steady_cpu(probe, 4, 4)
+    assert cpu.ms_per_frame == pytest.approx(3600 / 8)
+    assert cpu.cores_busy == pytest.approx(1.8)
+    assert math.isnan(bench_timing.CpuUse.of(1.0, 0.0, 4).cores_busy)
+    probe.done_s, probe.cpu_s = [1.0], [1.0]
+    assert math.isnan(bench_timing.steady_cpu(probe, 0, 1).ms_per_frame)
 
 
 # --- 2. pipeline and 3. naive loop --------------------------------------------
@@ -311,6 +334,12 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
     )
     assert ratio.pipeline_vs_model_only == pytest.approx(
         ratio.pipeline_fps / ratio.model_only_fps
+    )
+    # Processor time is measured for every timed part, and compared.
+    pipeline_cpu = report.pipeline[0].cpu
+    assert pipeline_cpu.ms_per_frame > 0 and pipeline_cpu.cores_busy > 0
+    assert ratio.network_cpu_share == pytest.approx(
+        report.model_only[1].cpu.ms_per_frame / pipeline_cpu.ms_per_frame
     )
     data = report.to_dict()
     text = json.dumps(data, allow_nan=False)  # NaN is written as null

@@ -104,6 +104,11 @@ METHOD = {
     "findings scale the mask to the frame); naive: each stage timed on its own",
     "naive": "read_video -> to_tensor + resize -> fp32 network + sigmoid + resize "
     "back -> render -> libx264 encode, one frame at a time, nothing overlapped",
+    "cpu": "time.process_time (processor time of every thread of this process, "
+    "not of other processes) over the timed calls (model-only) or over the span the "
+    "pipeline's throughput is measured on; cores_busy = processor seconds per "
+    "wall-clock second; network_cpu_share = model-only CPU ms/frame over the "
+    "pipeline's",
     "load": "machine.load_average_start/end: 1/5/15-minute load averages; "
     "timings are only comparable on an otherwise idle machine",
 }
@@ -170,7 +175,9 @@ class BenchSettings:
 class Ratio:
     """Pipeline throughput relative to model-only and to the naive loop, on one clip.
 
-    ``None`` where the counterpart was not measured.
+    ``None`` where the counterpart was not measured. ``network_cpu_share``:
+    the network's processor time per frame (model-only) over the pipeline's;
+    where both keep every core busy, it bounds ``pipeline_vs_model_only``.
     """
 
     clip: str
@@ -180,6 +187,7 @@ class Ratio:
     naive_fps: float | None
     pipeline_vs_model_only: float | None
     pipeline_vs_naive: float | None
+    network_cpu_share: float | None = None
     target_vs_model_only: float = TARGET_PIPELINE_VS_MODEL
     target_vs_naive: float = TARGET_PIPELINE_VS_NAIVE
 
@@ -408,7 +416,7 @@ def compute_ratios(
             settings_key(resolve_variant(result.variant, base), device),
             result.batch_size,
         )
-        by_key[key] = result.throughput_fps
+        by_key[key] = result
     naive_by_clip = {result.clip: result.throughput_fps for result in naive}
     ratios = []
     for result in pipeline:
@@ -418,7 +426,8 @@ def compute_ratios(
             settings_key(resolve_variant(result.variant, base), device),
             result.batch_size,
         )
-        model_fps = by_key.get(key)
+        model = by_key.get(key)
+        model_fps = None if model is None else model.throughput_fps
         naive_fps = naive_by_clip.get(result.clip)
         ratios.append(
             Ratio(
@@ -429,6 +438,9 @@ def compute_ratios(
                 naive_fps=naive_fps,
                 pipeline_vs_model_only=_ratio(result.throughput_fps, model_fps),
                 pipeline_vs_naive=_ratio(result.throughput_fps, naive_fps),
+                network_cpu_share=None
+                if model is None
+                else _ratio(model.cpu.ms_per_frame, result.cpu.ms_per_frame),
             )
         )
     return ratios
@@ -505,13 +517,15 @@ def report_tables(report: BenchReport) -> list[Any]:
             [r.variant, r.runs, str(r.batch_size), _f(r.throughput_fps, 1)]
             + [_f(v) for v in (r.latency.p50_ms, r.latency.p95_ms, r.latency.p99_ms)]
             + [_f(r.latency.max_ms), _f(r.prepare_s, 1)]
+            + [_f(r.cpu.ms_per_frame, 1), _f(r.cpu.cores_busy)]
             for r in report.model_only
         ]
-        columns += ["max ms", "prepare s"]
+        columns += ["max ms", "prepare s", "CPU ms/frame", "cores busy"]
         tables.append(_table(f"Model only: {title}", columns, rows))
     if report.pipeline:
         columns = ["clip", "variant", "mode", "in/out/dropped", "fps"]
-        columns += ["latency p50/p95/p99/max ms", "main loop ms/frame"]
+        columns += ["latency p50/p95/p99/max ms", "CPU ms/frame", "cores busy"]
+        columns += ["main loop ms/frame"]
         rows = [
             [
                 f"{r.clip} ({r.size_wh[0]}x{r.size_wh[1]})",
@@ -520,6 +534,8 @@ def report_tables(report: BenchReport) -> list[Any]:
                 f"{r.frames_in}/{r.frames_out}/{r.frames_dropped}",
                 _f(r.throughput_fps, 1),
                 _percentiles(r.latency),
+                _f(r.cpu.ms_per_frame, 1),
+                _f(r.cpu.cores_busy),
                 ", ".join(f"{s.name} {s.mean_ms:.1f}" for s in r.stages),
             ]
             for r in report.pipeline
@@ -547,6 +563,7 @@ def report_tables(report: BenchReport) -> list[Any]:
         columns += [
             f"pipeline/model (target >= {TARGET_PIPELINE_VS_MODEL})",
             f"pipeline/naive (target >= {TARGET_PIPELINE_VS_NAIVE})",
+            "network share of pipeline CPU",
         ]
         rows = [
             [
@@ -557,6 +574,7 @@ def report_tables(report: BenchReport) -> list[Any]:
                 _f(r.naive_fps, 1),
                 _f(r.pipeline_vs_model_only),
                 _f(r.pipeline_vs_naive),
+                _f(r.network_cpu_share),
             ]
             for r in report.ratios
         ]

@@ -74,6 +74,36 @@ class LatencySummary:
         )
 
 
+def steady_start(count: int, skip: int, batch_size: int = 1) -> int:
+    """Index of the frame whose completion starts :func:`steady_throughput`'s span."""
+    batch_size = max(batch_size, 1)
+    first = -(-skip // batch_size) * batch_size - 1 if skip > 0 else 0
+    return 0 if first < 0 or count - first < 2 else first
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """Processor time this process spent, over a span of wall-clock time.
+
+    Counted for every thread of the process (``time.process_time``: decoding,
+    the network's threads, encoding), not for other processes.
+
+    Attributes:
+        ms_per_frame: Processor milliseconds per frame.
+        cores_busy: Processor seconds per wall-clock second (2.0 = two cores
+            fully used).
+    """
+
+    ms_per_frame: float
+    cores_busy: float
+
+    @classmethod
+    def of(cls, cpu_s: float, wall_s: float, frames: int) -> CpuUse:
+        if frames < 1 or not wall_s > 0:
+            return cls(math.nan, math.nan)
+        return cls(1000.0 * cpu_s / frames, cpu_s / wall_s)
+
+
 def steady_throughput(
     times_s: Sequence[float], skip: int, batch_size: int = 1
 ) -> float:
@@ -93,10 +123,7 @@ def steady_throughput(
     """
     if len(times_s) < 2:
         return math.nan
-    batch_size = max(batch_size, 1)
-    first = -(-skip // batch_size) * batch_size - 1 if skip > 0 else 0
-    if first < 0 or len(times_s) - first < 2:
-        first = 0
+    first = steady_start(len(times_s), skip, batch_size)
     # The run's own definition (streamseg.stats): frames between two batch ends.
     ends = [Checkpoint(times_s[i], i + 1, 0.0) for i in (first, len(times_s) - 1)]
     fps, _, _ = windowed_rate(ends, window_s=0.0, min_frames=0)
@@ -119,6 +146,7 @@ class ModelOnlyResult:
             capture); 0 for plain eager.
         throughput_fps: Frames per second over the timed calls.
         latency: Per-call latency (the whole batch).
+        cpu: Processor time over the timed calls.
     """
 
     variant: str
@@ -128,6 +156,7 @@ class ModelOnlyResult:
     prepare_s: float
     throughput_fps: float
     latency: LatencySummary
+    cpu: CpuUse = CpuUse(math.nan, math.nan)
 
 
 def frame_like_input(
@@ -153,6 +182,7 @@ def time_model(
     warmup: int,
     variant: str = "",
     clock: Callable[[], float] = time.perf_counter,
+    cpu_clock: Callable[[], float] = time.process_time,
 ) -> ModelOnlyResult:
     """Time :meth:`Segmenter.probabilities` at the model's input size.
 
@@ -170,11 +200,15 @@ def time_model(
         segmenter.probabilities(images, tta=segmenter.tta)
     synchronize(segmenter.device)
     samples = []
+    cpu_start_s, wall_start_s = cpu_clock(), clock()
     for _ in range(iterations):
         start_s = clock()
         segmenter.probabilities(images, tta=segmenter.tta)
         synchronize(segmenter.device)
         samples.append(clock() - start_s)
+    cpu = CpuUse.of(
+        cpu_clock() - cpu_start_s, clock() - wall_start_s, batch_size * iterations
+    )
     total_s = sum(samples)
     return ModelOnlyResult(
         variant=variant,
@@ -184,6 +218,7 @@ def time_model(
         prepare_s=segmenter.prepare_s,
         throughput_fps=batch_size * iterations / total_s if total_s > 0 else math.nan,
         latency=LatencySummary.of(samples),
+        cpu=cpu,
     )
 
 
@@ -191,7 +226,8 @@ def time_model(
 
 
 class LatencyProbe:
-    """A sink that notes when each frame's overlay is ready.
+    """A sink that notes when each frame's overlay is ready, and the process's
+    processor time then.
 
     For live sources (frames stamped with ``time.monotonic()`` at grab) it
     also records the latency from grab to overlay ready.
@@ -199,15 +235,24 @@ class LatencyProbe:
 
     name = "latency probe"
 
-    def __init__(self, *, live: bool, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        live: bool,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ):
         self.live = live
         self.clock = clock
+        self.cpu_clock = cpu_clock
         self.done_s: list[float] = []
+        self.cpu_s: list[float] = []
         self.latency_s: list[float] = []
 
     def write(self, findings: Findings, image: np.ndarray) -> None:
         now = self.clock()
         self.done_s.append(now)
+        self.cpu_s.append(self.cpu_clock())
         if self.live:
             self.latency_s.append(now - findings.frame.timestamp_s)
 
@@ -246,6 +291,8 @@ class PipelineResult:
             their own threads: here only the wait for them shows).
         latency: File: decoded -> written (p50/p95/p99 from the run's own
             statistics; no max). Live: grab -> overlay ready, every frame.
+        cpu: Processor time of the whole process (all its threads) over the
+            span ``throughput_fps`` is measured on.
     """
 
     clip: str
@@ -262,6 +309,7 @@ class PipelineResult:
     overall_fps: float
     stages: tuple[StageTime, ...]
     latency: LatencySummary
+    cpu: CpuUse = CpuUse(math.nan, math.nan)
 
 
 def run_pipeline(
@@ -311,20 +359,19 @@ def run_pipeline(
             math.nan,
         )
     width_height = _clip_size(clip)
+    batch_size = 1 if live else config.model.batch_size
     return PipelineResult(
         clip=clip.name,
         size_wh=width_height,
         variant=variant,
         runs=segmenter_runs,
         mode="live" if live else "file",
-        batch_size=1 if live else config.model.batch_size,
+        batch_size=batch_size,
         frames_in=stats.frames_in,
         frames_out=stats.frames_out,
         frames_dropped=stats.frames_dropped,
         wall_s=stats.wall_s,
-        throughput_fps=steady_throughput(
-            probe.done_s, warmup_frames, 1 if live else config.model.batch_size
-        ),
+        throughput_fps=steady_throughput(probe.done_s, warmup_frames, batch_size),
         overall_fps=stats.throughput_fps,
         stages=tuple(
             StageTime(s.name, s.mean_ms, s.p95_ms)
@@ -332,6 +379,20 @@ def run_pipeline(
             if s.name != LatencyProbe.name
         ),
         latency=latency,
+        cpu=steady_cpu(probe, warmup_frames, batch_size),
+    )
+
+
+def steady_cpu(probe: LatencyProbe, skip: int, batch_size: int) -> CpuUse:
+    """Processor time over the span :func:`steady_throughput` measures."""
+    count = len(probe.done_s)
+    if count < 2:
+        return CpuUse(math.nan, math.nan)
+    first = steady_start(count, skip, batch_size)
+    return CpuUse.of(
+        probe.cpu_s[-1] - probe.cpu_s[first],
+        probe.done_s[-1] - probe.done_s[first],
+        count - 1 - first,
     )
 
 
