@@ -1,0 +1,114 @@
+"""Two or more model files through the same pipeline, alternated, file and live.
+
+Runs ``streamseg.app.run`` with the shipped defaults (configs/stream.yaml:
+backend auto, so OpenVINO INT8 where a model has its artefact; annotated MP4
+written) on the bench's 720p and 1080p clips, once as a file (as fast as
+possible) and once paced at 25 fps as a live source (newest frame wins), for
+each model in turn, ``--repeats`` times, so that a slow spell of a shared or
+virtual machine hits every model alike. Prints, per run and as medians per
+model, clip and mode: frames per second after the warm-up frames, frames
+dropped, grab -> overlay latency p99 (live) and processor milliseconds per
+frame (every thread of this process).
+
+    python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
+        --models streamseg/assets/default.safetensors,OTHER.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamseg.app import StreamConfig, run
+from streamseg.config import load_config
+from streamseg.cpu import cpu_info
+from streamseg.evaluation.bench_inputs import make_clip
+from streamseg.evaluation.bench_timing import (
+    LatencyProbe,
+    steady_cpu,
+    steady_throughput,
+)
+from streamseg.segmenter import Segmenter, prepare_device
+
+WARMUP_FRAMES = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", required=True, help="model files, comma-separated")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--config", default="configs/stream.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.gettempdir()) / "streamseg-bench"
+    clips = {
+        name: make_clip(size_wh, args.frames, work)
+        for name, size_wh in (("720p", (1280, 720)), ("1080p", (1920, 1080)))
+    }
+    models = [Path(path) for path in args.models.split(",")]
+    segmenters = {}
+    for path in models:
+        settings = load_config(
+            StreamConfig,
+            args.config,
+            [f"model.path={path}", f"model.threads={args.threads}"],
+        ).model
+        segmenters[path] = Segmenter.from_settings(settings, prepare_device(settings))
+        print(path.name, "|", segmenters[path].describe())
+    print(cpu_info().describe())
+    rows: dict[tuple[str, str, str], list[tuple[float, int, float, float]]] = {}
+    for repeat in range(args.repeats):
+        for clip_name, clip in clips.items():
+            for path, segmenter in segmenters.items():
+                for mode in ("file", "live"):
+                    config = load_config(
+                        StreamConfig,
+                        args.config,
+                        [
+                            f"source.uri={clip}",
+                            "source.kind=file",
+                            f"source.realtime={'true' if mode == 'live' else 'false'}",
+                            f"output.video={work / 'pipeline-ab.mp4'}",
+                            "output.view=none",
+                            f"model.path={path}",
+                            f"model.threads={args.threads}",
+                        ],
+                    )
+                    probe = LatencyProbe(live=mode == "live")
+                    stats = run(config, segmenter=segmenter, sinks=[probe])
+                    batch = 1 if mode == "live" else config.model.batch_size
+                    fps = steady_throughput(probe.done_s, WARMUP_FRAMES, batch)
+                    cpu = steady_cpu(probe, WARMUP_FRAMES, batch)
+                    p99_ms = (
+                        float(np.percentile(probe.latency_s, 99) * 1000)
+                        if probe.latency_s
+                        else float("nan")
+                    )
+                    rows.setdefault((clip_name, mode, path.name), []).append(
+                        (fps, stats.frames_dropped, p99_ms, cpu.ms_per_frame)
+                    )
+                    print(
+                        f"repeat {repeat + 1}: {clip_name} {mode} {path.name}: "
+                        f"{fps:.1f} fps, {stats.frames_dropped} dropped, "
+                        f"p99 {p99_ms:.0f} ms, CPU {cpu.ms_per_frame:.1f} ms/frame",
+                        flush=True,
+                    )
+    print("medians (fps, dropped, live p99 ms, CPU ms/frame):")
+    for (clip_name, mode, name), values in rows.items():
+        medians = [statistics.median(column) for column in zip(*values, strict=True)]
+        print(
+            f"  {clip_name} {mode} {name}: {medians[0]:.1f} fps, "
+            f"{medians[1]:.0f} dropped, p99 {medians[2]:.0f} ms, "
+            f"CPU {medians[3]:.1f} ms/frame"
+        )
+
+
+if __name__ == "__main__":
+    main()
