@@ -261,8 +261,11 @@ def test_init_from_refuses_another_normalization_or_encoder(two_epochs, tmp_path
     network, _ = build_training_network(spec, None)
     with pytest.raises(ConfigError, match="same encoder"):
         initialize_from(network, spec, result.model_path)
-    with pytest.raises(ConfigError, match=r"model\.init_from"):
+    with pytest.raises(ConfigError, match=r"model\.init_from: no such model file"):
         initialize_from(network, spec, tmp_path / "missing.safetensors")
+    (tmp_path / "foreign.safetensors").write_bytes(b"not a model file")
+    with pytest.raises(ConfigError, match=r"model\.init_from: .*foreign"):
+        initialize_from(network, spec, tmp_path / "foreign.safetensors")
 
 
 def test_a_run_started_from_a_model_file_records_it(two_epochs, tmp_path):

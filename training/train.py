@@ -689,6 +689,11 @@ def initialize_from(network: nn.Module, spec: ModelSpec, path: str | Path) -> st
             that does not fit whole.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"model.init_from: no such model file {path} (a relative path is read "
+            "from the folder the command runs in); give an existing .safetensors"
+        )
     try:
         source, source_spec = load_model(path)
     except ModelFileError as error:
