@@ -226,11 +226,11 @@ def time_model(
 
 
 class LatencyProbe:
-    """A sink that notes when each frame's overlay is ready, and the process's
-    processor time then.
+    """A sink that notes when each frame's overlay is ready, and the CPU time then.
 
-    For live sources (frames stamped with ``time.monotonic()`` at grab) it
-    also records the latency from grab to overlay ready.
+    The CPU time is the process's (``cpu_clock``: every thread). For live
+    sources (frames stamped with ``time.monotonic()`` at grab) it also records
+    the latency from grab to overlay ready.
     """
 
     name = "latency probe"
