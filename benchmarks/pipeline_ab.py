@@ -16,18 +16,16 @@ frame (every thread of this process).
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+from ab_options import ab_clips, ab_parser
 
 from streamseg.app import StreamConfig, run
 from streamseg.config import load_config
 from streamseg.cpu import cpu_info
-from streamseg.evaluation.bench_inputs import make_clip
+from streamseg.evaluation.bench_inputs import DEFAULT_WORK_DIR
 from streamseg.evaluation.bench_timing import (
     LatencyProbe,
     steady_cpu,
@@ -39,19 +37,11 @@ WARMUP_FRAMES = 8
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ab_parser(__doc__)
     parser.add_argument("--models", required=True, help="model files, comma-separated")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--config", default="configs/stream.yaml")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    work = Path(tempfile.gettempdir()) / "streamseg-bench"
-    clips = {
-        name: make_clip(size_wh, args.frames, work)
-        for name, size_wh in (("720p", (1280, 720)), ("1080p", (1920, 1080)))
-    }
+    clips = ab_clips(args)
+    work = DEFAULT_WORK_DIR
     models = [Path(path) for path in args.models.split(",")]
     segmenters = {}
     for path in models:

@@ -18,20 +18,20 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import torch
 
 from streamseg.app import StreamConfig, run
 from streamseg.config import load_config
 from streamseg.cpu import cpu_info
-from streamseg.evaluation.bench_inputs import make_clip
+from streamseg.evaluation.bench_inputs import (
+    DEFAULT_WORK_DIR,
+    RESOLUTIONS,
+    bench_clips,
+)
 from streamseg.segmenter import Segmenter, prepare_device
-
-SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 
 
 def thread_times() -> dict[int, tuple[str, float]]:
@@ -54,7 +54,7 @@ def thread_times() -> dict[int, tuple[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: the bundled model)")
-    parser.add_argument("--resolution", choices=sorted(SIZES), default="720p")
+    parser.add_argument("--resolution", choices=sorted(RESOLUTIONS), default="720p")
     parser.add_argument("--mode", choices=("file", "live"), default="live")
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/stream.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.gettempdir()) / "streamseg-bench"
-    clip = make_clip(SIZES[args.resolution], args.frames, work)
+    work = DEFAULT_WORK_DIR
+    (clip,) = bench_clips(args.frames, (args.resolution,)).values()
     overrides = [
         f"source.uri={clip}",
         "source.kind=file",

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ from streamseg.app import StreamConfig
 from streamseg.cpu import cpu_info
 from streamseg.evaluation.bench_inputs import (
     DEFAULT_VARIANTS,
+    DEFAULT_WORK_DIR,
     VARIANTS,
     BenchError,
     ModelInfo,
@@ -154,9 +154,7 @@ class BenchSettings:
     pipeline: bool = True
     live: bool = True
     naive: bool = True
-    work_dir: Path = field(
-        default_factory=lambda: Path(tempfile.gettempdir()) / "streamseg-bench"
-    )
+    work_dir: Path = field(default_factory=lambda: DEFAULT_WORK_DIR)
 
     def __post_init__(self) -> None:
         for name in ("frames", "iterations"):

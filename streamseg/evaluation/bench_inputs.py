@@ -34,6 +34,8 @@ from streamseg.sources import probe_video, read_video
 log = logging.getLogger(__name__)
 
 RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
+# Where the bench writes its clips and scratch files unless told otherwise.
+DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "streamseg-bench"
 CLIP_FPS = 25
 DEMO_CLIP = Path(__file__).resolve().parents[2] / "samples" / "demo.mp4"
 RANDOM_PREFIX = "random:"
@@ -206,6 +208,15 @@ def parse_resolution(text: str) -> tuple[int, int]:
             f"resolution {text!r}: expected 720p, 1080p or WIDTHxHEIGHT (e.g. 1280x720)"
         )
     return int(match[1]), int(match[2])
+
+
+def bench_clips(
+    frames: int,
+    names: tuple[str, ...] = tuple(RESOLUTIONS),
+    folder: Path = DEFAULT_WORK_DIR,
+) -> dict[str, Path]:
+    """The bench's clips by name (720p, 1080p), each made once by :func:`make_clip`."""
+    return {name: make_clip(RESOLUTIONS[name], frames, folder) for name in names}
 
 
 def make_clip(
