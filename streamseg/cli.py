@@ -308,9 +308,34 @@ def _info(path: Path | None) -> int:
             field.name, str(dict(value) if isinstance(value, dict) else value)
         )
     for key, value in sorted(spec.provenance.items()):
+        if key == "init_from":
+            value = _lineage(value)
         table.add_row(f"provenance.{key}", str(value))
     Console().print(table)
     return EXIT_OK
+
+
+def _lineage(record: str) -> str:
+    """The ``init_from`` provenance entry: a line per ancestor, its recipe summed up."""
+    import json
+
+    lines = []
+    while record:
+        try:
+            parent = json.loads(record)
+            provenance = parent["provenance"]
+            line = f"{parent['file']} (sha256 {parent['sha256'][:16]})"
+        except (ValueError, KeyError, TypeError):
+            lines.append(str(record))  # written by something else: shown as it is
+            break
+        facts = [
+            f"{name} {provenance[name]}"
+            for name in ("epochs", "loss", "optimizer", "val_dice")
+            if name in provenance
+        ]
+        lines.append(line + (": " + "; ".join(facts) if facts else ""))
+        record = provenance.get("init_from", "")
+    return "\n".join(lines)
 
 
 def _print_summary(stats: Any) -> None:

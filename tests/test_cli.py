@@ -148,6 +148,43 @@ def test_info_prints_the_spec_tensor_count_and_size(model_file, capsys):
         assert text in out
 
 
+def test_info_shows_the_lineage_of_a_fine_tuned_file(
+    tiny_spec, tmp_path, capsys, monkeypatch
+):
+    import dataclasses
+
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping inside the table
+
+    from streamseg.model import build_network, save_model
+
+    grandparent = {"epochs": "50", "loss": "focal", "val_dice": "0.8922"}
+    parent = {
+        "epochs": "8",
+        "loss": "structure",
+        "init_from": json.dumps(
+            {
+                "file": "first.safetensors",
+                "sha256": "ab" * 32,
+                "provenance": grandparent,
+            }
+        ),
+    }
+    record = {"file": "second.safetensors", "sha256": "cd" * 32, "provenance": parent}
+    spec = dataclasses.replace(
+        tiny_spec, provenance={"dataset": "x", "init_from": json.dumps(record)}
+    )
+    path = save_model(tmp_path / "m.safetensors", build_network(spec), spec)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "second.safetensors (sha256 cdcdcdcdcdcdcdcd): epochs 8; loss structure" in out
+    )
+    assert (
+        "first.safetensors (sha256 abababababababab): epochs 50; loss focal; "
+        "val_dice 0.8922" in out
+    )
+
+
 def test_info_on_a_bad_file_is_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a model")

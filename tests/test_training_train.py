@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from streamseg.config import ConfigError
-from streamseg.model import load_model, read_spec
+from streamseg.model import file_sha256, load_model, read_spec
 from training.callbacks import load_training_state
 from training.config import TrainConfig, load_train_config
 from training.evaluate import evaluate_model
@@ -280,5 +281,12 @@ def test_a_run_started_from_a_model_file_records_it(two_epochs, tmp_path):
         device="cpu",
         progress=False,
     )
-    init = load_model(fine_tuned.model_path)[1].provenance["encoder_init"]
+    provenance = load_model(fine_tuned.model_path)[1].provenance
+    init = provenance["encoder_init"]
     assert "(100% of the parameters) from model.safetensors" in init
+    # The lineage: the parent file's name, hash and own provenance (its recipe).
+    parent = json.loads(provenance["init_from"])
+    assert parent["file"] == "model.safetensors"
+    assert parent["sha256"] == file_sha256(result.model_path)
+    assert parent["provenance"] == load_model(result.model_path)[1].provenance
+    assert "init_from" not in parent["provenance"]

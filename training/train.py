@@ -58,6 +58,7 @@ from streamseg.model import (
     build_network,
     file_sha256,
     load_model,
+    read_spec,
     save_model,
 )
 from training.augment import train_augmentations
@@ -236,9 +237,11 @@ def train(
     seed_everything(config.optimization.seed)
     spec, normalization_source = make_spec(config.model)
     network, encoder_init = build_training_network(spec, config.model.encoder_weights)
+    parent = None
     if config.model.init_from is not None:
         copied = initialize_from(network, spec, config.model.init_from)
         encoder_init = f"{encoder_init}; {copied}"
+        parent = parent_record(config.model.init_from)
     log.info(
         "%s/%s at %dx%d, encoder %s, normalization %s, device %s, precision %s",
         spec.architecture,
@@ -252,6 +255,8 @@ def train(
     provenance = base_provenance(
         config, folder, splits, encoder_init, torch_device, precision
     )
+    if parent is not None:
+        provenance["init_from"] = parent
     spec = dataclasses.replace(spec, provenance=provenance)
 
     # OpenCV's thread pool does not survive fork(): a DataLoader worker forked after
@@ -733,6 +738,25 @@ def initialize_from(network: nn.Module, spec: ModelSpec, path: str | Path) -> st
     )
     log.info("initialized %s", sentence)
     return sentence
+
+
+def parent_record(path: str | Path) -> str:
+    """The ``init_from`` provenance entry of a run started from the model file ``path``.
+
+    JSON with the file's name, its full sha256 and its own provenance (which
+    holds its recipe, and its own ``init_from`` if it had one), so a model file
+    carries its whole lineage: ``streamseg info`` shows it, and the recipe of
+    every stage can be checked against the configs.
+    """
+    path = Path(path)
+    return json.dumps(
+        {
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "provenance": read_spec(path).provenance,
+        },
+        sort_keys=True,
+    )
 
 
 def _pretrained_module() -> Any:
