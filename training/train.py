@@ -753,7 +753,7 @@ def parent_record(path: str | Path) -> str:
         {
             "file": path.name,
             "sha256": file_sha256(path),
-            "provenance": read_spec(path).provenance,
+            "provenance": dict(read_spec(path).provenance),
         },
         sort_keys=True,
     )
