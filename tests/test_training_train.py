@@ -290,3 +290,75 @@ def test_a_run_started_from_a_model_file_records_it(two_epochs, tmp_path):
     assert parent["sha256"] == file_sha256(result.model_path)
     assert parent["provenance"] == load_model(result.model_path)[1].provenance
     assert "init_from" not in parent["provenance"]
+
+
+def test_soup_averages_one_network_and_calibrates_on_the_shared_validation(
+    two_epochs, tmp_path
+):
+    from streamseg.model import save_model
+    from training.__main__ import main
+    from training.soup import make_soup
+
+    _, result = two_epochs
+    network, spec = load_model(result.model_path)
+    state = network.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    original = state[name].clone()
+    with torch.no_grad():
+        state[name] += 0.5
+    network.load_state_dict(state)
+    other = save_model(tmp_path / "other.safetensors", network, spec)
+    out = tmp_path / "soup" / "soup.safetensors"
+    assert (
+        main(
+            [
+                "soup",
+                "--models",
+                str(result.model_path),
+                str(other),
+                "--weights",
+                "0.25",
+                "0.75",
+                "--data",
+                str(KVASIR),
+                "--out",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    averaged, soup_spec = load_model(out)
+    expected = original + 0.75 * 0.5
+    assert torch.allclose(averaged.state_dict()[name], expected, atol=2e-3)
+    ingredients = json.loads(soup_spec.provenance["soup"])
+    files = [i["file"] for i in ingredients]
+    assert files == ["model.safetensors", "other.safetensors"]
+    assert [i["weight"] for i in ingredients] == [0.25, 0.75]
+    assert ingredients[1]["sha256"] == file_sha256(other)
+    assert ingredients[0]["provenance"] == spec.provenance
+    # The threshold is the calibration table's best row, on the run's validation stems.
+    with open(out.with_name("soup.calibration.csv"), newline="") as file:
+        rows = list(csv.DictReader(file))
+    best = max(  # ties go to the threshold nearest 0.5, as in a training run
+        rows,
+        key=lambda row: (
+            float(row["val_dice_micro"]),
+            -abs(float(row["threshold"]) - 0.5),
+        ),
+    )
+    assert soup_spec.threshold == pytest.approx(float(best["threshold"]))
+    val_stems = (result.model_path.parent / "splits" / "val.txt").read_text().split()
+    assert f"{len(val_stems)} validation images" in soup_spec.provenance["val_dice"]
+    assert json.loads(soup_spec.provenance["config"])["data"]["split_seed"] == 0
+
+    with pytest.raises(ConfigError, match="two or more"):
+        make_soup([result.model_path], KVASIR, tmp_path / "x.safetensors")
+    with pytest.raises(ConfigError, match="summing to 1"):
+        make_soup([result.model_path, other], KVASIR, out, weights=[0.5, 0.6])
+    spec_other, _ = make_spec(_config("model.encoder_name=mobilenet_v2").model)
+    foreign_net, _ = build_training_network(spec_other, None)
+    foreign = save_model(tmp_path / "foreign.safetensors", foreign_net, spec_other)
+    with pytest.raises(ConfigError, match="one network"):
+        make_soup([result.model_path, foreign], KVASIR, out)

@@ -219,6 +219,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="transcode JPEG images losslessly with jpegtran -copy none -optimize "
         "-progressive (smaller; needs libjpeg-turbo-progs)",
     )
+    soup = commands.add_parser(
+        "soup",
+        parents=[common],
+        help="average the weights of model files of one network (e.g. a model and "
+        "its fine-tune), calibrate the threshold on their validation carve-out",
+    )
+    soup.add_argument(
+        "--models",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="two or more .safetensors model files of one network",
+    )
+    soup.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        help="one weight per model, summing to 1 (default: equal)",
+    )
+    soup.add_argument(
+        "--data", type=Path, required=True, help="dataset folder (validation images)"
+    )
+    soup.add_argument("--out", type=Path, required=True, help="model file to write")
+    soup.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
     quantize = commands.add_parser(
         "quantize",
         parents=[common],
@@ -283,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_quantize(args)
         if args.command == "ablate":
             return run_ablate(args)
+        if args.command == "soup":
+            return run_soup(args)
         return run_eda(args)
     except KeyboardInterrupt:
         errors.print(
@@ -454,6 +480,26 @@ def run_evaluate(args: argparse.Namespace) -> int:
     console.print(
         f"wall time {report.wall_s:.1f} s on {report.device} ({report.precision})",
         highlight=False,
+    )
+    return 0
+
+
+def run_soup(args: argparse.Namespace) -> int:
+    from training.soup import make_soup
+
+    _set_threads(args.threads)
+    result = make_soup(args.models, args.data, args.out, weights=args.weights)
+    console.print(
+        f"wrote {result.path}: validation micro Dice {result.val_dice:.4f} at "
+        f"threshold {result.threshold:.2f} ({result.val_dice_at_05:.4f} at 0.50; "
+        f"{result.val_images} images; table {result.calibration_csv})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"next: python -m training quantize --model {result.path} --data {args.data}",
+        highlight=False,
+        soft_wrap=True,
     )
     return 0
 
