@@ -8,7 +8,7 @@ PIP_QUIET ?= -qq
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test browser lint clean
+.PHONY: setup demo test browser lint clean bundled-model
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,21 @@ browser:
 	else \
 		echo "chromium/chromedriver missing (installing needs root and apt-get); the browser test will be skipped"; \
 	fi
+
+# The bundled model's whole recipe, each stage resumable (run it again after a stop):
+# stage 1 (50 epochs from ImageNet), stage 2 (8-epoch fine-tune from stage 1), stage 3
+# (their weight average), then its INT8 artefact. TRAIN_ARGS: extra options for both
+# trainings, e.g. TRAIN_ARGS="--set data.num_workers=6".
+DATA ?= ../shared/data/kvasir-seg
+TRAIN_ARGS ?=
+bundled-model: setup
+	$(PY) -m training train --config configs/kvasir_unetpp_lite2.yaml --data $(DATA) --resume $(TRAIN_ARGS)
+	$(PY) -m training train --config configs/kvasir_unetpp_lite2_finetune.yaml --data $(DATA) --resume $(TRAIN_ARGS)
+	$(PY) -m training soup --models runs/kvasir_unetpp_lite2/model.safetensors \
+		runs/kvasir_unetpp_lite2_finetune/model.safetensors --data $(DATA) \
+		--out runs/bundled/default.safetensors
+	$(PY) -m training quantize --model runs/bundled/default.safetensors --data $(DATA)
+	@echo "bundled-model: runs/bundled/default.safetensors and its INT8 artefact"
 
 lint: setup
 	$(VENV)/bin/ruff check streamseg training tests

@@ -310,9 +310,30 @@ def _info(path: Path | None) -> int:
     for key, value in sorted(spec.provenance.items()):
         if key == "init_from":
             value = _lineage(value)
+        elif key == "soup":
+            value = _ingredients(value)
         table.add_row(f"provenance.{key}", str(value))
     Console().print(table)
     return EXIT_OK
+
+
+def _ingredients(record: str) -> str:
+    """The ``soup`` provenance entry: each averaged file, its weight and its lineage."""
+    import json
+
+    try:
+        ingredients = [
+            (item["weight"], json.dumps(item, sort_keys=True))
+            for item in json.loads(record)
+        ]
+    except (ValueError, KeyError, TypeError):
+        return str(record)  # written by something else: shown as it is
+    lines = []
+    for weight, item in ingredients:
+        first, *ancestors = _lineage(item).split("\n")
+        lines.append(f"weight {weight:g}: {first}")
+        lines.extend(f"  from {ancestor}" for ancestor in ancestors)
+    return "\n".join(lines)
 
 
 def _lineage(record: str) -> str:

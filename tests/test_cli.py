@@ -170,8 +170,17 @@ def test_info_shows_the_lineage_of_a_fine_tuned_file(
         ),
     }
     record = {"file": "second.safetensors", "sha256": "cd" * 32, "provenance": parent}
+    soup = [
+        {"file": "a.safetensors", "sha256": "ef" * 32, "weight": 0.5, "provenance": {}},
+        {**record, "weight": 0.5},
+    ]
     spec = dataclasses.replace(
-        tiny_spec, provenance={"dataset": "x", "init_from": json.dumps(record)}
+        tiny_spec,
+        provenance={
+            "dataset": "x",
+            "init_from": json.dumps(record),
+            "soup": json.dumps(soup),
+        },
     )
     path = save_model(tmp_path / "m.safetensors", build_network(spec), spec)
     assert main(["info", str(path)]) == 0
@@ -183,6 +192,9 @@ def test_info_shows_the_lineage_of_a_fine_tuned_file(
         "first.safetensors (sha256 abababababababab): epochs 50; loss focal; "
         "val_dice 0.8922" in out
     )
+    assert "weight 0.5: a.safetensors (sha256 efefefefefefefef)" in out
+    assert "weight 0.5: second.safetensors (sha256 cdcdcdcdcdcdcdcd): epochs 8" in out
+    assert "  from first.safetensors (sha256 abababababababab)" in out
 
 
 def test_info_on_a_bad_file_is_one_line(tmp_path, capsys):

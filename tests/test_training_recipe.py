@@ -186,40 +186,61 @@ def test_multiscale_rescales_training_batches_to_multiples_of_32():
     assert sizes == {128, 160, 192}
 
 
-def test_the_lite2_config_is_the_recipe_recorded_in_the_bundled_model():
+def _recorded_differences(provenance: dict, config_path: str) -> tuple[set[str], dict]:
+    """Keys whose recorded value differs from the config file's; keys newer than it."""
     import json
 
     from streamseg.config import to_dict
-    from streamseg.model import read_spec
     from training.config import _flatten
 
-    recorded = _flatten(
-        json.loads(
-            read_spec("streamseg/assets/default.safetensors").provenance["config"]
-        )
-    )
+    recorded = _flatten(json.loads(provenance["config"]))
     config = json.loads(
-        json.dumps(
-            to_dict(load_train_config("configs/kvasir_unetpp_lite2.yaml")), default=str
-        )
+        json.dumps(to_dict(load_train_config(config_path)), default=str)
     )
     current = _flatten(config)
     # Where and how fast it ran, not what it learned.
     machine = {"data.root", "data.num_workers", "optimization.threads", "output.name"}
-    differing = {
+    return {
         key
         for key in recorded.keys() & current.keys()
         if recorded[key] != current[key] and key not in machine
-    }
+    }, {key: current[key] for key in current.keys() - recorded.keys()}
+
+
+def test_the_bundled_model_is_the_soup_of_the_two_recipes_it_records():
+    import json
+
+    from streamseg.model import file_sha256, read_spec
+
+    path = "streamseg/assets/default.safetensors"
+    ingredients = json.loads(read_spec(path).provenance["soup"])
+    assert [i["weight"] for i in ingredients] == [0.5, 0.5]
+    first, second = (i["provenance"] for i in ingredients)
+    # Ingredient 1: the 50-epoch run of configs/kvasir_unetpp_lite2.yaml.
+    differing, newer = _recorded_differences(first, "configs/kvasir_unetpp_lite2.yaml")
     assert not differing
-    # Keys newer than the file are at the values that reproduce the old behaviour.
-    newer = {key: current[key] for key in current.keys() - recorded.keys()}
+    # Keys newer than that file are at the values that reproduce the old behaviour.
     assert newer["augment.shear_deg"] == 0.0 and newer["augment.elastic_p"] == 0.0
     assert (
         newer["augment.multiscale"] == [] and newer["optimization.optimizer"] == "adam"
     )
-    for key in ("optimization.ema_decay", "optimization.grad_clip", "data.cache_scale"):
+    for key in (
+        "optimization.ema_decay",
+        "optimization.grad_clip",
+        "data.cache_scale",
+        "model.init_from",
+    ):
         assert newer[key] is None, key
+    # Ingredient 2: configs/kvasir_unetpp_lite2_finetune.yaml started from ingredient 1
+    # (the config now names ingredient 1's run folder instead of the file it replaced).
+    differing, newer = _recorded_differences(
+        second, "configs/kvasir_unetpp_lite2_finetune.yaml"
+    )
+    assert differing == {"model.init_from"} and not newer
+    parent = json.loads(second["init_from"])
+    assert parent["sha256"] == ingredients[0]["sha256"]
+    assert parent["provenance"] == first
+    assert file_sha256(path) != ingredients[0]["sha256"]
 
 
 def test_a_warmup_schedule_survives_the_weights_only_state_file(tmp_path):

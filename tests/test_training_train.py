@@ -351,7 +351,8 @@ def test_soup_averages_one_network_and_calibrates_on_the_shared_validation(
     assert soup_spec.threshold == pytest.approx(float(best["threshold"]))
     val_stems = (result.model_path.parent / "splits" / "val.txt").read_text().split()
     assert f"{len(val_stems)} validation images" in soup_spec.provenance["val_dice"]
-    assert json.loads(soup_spec.provenance["config"])["data"]["split_seed"] == 0
+    carve = json.loads(soup_spec.provenance["config"])["data"]
+    assert carve["split_seed"] == 0 and "root" not in carve
 
     with pytest.raises(ConfigError, match="two or more"):
         make_soup([result.model_path], KVASIR, tmp_path / "x.safetensors")

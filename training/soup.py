@@ -188,6 +188,7 @@ def make_soup(
             writer.writerow([f"{value:.2f}", f"{dice[i]:.6f}", *counts[i].tolist()])
 
     data = json.loads(specs[0].provenance.get("config", "{}")).get("data", {})
+    data = {k: v for k, v in data.items() if k not in ("root", "num_workers")}
     first = specs[0].provenance
     provenance = {
         key: first[key]
@@ -208,7 +209,7 @@ def make_soup(
             ],
             sort_keys=True,
         ),
-        # The carve-out every ingredient shares (what quantize reads).
+        # The carve-out every ingredient shares (what quantize reads); no machine keys.
         config=json.dumps({"data": data}, sort_keys=True),
         val_dice=f"{val_dice:.4f} (micro, full resolution, threshold {threshold:.2f}, "
         f"{len(validation)} validation images)",
