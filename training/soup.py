@@ -16,7 +16,6 @@ its own provenance, hence its recipe and lineage) under ``soup``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
 import json
@@ -25,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from streamseg.config import ConfigError
@@ -36,11 +34,11 @@ from streamseg.model import (
     load_model,
     save_model,
 )
-from training.config import CalibrationConfig
+from streamseg.segmenter import FP32
+from training.config import TrainConfig
 from training.data import PolypFolder
-from training.evaluate import iterate_predictions
-from training.metrics import best_threshold, dice_score, threshold_counts
 from training.quantize import carve_from_provenance
+from training.train import calibrate
 
 log = logging.getLogger(__name__)
 
@@ -167,25 +165,15 @@ def make_soup(
     )
     soup.to(device).eval()
 
-    thresholds = sorted(set(CalibrationConfig().thresholds) | {0.5})
-    counts = np.zeros((len(thresholds), 4), np.int64)
-    for _, _, mask, probabilities in iterate_predictions(
-        soup, specs[0], folder, validation, device
-    ):
-        truth = torch.from_numpy(mask).to(probabilities.device).bool()
-        counts += threshold_counts(probabilities, truth, thresholds)
-    dice = dice_score(counts[:, 0], counts[:, 1], counts[:, 2])
-    threshold, val_dice = best_threshold(counts, thresholds)
-    val_dice_05 = float(dice[thresholds.index(0.5)])
-
     out = Path(out)
     table = out.with_name(f"{out.stem}.calibration.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(table, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["threshold", "val_dice_micro", "tp", "fp", "fn", "tn"])
-        for i, value in enumerate(thresholds):
-            writer.writerow([f"{value:.2f}", f"{dice[i]:.6f}", *counts[i].tolist()])
+    # A training run's own calibration: same thresholds, same table.
+    defaults = TrainConfig()
+    threshold, val_dice, val_dice_05 = calibrate(
+        soup, specs[0], folder, validation, device, FP32, defaults, table
+    )
+    thresholds = defaults.calibration.thresholds
 
     data = json.loads(specs[0].provenance.get("config", "{}")).get("data", {})
     data = {k: v for k, v in data.items() if k not in ("root", "num_workers")}
