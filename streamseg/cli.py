@@ -322,41 +322,48 @@ def _ingredients(record: str) -> str:
     import json
 
     try:
-        ingredients = [
-            (item["weight"], json.dumps(item, sort_keys=True))
-            for item in json.loads(record)
-        ]
-    except (ValueError, KeyError, TypeError):
+        ingredients = json.loads(record)
+        lines = []
+        for item in ingredients:
+            lines.append(f"weight {item['weight']:g}: {_file_line(item)}")
+            parent = item["provenance"].get("init_from", "")
+            lines.extend(f"  from {line}" for line in _ancestors(parent))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return str(record)  # written by something else: shown as it is
-    lines = []
-    for weight, item in ingredients:
-        first, *ancestors = _lineage(item).split("\n")
-        lines.append(f"weight {weight:g}: {first}")
-        lines.extend(f"  from {ancestor}" for ancestor in ancestors)
     return "\n".join(lines)
 
 
 def _lineage(record: str) -> str:
     """The ``init_from`` provenance entry: a line per ancestor, its recipe summed up."""
+    return "\n".join(_ancestors(record))
+
+
+def _ancestors(record: str) -> list[str]:
+    """One line per file up an ``init_from`` chain (JSON records, innermost last)."""
     import json
 
     lines = []
     while record:
         try:
             parent = json.loads(record)
-            provenance = parent["provenance"]
-            line = f"{parent['file']} (sha256 {parent['sha256'][:16]})"
-        except (ValueError, KeyError, TypeError):
+            lines.append(_file_line(parent))
+            record = parent["provenance"].get("init_from", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
             lines.append(str(record))  # written by something else: shown as it is
             break
-        facts = [
-            f"{name} {provenance[name]}"
-            for name in ("epochs", "loss", "optimizer", "val_dice")
-            if name in provenance
-        ]
-        lines.append(line + (": " + "; ".join(facts) if facts else ""))
-        record = provenance.get("init_from", "")
-    return "\n".join(lines)
+    return lines
+
+
+def _file_line(item: dict[str, Any]) -> str:
+    """A model file of a lineage record: name, hash and its recipe summed up."""
+    provenance = item["provenance"]
+    facts = [
+        f"{name} {provenance[name]}"
+        for name in ("epochs", "loss", "optimizer", "val_dice")
+        if name in provenance
+    ]
+    line = f"{item['file']} (sha256 {item['sha256'][:16]})"
+    return line + (": " + "; ".join(facts) if facts else "")
 
 
 def _print_summary(stats: Any) -> None:
