@@ -7,11 +7,18 @@ possible) and once paced at 25 fps as a live source (newest frame wins), for
 each model in turn, ``--repeats`` times, so that a slow spell of a shared or
 virtual machine hits every model alike. Prints, per run and as medians per
 model, clip and mode: frames per second after the warm-up frames, frames
-dropped, grab -> overlay latency p99 (live) and processor milliseconds per
-frame (every thread of this process).
+dropped, grab -> overlay latency p50 and p99 (live) and processor milliseconds
+per frame (every thread of this process).
 
     python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
         --models streamseg/assets/default.safetensors,OTHER.safetensors
+
+``--sets`` runs each model once per group of ``model`` settings instead
+(comma-separated ``KEY=VALUE`` in a group), e.g. one inference stream
+against two:
+
+    python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
+        --sets model.streams=1 model.streams=2
 """
 
 from __future__ import annotations
@@ -38,26 +45,50 @@ WARMUP_FRAMES = 8
 
 def main() -> None:
     parser = ab_parser(__doc__)
-    parser.add_argument("--models", required=True, help="model files, comma-separated")
+    parser.add_argument(
+        "--models",
+        default="streamseg/assets/default.safetensors",
+        help="model files, comma-separated (default: the bundled model)",
+    )
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=[""],
+        help="groups of model settings, each KEY=VALUE[,KEY=VALUE] (default: none)",
+    )
+    parser.add_argument(
+        "--modes", default="file,live", help="file, live or both (default both)"
+    )
     args = parser.parse_args()
+    modes = [mode for mode in args.modes.split(",") if mode]
     clips = ab_clips(args)
     work = DEFAULT_WORK_DIR
     models = [Path(path) for path in args.models.split(",")]
     segmenters = {}
     for path in models:
-        settings = load_config(
-            StreamConfig,
-            args.config,
-            [f"model.path={path}", f"model.threads={args.threads}"],
-        ).model
-        segmenters[path] = Segmenter.from_settings(settings, prepare_device(settings))
-        print(path.name, "|", segmenters[path].describe())
+        for group in args.sets:
+            overrides = [item for item in group.split(",") if item]
+            settings = load_config(
+                StreamConfig,
+                args.config,
+                [f"model.path={path}", f"model.threads={args.threads}", *overrides],
+            ).model
+            name = " ".join([path.name, *overrides])
+            device = prepare_device(settings)
+            # As streamseg run builds it for a file and for a live source.
+            per_mode = {
+                mode: Segmenter.from_settings(settings, device, live=mode == "live")
+                for mode in modes
+            }
+            segmenters[name] = (per_mode, [f"model.path={path}", *overrides])
+            for mode, segmenter in per_mode.items():
+                print(name, mode, "|", segmenter.describe())
     print(cpu_info().describe())
-    rows: dict[tuple[str, str, str], list[tuple[float, int, float, float]]] = {}
+    rows: dict[tuple[str, str, str], list[tuple[float, ...]]] = {}
     for repeat in range(args.repeats):
         for clip_name, clip in clips.items():
-            for path, segmenter in segmenters.items():
-                for mode in ("file", "live"):
+            for name, (per_mode, model_sets) in segmenters.items():
+                for mode, segmenter in per_mode.items():
                     config = load_config(
                         StreamConfig,
                         args.config,
@@ -67,8 +98,8 @@ def main() -> None:
                             f"source.realtime={'true' if mode == 'live' else 'false'}",
                             f"output.video={work / 'pipeline-ab.mp4'}",
                             "output.view=none",
-                            f"model.path={path}",
                             f"model.threads={args.threads}",
+                            *model_sets,
                         ],
                     )
                     probe = LatencyProbe(live=mode == "live")
@@ -76,27 +107,28 @@ def main() -> None:
                     batch = 1 if mode == "live" else config.model.batch_size
                     fps = steady_throughput(probe.done_s, WARMUP_FRAMES, batch)
                     cpu = steady_cpu(probe, WARMUP_FRAMES, batch)
-                    p99_ms = (
-                        float(np.percentile(probe.latency_s, 99) * 1000)
+                    p50_ms, p99_ms = (
+                        np.percentile(probe.latency_s, [50, 99]) * 1000
                         if probe.latency_s
-                        else float("nan")
+                        else (float("nan"), float("nan"))
                     )
-                    rows.setdefault((clip_name, mode, path.name), []).append(
-                        (fps, stats.frames_dropped, p99_ms, cpu.ms_per_frame)
+                    rows.setdefault((clip_name, mode, name), []).append(
+                        (fps, stats.frames_dropped, p50_ms, p99_ms, cpu.ms_per_frame)
                     )
                     print(
-                        f"repeat {repeat + 1}: {clip_name} {mode} {path.name}: "
+                        f"repeat {repeat + 1}: {clip_name} {mode} {name}: "
                         f"{fps:.1f} fps, {stats.frames_dropped} dropped, "
-                        f"p99 {p99_ms:.0f} ms, CPU {cpu.ms_per_frame:.1f} ms/frame",
+                        f"p50 / p99 {p50_ms:.0f} / {p99_ms:.0f} ms, "
+                        f"CPU {cpu.ms_per_frame:.1f} ms/frame",
                         flush=True,
                     )
-    print("medians (fps, dropped, live p99 ms, CPU ms/frame):")
+    print("medians (fps, dropped, live p50 / p99 ms, CPU ms/frame):")
     for (clip_name, mode, name), values in rows.items():
         medians = [statistics.median(column) for column in zip(*values, strict=True)]
         print(
             f"  {clip_name} {mode} {name}: {medians[0]:.1f} fps, "
-            f"{medians[1]:.0f} dropped, p99 {medians[2]:.0f} ms, "
-            f"CPU {medians[3]:.1f} ms/frame"
+            f"{medians[1]:.0f} dropped, p50 / p99 {medians[2]:.0f} / "
+            f"{medians[3]:.0f} ms, CPU {medians[4]:.1f} ms/frame"
         )
 
 

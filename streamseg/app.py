@@ -6,10 +6,12 @@ This is the only module that knows every stage. The pipeline is a plain
 
 * decoding runs on a producer thread (files: BLOCK queue of ``prefetch``
   frames, lossless; live sources: DROP_OLDEST queue of 1, newest frame wins);
-* on the CPU, inference runs on its own thread one batch ahead of the loop
-  (BLOCK queue of 1): the network computes the next batch while the loop
-  smooths and draws this one. On a GPU it runs in the loop (a compiled or
-  captured network belongs to the thread that prepared it);
+* on the CPU, inference runs on worker threads ahead of the loop: the
+  network computes the next batch (with OpenVINO streams, the next
+  ``streams`` batches at once, so live frames overlap too) while the loop
+  smooths and draws this one; results come back in frame order. On a GPU it
+  runs in the loop (a compiled or captured network belongs to the thread
+  that prepared it);
 * smoothing, findings, tracking and overlay run in the loop, in frame order
   (stateful stages need no locks, and an OpenCV window needs the main thread);
 * the video encoder runs on a consumer thread behind a BLOCK queue.
@@ -31,6 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -118,8 +121,9 @@ def run(
             pass a :class:`~streamseg.sinks.FrameList`).
         on_progress: Called after each frame with (frames done, frames
             expected or None, the :class:`~streamseg.stats.Figures` shown).
-        infer_ahead: Run inference on its own thread, one batch ahead of
-            the loop; ``None``: on the CPU only (benchmarks compare both).
+        infer_ahead: Run inference on worker threads, ahead of the loop
+            (``segmenter.streams`` batches in flight, at least one);
+            ``None``: on the CPU only (benchmarks compare both).
 
     Returns:
         The run's statistics (``stopped`` says why it ended; an interrupt
@@ -164,7 +168,7 @@ def run(
     try:
         if segmenter is None:
             segmenter = Segmenter.from_settings(
-                config.model, prepare_device(config.model)
+                config.model, prepare_device(config.model), live=source.live
             )
         try:
             smoother = TemporalSmoother(
@@ -457,43 +461,85 @@ def _predicted(
 ) -> Iterator[tuple[list[_Decoded], list[Prediction]] | object]:
     """Each batch with its predictions (:data:`NO_SIGNAL` passed on as it is).
 
-    ``ahead``: on a worker thread, one batch ahead of the caller (BLOCK queue
-    of 1, nothing lost or reordered). To end early, set the source's stop
-    event (the worker's read of the source then ends), then close the
-    result. Otherwise on the caller's thread.
+    ``ahead``: on worker threads, ahead of the caller: up to
+    ``segmenter.streams`` batches are computed at once (at least one), and
+    each comes back in order, as soon as it is done (nothing lost or
+    reordered; the caller's wait is timed as ``prediction wait``). To end
+    early, set the source's stop event (the reader of the source then ends),
+    then close the result. Otherwise on the caller's thread.
     """
+
+    in_flight = max(1, segmenter.streams) if ahead else 1
+    # Calls that overlap each take longer than alone: the table says so.
+    stage = "inference" if in_flight == 1 else f"inference ({in_flight} at once)"
+
+    def predict(batch: list[_Decoded]) -> list[Prediction]:
+        with stats.time(stage, frames=len(batch)):
+            predictions = segmenter.segment([item.frame for item in batch], tta=tta)
+            synchronize(segmenter.device)
+        return predictions
 
     def infer() -> Iterator[tuple[list[_Decoded], list[Prediction]] | object]:
         for batch in batches:
             if batch is NO_SIGNAL:
                 yield batch
-                continue
-            batch = cast(list[_Decoded], batch)
-            with stats.time("inference", frames=len(batch)):
-                predictions = segmenter.segment([item.frame for item in batch], tta=tta)
-                synchronize(segmenter.device)
-            yield batch, predictions
+            else:
+                yield batch, predict(cast(list[_Decoded], batch))
 
     if not ahead:
         return infer()
     return in_background(
-        infer(), maxsize=1, when_full=WhenFull.BLOCK, name="streamseg-inference"
+        _submitted(batches, predict, in_flight),
+        maxsize=1,
+        when_full=WhenFull.BLOCK,
+        name="streamseg-inference",
     )
 
 
+def _submitted(
+    batches: Iterator[list[_Decoded] | object],
+    predict: Callable[[list[_Decoded]], list[Prediction]],
+    in_flight: int,
+) -> Iterator[tuple[list[_Decoded], Future[list[Prediction]]] | object]:
+    """Start ``predict`` on each batch, ``in_flight`` at most at once; yield futures.
+
+    Runs on the inference thread: a batch is read from the source only when
+    a worker is free (a live source meanwhile keeps its newest frame).
+    """
+    free = threading.Semaphore(in_flight)
+    # On close the pool waits for the batches still running (at most in_flight).
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="streamseg-infer") as pool:
+        while True:
+            free.acquire()
+            batch = next(batches, None)
+            if batch is None:
+                return
+            if batch is NO_SIGNAL:
+                free.release()
+                yield batch
+                continue
+            future = pool.submit(predict, cast(list[_Decoded], batch))
+            future.add_done_callback(lambda _: free.release())
+            yield batch, future
+
+
 def _waited(
-    steps: Iterator[tuple[list[_Decoded], list[Prediction]] | object],
+    steps: Iterator[tuple[list[_Decoded], Future[list[Prediction]]] | object],
     stats: StatsRecorder,
 ) -> Iterator[tuple[list[_Decoded], list[Prediction]] | object]:
-    """``steps``, timing the loop's wait for each batch's predictions."""
+    """``steps`` with each future's result, timing the loop's wait for it."""
     while True:
         start_s = time.perf_counter()
         step = next(steps, None)
         if step is None:
             return
-        if step is not NO_SIGNAL:
-            stats.add("prediction wait", time.perf_counter() - start_s, len(step[0]))
-        yield step
+        if step is NO_SIGNAL:
+            yield step
+            continue
+        batch, future = cast(tuple[list[_Decoded], Future[list[Prediction]]], step)
+        predictions = future.result()
+        stats.add("prediction wait", time.perf_counter() - start_s, len(batch))
+        yield batch, predictions
 
 
 def _batches(

@@ -274,8 +274,9 @@ def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         help="model-only variants, comma-separated (default CPU: "
-        "fp32,bf16-cl,bf16-cl-compile,onnx,ov-fp32,ov-int8 (OpenVINO ones where "
-        "installed, ov-int8 where the model has an INT8 artefact); CUDA: fp32,"
+        "fp32,bf16-cl,bf16-cl-compile,onnx,ov-fp32,ov-int8,ov-int8-1s (OpenVINO "
+        "ones where installed, ov-int8 and ov-int8-1s (one stream) where the model "
+        "has an INT8 artefact); CUDA: fp32,"
         "fp16,fp16-cl,fp16-cl-graphs,fp16-cl-compile; also fp32-cl, fp32-compile)",
     )
     parser.add_argument(

@@ -101,6 +101,8 @@ CPU_GRAPHS = {"onnx": "the fp32 graph", "openvino": "fp32 or the INT8 artefact"}
 # Calls per prepared batch size at construction: the first compiles or captures,
 # the second runs the compiled path once more (cudagraph trees record there).
 WARM_UP_CALLS = 2
+# Inference streams with the openvino backend and 2+ threads (ModelSettings.streams).
+AUTO_STREAMS = 2
 
 FP32 = Precision(None)
 
@@ -207,6 +209,14 @@ class ModelSettings:
             two flips in one forward pass; about 3x the inference work) for
             recorded videos where accuracy matters more than speed. Live
             sources always run without it (the newest frame, at once).
+        streams: OpenVINO only: independent inference streams sharing the
+            threads (a batch is split across them, and the pipeline keeps
+            this many batches in flight). ``None``: for files, 2 with the
+            openvino backend and at least 2 threads (on a CPU shared with
+            decoding and encoding, threads that never wait for each other
+            keep the network's speed: more frames per second); for live
+            sources 1 (every frame on all the threads: the lowest latency).
+            Measured in docs/benchmarks.md.
     """
 
     path: Path | None = None
@@ -222,6 +232,7 @@ class ModelSettings:
     compile_mode: CompileMode = "default"
     cuda_graphs: bool = False
     tta: TTA = "none"
+    streams: int | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
@@ -231,6 +242,38 @@ class ModelSettings:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
+        if self.streams is not None and self.streams < 1:
+            raise ValueError(f"streams: expected >= 1 or null, got {self.streams}")
+
+    def resolved_streams(
+        self, backend: Backend, threads: int, *, live: bool = False
+    ) -> int:
+        """How many inference streams these settings mean (``None`` resolved).
+
+        Args:
+            backend: The resolved backend (:meth:`resolve_backend`).
+            threads: The inference threads (torch's thread count, set at the edge).
+            live: For a live source (``None`` then means one stream).
+
+        Raises:
+            ValueError: More than one stream with a backend other than
+                openvino, or more streams than threads.
+        """
+        if self.streams is None:
+            fast = backend == "openvino" and threads >= 2 and not live
+            return AUTO_STREAMS if fast else 1
+        if self.streams > 1 and backend != "openvino":
+            raise ValueError(
+                f"streams: {self.streams} streams need backend openvino (this "
+                f"run uses {backend}); set model.backend=openvino or drop "
+                "model.streams"
+            )
+        if self.streams > threads:
+            raise ValueError(
+                f"streams: {self.streams} streams need at least as many threads "
+                f"(this run has {threads}); raise model.threads or lower model.streams"
+            )
+        return self.streams
 
     def resolved_precision(self, device: torch.device) -> Precision:
         """The autocast dtype these settings mean on ``device`` (``auto`` resolved).
@@ -331,6 +374,8 @@ class Segmenter:
         int8: backend openvino: the model file's INT8 artefact (``.xml``),
             checked by :func:`streamseg.backends.openvino.choose_backend`;
             ``None``: fp32.
+        streams: backend openvino: inference streams sharing torch's
+            threads (:class:`ModelSettings`); 1 for every other backend.
 
     Attributes:
         prepare_s: Seconds spent at construction on ONNX export/loading,
@@ -364,8 +409,14 @@ class Segmenter:
         batch_sizes: Sequence[int] = (1,),
         tta: TTA = "none",
         int8: str | Path | None = None,
+        streams: int = 1,
     ) -> None:
         check_tta(tta)
+        if streams < 1 or (streams > 1 and backend != "openvino"):
+            raise ValueError(
+                f"streams: expected 1, or more with backend openvino; got {streams} "
+                f"with backend {backend}"
+            )
         check_options(
             device,
             precision,
@@ -389,6 +440,7 @@ class Segmenter:
             sorted({size * (views if size > 1 else 1) for size in batch_sizes})
         )
         self.int8 = Path(int8) if int8 is not None and backend == "openvino" else None
+        self.streams = streams
         network = network.to(device).eval()
         if self.channels_last:
             network = network.to(memory_format=torch.channels_last)
@@ -407,7 +459,11 @@ class Segmenter:
 
     @classmethod
     def from_settings(
-        cls, settings: ModelSettings, device: torch.device | None = None
+        cls,
+        settings: ModelSettings,
+        device: torch.device | None = None,
+        *,
+        live: bool = False,
     ) -> Segmenter:
         """The one mapping from the ``model`` config section to a segmenter.
 
@@ -421,6 +477,7 @@ class Segmenter:
             settings: The ``model`` section.
             device: From :func:`prepare_device` (chosen once, at the edge);
                 ``None``: :func:`prepare_device` is called here.
+            live: For a live source (:meth:`ModelSettings.resolved_streams`).
 
         Raises:
             ConfigError: An option this device or install cannot honour.
@@ -434,6 +491,9 @@ class Segmenter:
         try:
             settings, choice = settings.resolve_backend(device)
             precision = settings.resolved_precision(device)
+            streams = settings.resolved_streams(
+                settings.backend, torch.get_num_threads(), live=live
+            )
         except Int8ArtefactError as error:
             raise ModelFileError(str(error)) from error
         except ValueError as error:
@@ -453,6 +513,7 @@ class Segmenter:
                 batch_sizes=(1, settings.batch_size),
                 tta=settings.tta,
                 int8=choice.int8,
+                streams=streams,
             )
         except ValueError as error:  # an option this device or install cannot honour
             raise ConfigError(f"model: {error}") from error
@@ -496,6 +557,8 @@ class Segmenter:
             parts.append(f"compiled ({self.compile_mode})")
         if self.cuda_graphs:
             parts.append("CUDA graphs")
+        if self.streams > 1:
+            parts.append(f"{self.streams} streams")
         if self.tta != "none":
             parts.append(f"{self.tta} TTA (files)")
         return ", ".join(parts)
@@ -581,8 +644,8 @@ class Segmenter:
             from streamseg.backends.openvino import OpenVinoRunner
 
             if self.int8 is not None:
-                return OpenVinoRunner.int8(self.int8)
-            return OpenVinoRunner.fp32(network, self.spec)
+                return OpenVinoRunner.int8(self.int8, streams=self.streams)
+            return OpenVinoRunner.fp32(network, self.spec, streams=self.streams)
         return TorchRunner(
             network,
             self.device,

@@ -256,7 +256,7 @@ def test_on_the_cpu_inference_runs_one_batch_ahead_on_its_own_thread(
 
     config = _config(clip, model_file)  # batch 4: 6 frames make two batches
     stats = run(config, sinks=[_Recording()])
-    assert threads_seen == ["streamseg-inference"] * 2
+    assert threads_seen == ["streamseg-infer_0"] * 2
     assert drawn == list(range(CLIP_FRAMES))  # in order, none lost
     assert {stage.name for stage in stats.stages} >= {"inference", "prediction wait"}
     # In the loop (as on a GPU): the same frames, on the calling thread.
@@ -269,4 +269,55 @@ def test_on_the_cpu_inference_runs_one_batch_ahead_on_its_own_thread(
     stats = run(config, sinks=[_FailingSink(1, KeyboardInterrupt())])
     assert stats.stopped == "interrupted"
     alive = {thread.name for thread in threading.enumerate()}
-    assert not alive & {"streamseg-inference", "streamseg-source"}
+    assert not alive & {"streamseg-inference", "streamseg-source", "streamseg-infer_0"}
+
+
+def test_with_streams_that_many_batches_run_at_once_and_come_back_in_order(
+    clip, model_file, monkeypatch
+):
+    running, most = [0], [0]
+    lock = threading.Lock()
+    segment = Segmenter.segment
+
+    def overlapping(self, frames, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            # The first batch is slow: the second finishes first.
+            time.sleep(0.3 if frames[0].index == 0 else 0.0)
+            return segment(self, frames, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(Segmenter, "segment", overlapping)
+    config = _config(clip, model_file)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, batch_size=2)
+    )
+    segmenter = Segmenter.from_settings(config.model)
+    one_at_a_time = FrameList()
+    run(config, segmenter=segmenter, sinks=[one_at_a_time])
+    assert most[0] == 1
+    segmenter.streams = 2  # as an OpenVINO segmenter with two streams has
+    sink = FrameList()
+    stats = run(config, segmenter=segmenter, sinks=[sink])
+    assert most[0] == 2
+    assert [f.frame.index for f in sink.findings] == list(range(CLIP_FRAMES))
+    pairs = zip(sink.predictions, one_at_a_time.predictions, strict=True)
+    for got, expected in pairs:
+        assert torch.equal(got.probabilities, expected.probabilities)
+    assert "inference (2 at once)" in {stage.name for stage in stats.stages}
+
+    # A failure in one of the calls in flight ends the run with that error.
+    def failing(self, frames, **kwargs):
+        if frames[0].index >= 2:
+            raise RuntimeError("inference failed")
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", failing)
+    with pytest.raises(RuntimeError, match="inference failed"):
+        run(config, segmenter=segmenter, sinks=[FrameList()])
+    alive = {thread.name for thread in threading.enumerate()}
+    assert not any(name.startswith("streamseg-infer") for name in alive)

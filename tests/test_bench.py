@@ -10,6 +10,8 @@ import dataclasses
 import itertools
 import json
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -237,6 +239,30 @@ def test_time_model_times_only_the_measured_calls(model_file):
     # Read before and after the timed calls: one CPU tick over 2 x 5 + 1 wall ticks.
     assert result.cpu.ms_per_frame == pytest.approx(6.0 / 15)
     assert result.cpu.cores_busy == pytest.approx(0.006 / (0.004 * 11))
+
+
+def test_time_model_keeps_as_many_calls_in_flight_as_there_are_streams(model_file):
+    segmenter = Segmenter.from_file(model_file, CPU)
+    segmenter.streams = 2  # as an OpenVINO segmenter with two streams has
+    running, most = [0], [0]
+    lock = threading.Lock()
+    original = segmenter.probabilities
+
+    def overlapping(images, *, tta):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return original(images, tta=tta)
+
+    segmenter.probabilities = overlapping
+    result = bench_timing.time_model(segmenter, 2, iterations=6, warmup=1)
+    assert most[0] == 2 and result.latency.count == 6
+    # Throughput over the wall time of all the calls: more than one call's worth.
+    one_at_a_time_fps = 2 / (result.latency.p50_ms / 1000)
+    assert result.throughput_fps > 1.2 * one_at_a_time_fps
 
 
 def test_cpu_use_over_the_steady_span():

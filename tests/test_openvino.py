@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -181,8 +182,11 @@ def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_mo
     assert choice.backend == "openvino"
     assert choice.int8 == ov_backend.int8_paths(model).xml
     segmenter = Segmenter.from_settings(ModelSettings(path=model, batch_size=2))
-    assert segmenter.describe() == "int8, OpenVINO"
+    assert torch.get_num_threads() == 2  # conftest: two threads, so two streams
+    assert segmenter.describe() == "int8, OpenVINO, 2 streams"
     assert len(segmenter.segment(_frames())) == 2
+    one = Segmenter.from_settings(ModelSettings(path=model, batch_size=2, streams=1))
+    assert one.describe() == "int8, OpenVINO"
     # A torch precision or torch option, quantized false, or a GPU: torch.
     assert (
         ov_backend.choose_backend("auto", "auto", CPU, model, precision="bf16").backend
@@ -201,6 +205,54 @@ def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_mo
     )
     fp32 = ov_backend.choose_backend("openvino", False, CPU, model)
     assert (fp32.backend, fp32.int8) == ("openvino", None)
+
+
+@pytest.mark.slow
+def test_streams_split_a_batch_and_serve_concurrent_calls_with_the_same_logits(
+    quantized_model,
+):
+    model, _ = quantized_model
+    xml = ov_backend.int8_paths(model).xml
+    one = ov_backend.OpenVinoRunner.int8(xml, threads=2, streams=1)
+    two = ov_backend.OpenVinoRunner.int8(xml, threads=2, streams=2)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.rand((size, 3, 64, 64), generator=generator) for size in (3, 1, 2)]
+    expected = [one(images) for images in batches]
+    # A batch of 3 runs as parts of 2 and 1 on the two streams.
+    assert torch.allclose(two(batches[0]), expected[0], atol=1e-5)
+    # Calls from several threads at once each get their own requests.
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(two, batches * 4))
+    for got, want in zip(results, expected * 4, strict=True):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match=r"streams: expected 1 to the thread count"):
+        ov_backend.compile_ir(xml, threads=2, streams=3)
+
+
+def test_streams_resolve_once_from_the_backend_and_threads():
+    auto = ModelSettings()
+    assert auto.resolved_streams("openvino", threads=2) == 2
+    assert auto.resolved_streams("openvino", threads=8) == 2
+    assert auto.resolved_streams("openvino", threads=1) == 1
+    # Live sources: one stream, every frame on all the threads.
+    assert auto.resolved_streams("openvino", threads=8, live=True) == 1
+    assert ModelSettings(streams=2).resolved_streams("openvino", 2, live=True) == 2
+    assert auto.resolved_streams("torch", threads=8) == 1
+    assert auto.resolved_streams("onnx", threads=8) == 1
+    assert ModelSettings(streams=1).resolved_streams("openvino", threads=8) == 1
+    assert ModelSettings(streams=4).resolved_streams("openvino", threads=8) == 4
+    with pytest.raises(ValueError, match=r"need backend openvino.*model.backend"):
+        ModelSettings(streams=2).resolved_streams("torch", threads=2)
+    with pytest.raises(ValueError, match=r"at least as many threads.*model.threads"):
+        ModelSettings(streams=3).resolved_streams("openvino", threads=2)
+    with pytest.raises(ValueError, match="streams: expected >= 1"):
+        ModelSettings(streams=0)
+
+
+def test_more_than_one_stream_needs_the_openvino_backend(tiny_spec):
+    with pytest.raises(ValueError, match="streams: expected 1, or more with backend"):
+        Segmenter(build_network(tiny_spec), tiny_spec, CPU, streams=2)
 
 
 def test_backend_auto_without_an_artefact_keeps_torch(tiny_spec, tmp_path):
@@ -298,7 +350,9 @@ def test_the_bundled_model_ships_its_int8_artefact():
 def test_backend_auto_runs_the_bundled_int8_artefact_on_the_cpu():
     settings = ModelSettings(device="cpu", batch_size=1)
     segmenter = Segmenter.from_settings(settings)
-    assert segmenter.describe() == "int8, OpenVINO"
+    assert segmenter.describe() == "int8, OpenVINO, 2 streams"  # conftest: 2 threads
+    live = Segmenter.from_settings(settings, live=True)
+    assert live.describe() == "int8, OpenVINO"
     frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
     # The map at the network's input size, covering the frame.
     assert segmenter(frame).probabilities.shape == segmenter.spec.input_hw
@@ -319,11 +373,14 @@ def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
     base = ModelSettings(path=plain)
     keys = {
         bench_inputs.settings_key(bench_inputs.resolve_variant(n, base), CPU)
-        for n in ("ov-fp32", "ov-int8", "fp32-cl", "onnx")
+        for n in ("ov-fp32", "ov-int8", "ov-int8-1s", "fp32-cl", "onnx")
     }
-    assert len(keys) == 4
+    assert len(keys) == 5
     assert bench_timing.describe_settings(
         bench_inputs.resolve_variant("ov-int8", base)
+    ) == ("int8, OpenVINO, 2 streams")
+    assert bench_timing.describe_settings(
+        bench_inputs.resolve_variant("ov-int8-1s", base)
     ) == ("int8, OpenVINO")
 
 

@@ -15,7 +15,15 @@ calibrates.
 
 Both run with ``INFERENCE_PRECISION_HINT=f32``: on CPUs with native bf16
 OpenVINO would otherwise run the float layers in bf16, which is not what was
-validated. Threads: torch's thread count, latency hint (one stream).
+validated. Threads: torch's thread count.
+
+Streams: with one stream (latency hint) every call runs on all the threads,
+which must meet after every layer: on a CPU shared with decoding, drawing
+and encoding, one preempted thread stalls the others. With ``streams`` > 1
+(throughput hint) the threads are split between independent streams; a batch
+is split across them and runs in parallel, and concurrent calls (the
+pipeline keeps ``streams`` calls in flight) each get their own. A preempted
+thread then delays only its own part (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import io
 import json
 import logging
 import os
+import queue
 import tempfile
 import time
 import warnings
@@ -34,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -301,52 +311,96 @@ def fp32_ir(network: nn.Module, spec: ModelSpec) -> Path:
 # --- running ----------------------------------------------------------------
 
 
-def compile_ir(model, threads: int | None = None):
-    """Compile for the CPU: f32 float layers, latency hint, ``threads`` threads.
+def compile_ir(model, threads: int | None = None, streams: int = 1):
+    """Compile for the CPU: f32 float layers, ``threads`` threads, ``streams`` streams.
 
     Args:
         model: An IR ``.xml`` path or an ``openvino.Model``.
-        threads: Inference threads (default: torch's thread count).
+        threads: Inference threads in all (default: torch's thread count).
+        streams: 1: the latency hint (every call on all the threads); more:
+            the throughput hint with that many streams sharing the threads.
+
+    Raises:
+        ValueError: ``streams`` below 1 or above the thread count.
     """
     openvino = import_openvino()
+    threads = int(threads or torch.get_num_threads())
+    if not 1 <= streams <= threads:
+        raise ValueError(
+            f"streams: expected 1 to the thread count ({threads}), got {streams}"
+        )
     if isinstance(model, (str, Path)):
         model = str(model)
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
         "INFERENCE_PRECISION_HINT": "f32",
-        "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+        "INFERENCE_NUM_THREADS": threads,
     }
+    if streams > 1:
+        config["NUM_STREAMS"] = streams
     return openvino.Core().compile_model(model, "CPU", config)
 
 
 class OpenVinoRunner:
     """Runs a compiled OpenVINO model: (N, 3, h, w) float -> (N, 1, h, w) logits.
 
+    Thread-safe: up to ``streams`` calls may run at once (each takes its own
+    infer requests from a pool). A call splits its batch into at most
+    ``streams`` parts that run in parallel, one per stream.
+
     Args:
         compiled: An ``openvino.CompiledModel`` with one input and one output.
         kind: ``fp32`` or ``int8`` (for descriptions).
+        streams: The streams it was compiled with (:func:`compile_ir`).
     """
 
     name = "OpenVINO"
 
-    def __init__(self, compiled, kind: str) -> None:
+    def __init__(self, compiled, kind: str, streams: int = 1) -> None:
+        if streams < 1:
+            raise ValueError(f"streams: expected >= 1, got {streams}")
         self.compiled = compiled
         self.kind = kind
-        self.request = compiled.create_infer_request()
+        self.streams = streams
+        # Enough requests for ``streams`` concurrent calls of ``streams`` parts.
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(streams * streams):
+            self._requests.put(compiled.create_infer_request())
 
     @classmethod
-    def fp32(cls, network: nn.Module, spec: ModelSpec) -> OpenVinoRunner:
+    def fp32(
+        cls,
+        network: nn.Module,
+        spec: ModelSpec,
+        threads: int | None = None,
+        streams: int = 1,
+    ) -> OpenVinoRunner:
         """Convert ``network`` (or reuse its cached IR) and compile it."""
-        return cls(compile_ir(fp32_ir(network, spec)), "fp32")
+        compiled = compile_ir(fp32_ir(network, spec), threads, streams)
+        return cls(compiled, "fp32", streams)
 
     @classmethod
-    def int8(cls, xml: str | Path) -> OpenVinoRunner:
+    def int8(
+        cls, xml: str | Path, threads: int | None = None, streams: int = 1
+    ) -> OpenVinoRunner:
         """Compile an INT8 artefact (checked by :func:`choose_backend` first)."""
-        return cls(compile_ir(xml), "int8")
+        return cls(compile_ir(xml, threads, streams), "int8", streams)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        result = self.request.infer({0: array})
-        # The request reuses its output buffer on the next call: copy out.
-        logits = torch.from_numpy(result[0].copy())
+        parts = np.array_split(array, min(self.streams, len(array)))
+        requests = [self._requests.get() for _ in parts]
+        try:
+            for request, part in zip(requests, parts, strict=True):
+                request.start_async({0: part})
+            # A request reuses its output buffer on the next call: copy out.
+            outputs = []
+            for request in requests:
+                request.wait()
+                outputs.append(request.get_output_tensor(0).data.copy())
+        finally:
+            for request in requests:
+                request.wait()  # none may go back to the pool still running
+                self._requests.put(request)
+        logits = torch.from_numpy(np.concatenate(outputs))
         return logits.to(images.device)

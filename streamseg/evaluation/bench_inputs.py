@@ -77,9 +77,11 @@ def _variant(
     cuda_graphs: bool = False,
     cuda_only: bool = False,
     quantized: bool = False,
+    streams: int | None = None,
 ) -> Variant:
     settings = {
         "quantized": quantized,
+        "streams": streams,
         "precision": precision,
         "channels_last": channels_last,
         "backend": backend,
@@ -102,6 +104,8 @@ VARIANTS: dict[str, Variant] = {
         _variant("onnx", "fp32", backend="onnx"),
         _variant("ov-fp32", "fp32", backend="openvino"),
         _variant("ov-int8", "fp32", backend="openvino", quantized=True),
+        # One stream (the latency hint): every call on all the threads.
+        _variant("ov-int8-1s", "fp32", backend="openvino", quantized=True, streams=1),
         _variant("fp16", "fp16", cuda_only=True),
         _variant("fp16-cl", "fp16", channels_last=True, cuda_only=True),
         _variant(
@@ -121,7 +125,15 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 DEFAULT_VARIANTS = {
-    "cpu": ("fp32", "bf16-cl", "bf16-cl-compile", "onnx", "ov-fp32", "ov-int8"),
+    "cpu": (
+        "fp32",
+        "bf16-cl",
+        "bf16-cl-compile",
+        "onnx",
+        "ov-fp32",
+        "ov-int8",
+        "ov-int8-1s",
+    ),
     "cuda": ("fp32", "fp16", "fp16-cl", "fp16-cl-graphs", "fp16-cl-compile"),
 }
 
@@ -138,13 +150,13 @@ def variant_names(
     """The variants benchmarked by default on ``device`` (for ``model_path``).
 
     OpenVINO variants are left out where OpenVINO is not installed, and
-    ``ov-int8`` where the model file has no INT8 artefact.
+    ``ov-int8`` and ``ov-int8-1s`` where the model file has no INT8 artefact.
     """
     names = DEFAULT_VARIANTS["cuda" if device.type == "cuda" else "cpu"]
     if not ov_backend.available():
         return tuple(n for n in names if not n.startswith("ov-"))
     if model_path is None or not ov_backend.int8_paths(model_path).any_exist():
-        return tuple(n for n in names if n != "ov-int8")
+        return tuple(n for n in names if not n.startswith("ov-int8"))
     return names
 
 
@@ -188,7 +200,19 @@ def settings_key(settings: ModelSettings, device: torch.device) -> tuple:
         settings.compile_mode if settings.compile else None,
         settings.cuda_graphs,
         settings.tta,
+        resolved_streams(settings),
     )
+
+
+def resolved_streams(settings: ModelSettings, *, live: bool = False) -> int | None:
+    """The inference streams ``settings`` (backend resolved) mean with torch's
+    threads; ``None`` where they cannot run (loading says why)."""
+    try:
+        return settings.resolved_streams(
+            settings.backend, torch.get_num_threads(), live=live
+        )
+    except ValueError:
+        return None
 
 
 # --- clips --------------------------------------------------------------------
