@@ -120,6 +120,7 @@ class RedDiscSegmenter:
         self.spec = spec
         self.device = torch.device("cpu")
         self.precision = Precision(None)
+        self.streams = 1  # batches in flight at once
 
     def __call__(self, frame: Frame) -> Prediction:
         probabilities = torch.from_numpy(red_mask(frame.pixels).astype(np.float32))
@@ -142,5 +143,5 @@ def use_red_disc_segmenter(monkeypatch, spec: ModelSpec) -> None:
     """
     monkeypatch.setattr(
         "streamseg.segmenter.Segmenter.from_settings",
-        classmethod(lambda cls, settings, device=None: RedDiscSegmenter(spec)),
+        classmethod(lambda cls, settings, device=None, **_: RedDiscSegmenter(spec)),
     )

@@ -388,7 +388,7 @@ def test_a_live_source_opens_before_the_model_loads_and_counts_warm_up_drops(
     caplog.set_level(logging.INFO, logger="streamseg")
     loaded = threading.Event()
 
-    def slow_load(cls, settings, device=None):  # a model that takes 2 s to load
+    def slow_load(cls, settings, device=None, **_):  # a model that takes 2 s to load
         time.sleep(2.0)
         loaded.set()
         return RedDiscSegmenter(tiny_spec)

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -181,12 +180,12 @@ def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_mo
     choice = ov_backend.choose_backend("auto", "auto", CPU, model)
     assert choice.backend == "openvino"
     assert choice.int8 == ov_backend.int8_paths(model).xml
-    segmenter = Segmenter.from_settings(ModelSettings(path=model, batch_size=2))
-    assert torch.get_num_threads() == 2  # conftest: two threads, so two streams
-    assert segmenter.describe() == "int8, OpenVINO, 2 streams"
+    # Two streams (the default for files here) in a child process: STREAMS_CHECK.
+    segmenter = Segmenter.from_settings(
+        ModelSettings(path=model, batch_size=2), live=True
+    )
+    assert segmenter.describe() == "int8, OpenVINO"  # live: one stream
     assert len(segmenter.segment(_frames())) == 2
-    one = Segmenter.from_settings(ModelSettings(path=model, batch_size=2, streams=1))
-    assert one.describe() == "int8, OpenVINO"
     # A torch precision or torch option, quantized false, or a GPU: torch.
     assert (
         ov_backend.choose_backend("auto", "auto", CPU, model, precision="bf16").backend
@@ -207,27 +206,90 @@ def test_backend_auto_picks_openvino_int8_when_the_artefact_matches(quantized_mo
     assert (fp32.backend, fp32.int8) == ("openvino", None)
 
 
+# Runs in a child process: a process that has run OpenVINO with 2 streams
+# (its throughput executor) crashed in a later training run with DataLoader
+# workers in this suite; the runtime never trains (batch workers are spawned).
+STREAMS_CHECK = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np, torch
+from streamseg.backends import openvino as ov_backend
+from streamseg.frames import Frame
+from streamseg.segmenter import ModelSettings, Segmenter
+
+torch.set_num_threads(2)
+model = sys.argv[1]
+settings = ModelSettings(path=model, device="cpu", batch_size=2)
+files = Segmenter.from_settings(settings)
+live = Segmenter.from_settings(settings, live=True)
+frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
+xml = ov_backend.int8_paths(model).xml
+one = ov_backend.OpenVinoRunner.int8(xml, threads=2, streams=1)
+two = ov_backend.OpenVinoRunner.int8(xml, threads=2, streams=2)
+generator = torch.Generator().manual_seed(0)
+height, width = files.spec.input_hw
+batches = [torch.rand((n, 3, height, width), generator=generator) for n in (3, 1, 2)]
+expected = [one(images) for images in batches]
+with ThreadPoolExecutor(2) as pool:  # calls from several threads at once
+    results = list(pool.map(two, batches * 4))
+try:
+    ov_backend.compile_ir(xml, threads=2, streams=3)
+    too_many = ""
+except ValueError as error:
+    too_many = str(error)
+json.dump({
+    "files": files.describe(),
+    "live": live.describe(),
+    "streams": [files.streams, live.streams],
+    "map_hw": list(files(frame).probabilities.shape),
+    "input_hw": [height, width],
+    "split_diff": float((two(batches[0]) - expected[0]).abs().max()),
+    "shapes_ok": all(
+        got.shape == want.shape for got, want in zip(results, expected * 4)
+    ),
+    "concurrent_diff": max(
+        float((got - want).abs().max()) for got, want in zip(results, expected * 4)
+    ),
+    "too_many": too_many,
+}, sys.stdout)
+"""
+
+
+def _streams_check(model: Path) -> dict:
+    tests = Path(__file__).parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(tests), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", STREAMS_CHECK, str(model)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 @pytest.mark.slow
 def test_streams_split_a_batch_and_serve_concurrent_calls_with_the_same_logits(
     quantized_model,
 ):
     model, _ = quantized_model
-    xml = ov_backend.int8_paths(model).xml
-    one = ov_backend.OpenVinoRunner.int8(xml, threads=2, streams=1)
-    two = ov_backend.OpenVinoRunner.int8(xml, threads=2, streams=2)
-    generator = torch.Generator().manual_seed(0)
-    batches = [torch.rand((size, 3, 64, 64), generator=generator) for size in (3, 1, 2)]
-    expected = [one(images) for images in batches]
-    # A batch of 3 runs as parts of 2 and 1 on the two streams.
-    assert torch.allclose(two(batches[0]), expected[0], atol=1e-5)
-    # Calls from several threads at once each get their own requests.
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(two, batches * 4))
-    for got, want in zip(results, expected * 4, strict=True):
-        assert got.shape == want.shape
-        assert torch.allclose(got, want, atol=1e-5)
-    with pytest.raises(ValueError, match=r"streams: expected 1 to the thread count"):
-        ov_backend.compile_ir(xml, threads=2, streams=3)
+    result = _streams_check(model)
+    # With 2 threads: files run 2 streams, live sources 1.
+    assert result["files"] == "int8, OpenVINO, 2 streams"
+    assert result["live"] == "int8, OpenVINO"
+    assert result["streams"] == [2, 1]
+    assert result["map_hw"] == result["input_hw"]
+    # A batch of 3 runs as parts of 2 and 1 on the two streams: the same logits.
+    assert result["split_diff"] < 1e-5
+    # Calls from two threads at once each get their own requests.
+    assert result["shapes_ok"] and result["concurrent_diff"] < 1e-5
+    assert "streams: expected 1 to the thread count (2), got 3" in result["too_many"]
 
 
 def test_streams_resolve_once_from_the_backend_and_threads():
@@ -348,14 +410,14 @@ def test_the_bundled_model_ships_its_int8_artefact():
 
 @needs_openvino
 def test_backend_auto_runs_the_bundled_int8_artefact_on_the_cpu():
-    settings = ModelSettings(device="cpu", batch_size=1)
-    segmenter = Segmenter.from_settings(settings)
-    assert segmenter.describe() == "int8, OpenVINO, 2 streams"  # conftest: 2 threads
-    live = Segmenter.from_settings(settings, live=True)
-    assert live.describe() == "int8, OpenVINO"
-    frame = Frame(0, 0.0, np.zeros((64, 80, 3), np.uint8))
+    from streamseg.model import default_model_path
+
+    result = _streams_check(default_model_path())  # in a child: STREAMS_CHECK
+    assert result["files"] == "int8, OpenVINO, 2 streams"
+    assert result["live"] == "int8, OpenVINO"
     # The map at the network's input size, covering the frame.
-    assert segmenter(frame).probabilities.shape == segmenter.spec.input_hw
+    assert result["map_hw"] == result["input_hw"]
+    assert result["split_diff"] < 1e-5 and result["concurrent_diff"] < 1e-5
 
 
 def test_bench_lists_openvino_variants_and_the_cpu_flags(tiny_spec, tmp_path):
