@@ -23,7 +23,10 @@ and encoding, one preempted thread stalls the others. With ``streams`` > 1
 (throughput hint) the threads are split between independent streams; a batch
 is split across them and runs in parallel, and concurrent calls (the
 pipeline keeps ``streams`` calls in flight) each get their own. A preempted
-thread then delays only its own part (docs/benchmarks.md).
+thread then delays only its own part (docs/benchmarks.md). A process that
+has run streams should not fork afterwards (a training run with DataLoader
+workers after it crashed in the test suite): ``streamseg batch`` spawns its
+workers, and the runtime never trains.
 """
 
 from __future__ import annotations
