@@ -71,6 +71,26 @@ def _frames(count: int = 2) -> list[Frame]:
     ]
 
 
+def _in_child(code: str, *args: str) -> dict:
+    """Run ``code`` in a child Python (tests/ on its path); its stdout as JSON."""
+    tests = Path(__file__).parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(tests), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
 # Runs in a child process: after OpenVINO's fp32 conversion has run in a
 # process, a later training run with DataLoader workers in that same process
 # crashes (a segmentation fault seen in this suite); the runtime never trains.
@@ -117,22 +137,7 @@ json.dump({
 @needs_openvino
 @pytest.mark.slow
 def test_openvino_fp32_logits_match_torch_and_the_ir_is_cached(ov_cache):
-    tests = Path(__file__).parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(tests), os.environ.get("PYTHONPATH")])
-        ),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", FP32_CHECK],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout)
+    result = _in_child(FP32_CHECK)
     assert result["shape"] == [3, 1, *result["input_hw"]]
     assert result["logits_diff"] < 1e-4
     assert sorted(p.name for p in (ov_cache / "openvino").iterdir()) == result["cached"]
@@ -256,22 +261,7 @@ json.dump({
 
 
 def _streams_check(model: Path) -> dict:
-    tests = Path(__file__).parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(tests), os.environ.get("PYTHONPATH")])
-        ),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", STREAMS_CHECK, str(model)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+    return _in_child(STREAMS_CHECK, str(model))
 
 
 @pytest.mark.slow
