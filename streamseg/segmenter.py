@@ -33,6 +33,9 @@ backend ``onnx``   the network exported to ONNX (cached under
 backend            OpenVINO on the CPU: the network converted to fp32 IR
 ``openvino``       (cached), or the model file's INT8 artefact
                    (:mod:`streamseg.backends.openvino`)
+streams            OpenVINO: independent streams sharing the threads (files 2,
+                   live sources 1 by default); a batch is split across them
+                   and the pipeline keeps that many batches in flight
 backend ``auto``   the setting only, resolved once in :meth:`Segmenter.from_settings`
                    by :func:`streamseg.backends.openvino.choose_backend`
                    (OpenVINO INT8 on a CPU where the model file has a
