@@ -220,12 +220,13 @@ def test_sigterm_mid_run_leaves_a_playable_video(tmp_path, model_file):
 
 
 def test_info_without_a_path_describes_the_bundled_model(capsys):
-    from streamseg.model import default_model_path
+    from streamseg.model import default_model_path, read_spec
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert default_model_path().name in out
-    for text in ("UnetPlusPlus", "threshold", "tensors", "provenance."):
+    architecture = read_spec(default_model_path()).architecture
+    for text in (architecture, "threshold", "tensors", "provenance."):
         assert text in out
 
 
