@@ -282,7 +282,10 @@ def test_uncertainty_weights_formula_and_edges():
 
 
 def test_hysteresis_gap_sets_the_off_threshold():
-    assert SmoothingSettings().thresholds(0.5) == (0.5, pytest.approx(0.4))
+    assert SmoothingSettings(hysteresis_gap=0.1).thresholds(0.5) == (
+        0.5,
+        pytest.approx(0.4),
+    )
     assert SmoothingSettings(hysteresis_gap=0).thresholds(0.5) == (0.5, 0.5)
     assert SmoothingSettings(hysteresis_gap=0.3).thresholds(0.4) == (
         0.4,
