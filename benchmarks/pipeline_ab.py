@@ -19,10 +19,16 @@ against two:
 
     python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
         --sets model.streams=1 model.streams=2
+
+or the network at a smaller input than the model file's:
+
+    python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
+        --sets model.input_hw=[320,320] model.input_hw=[256,256]
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 
@@ -67,13 +73,16 @@ def main() -> None:
     segmenters = {}
     for path in models:
         for group in args.sets:
-            overrides = [item for item in group.split(",") if item]
+            # Commas split settings, except inside brackets: model.input_hw=[256,256].
+            overrides = [item for item in re.split(r",(?![^\[]*\])", group) if item]
             settings = load_config(
                 StreamConfig,
                 args.config,
                 [f"model.path={path}", f"model.threads={args.threads}", *overrides],
             ).model
-            name = " ".join([path.name, *overrides])
+            # Two files of one name (default.safetensors twice) keep their paths apart.
+            same_name = sum(other.name == path.name for other in models) > 1
+            name = " ".join([str(path) if same_name else path.name, *overrides])
             device = prepare_device(settings)
             # As streamseg run builds it for a file and for a live source.
             per_mode = {

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,6 +44,21 @@ def check_threshold(value: float, name: str = "threshold") -> None:
     """
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name}: expected a value in (0, 1), got {value}")
+
+
+def check_input_hw(value: Sequence[int], name: str = "input_hw") -> None:
+    """A network input size (model file, override): two positive multiples of 32.
+
+    Raises:
+        ValueError: Names the setting and the value.
+    """
+    if len(value) != 2 or any(
+        not isinstance(side, int) or side <= 0 or side % 32 for side in value
+    ):
+        raise ValueError(
+            f"{name}: expected two positive multiples of 32 (height, width), "
+            f"got {tuple(value)}"
+        )
 
 
 class ModelFileError(Exception):
@@ -87,14 +102,7 @@ class ModelSpec:
     provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.input_hw) != 2 or any(
-            not isinstance(side, int) or side <= 0 or side % 32
-            for side in self.input_hw
-        ):
-            raise ValueError(
-                f"input_hw: expected two positive multiples of 32 (height, width), "
-                f"got {self.input_hw}"
-            )
+        check_input_hw(self.input_hw)
         check_threshold(self.threshold)
         for name in ("mean", "std"):
             values = getattr(self, name)

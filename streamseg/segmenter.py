@@ -86,6 +86,7 @@ from streamseg.frames import Frame, Prediction
 from streamseg.model import (
     ModelFileError,
     ModelSpec,
+    check_input_hw,
     check_threshold,
     default_model_path,
     load_model,
@@ -220,6 +221,13 @@ class ModelSettings:
             keep the network's speed: more frames per second); for live
             sources 1 (every frame on all the threads: the lowest latency).
             Measured in docs/benchmarks.md.
+        input_hw: Network input (height, width) in pixels, multiples of 32,
+            instead of the model file's own (``None``: the file's). The
+            networks are fully convolutional: a smaller input costs less
+            (about 0.64x the work at 256x256 instead of 320x320) and loses a
+            little accuracy (measured in docs/benchmarks.md; check a size
+            with ``streamseg bench --validate --set model.input_hw=[H,W]``).
+            Every backend runs at it, the INT8 artefact included.
     """
 
     path: Path | None = None
@@ -236,6 +244,7 @@ class ModelSettings:
     cuda_graphs: bool = False
     tta: TTA = "none"
     streams: int | None = None
+    input_hw: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
@@ -247,6 +256,8 @@ class ModelSettings:
             raise ValueError(f"threads: expected >= 1 or null, got {self.threads}")
         if self.streams is not None and self.streams < 1:
             raise ValueError(f"streams: expected >= 1 or null, got {self.streams}")
+        if self.input_hw is not None:
+            check_input_hw(self.input_hw)
 
     def resolved_streams(
         self, backend: Backend, threads: int, *, live: bool = False
@@ -517,6 +528,7 @@ class Segmenter:
                 tta=settings.tta,
                 int8=choice.int8,
                 streams=streams,
+                input_hw=settings.input_hw,
             )
         except ValueError as error:  # an option this device or install cannot honour
             raise ConfigError(f"model: {error}") from error
@@ -529,9 +541,10 @@ class Segmenter:
         precision: Precision = FP32,
         *,
         threshold: float | None = None,
+        input_hw: Sequence[int] | None = None,
         **options: object,
     ) -> Segmenter:
-        """Load a model file; ``threshold`` (if given) replaces the file's own.
+        """Load a model file; ``threshold`` and ``input_hw`` (if given) replace its own.
 
         ``options`` are the constructor's keyword options (``channels_last``,
         ``backend``, ``compile``, ...).
@@ -539,6 +552,15 @@ class Segmenter:
         network, spec = load_model(path)
         if threshold is not None:
             spec = dataclasses.replace(spec, threshold=threshold)
+        if input_hw is not None and tuple(input_hw) != spec.input_hw:
+            log.info(
+                "network input %dx%d instead of the model file's %dx%d",
+                input_hw[1],
+                input_hw[0],
+                spec.input_hw[1],
+                spec.input_hw[0],
+            )
+            spec = dataclasses.replace(spec, input_hw=tuple(input_hw))
         return cls(network, spec, device, precision, **options)  # type: ignore[arg-type]
 
     @property
@@ -647,7 +669,9 @@ class Segmenter:
             from streamseg.backends.openvino import OpenVinoRunner
 
             if self.int8 is not None:
-                return OpenVinoRunner.int8(self.int8, streams=self.streams)
+                return OpenVinoRunner.int8(
+                    self.int8, streams=self.streams, input_hw=self.spec.input_hw
+                )
             return OpenVinoRunner.fp32(network, self.spec, streams=self.streams)
         return TorchRunner(
             network,

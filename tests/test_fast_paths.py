@@ -364,3 +364,30 @@ def test_tta_runs_on_files_and_never_on_live_sources(tiny_spec, tmp_path):
     assert shapes == [6, 1]
     with pytest.raises(ValueError, match="tta: expected one of none, flips"):
         Segmenter(network, tiny_spec, torch.device("cpu"), tta="rotations")
+
+
+# --- network input size other than the model file's --------------------------
+
+
+def test_input_hw_runs_the_network_at_another_size(tiny_spec, tmp_path):
+    config = load_config(StreamConfig, None, ["model.input_hw=[96,128]"])
+    assert config.model.input_hw == (96, 128)
+    for bad in ("[100,128]", "[96]", "[0,64]"):
+        with pytest.raises(ConfigError, match="input_hw"):
+            load_config(StreamConfig, None, [f"model.input_hw={bad}"])
+    path = tiny_model_file(tiny_spec, tmp_path)
+    sizes = []
+    for input_hw in (None, (96, 128)):
+        segmenter = Segmenter.from_settings(
+            ModelSettings(path=path, device="cpu", input_hw=input_hw)
+        )
+        shapes = []
+        segmenter.network.register_forward_hook(
+            lambda _m, inputs, _o, shapes=shapes: shapes.append(inputs[0].shape[-2:])
+        )
+        (prediction,) = segmenter.segment(_frames(1))
+        # The map at the network's input size; the frame is resized to it.
+        assert tuple(prediction.probabilities.shape) == segmenter.spec.input_hw
+        assert tuple(shapes[-1]) == segmenter.spec.input_hw
+        sizes.append(segmenter.spec.input_hw)
+    assert sizes == [tiny_spec.input_hw, (96, 128)]

@@ -445,3 +445,52 @@ def test_quantize_command_usage_errors_exit_2(tiny_spec, tmp_path):
     )
     assert code == 2
     assert not ov_backend.int8_paths(model).any_exist()
+
+
+# In a child process, as the other OpenVINO runs (see STREAMS_CHECK).
+INPUT_HW_CHECK = """
+import json, sys
+import numpy as np, torch
+from PIL import Image
+from conftest import FIXTURES
+from streamseg.frames import Frame
+from streamseg.segmenter import ModelSettings, Segmenter
+
+torch.set_num_threads(2)
+folder = FIXTURES / "kvasir"
+stems = (folder / "splits" / "test.txt").read_text().split()
+frames = [
+    Frame(i, 0.0, np.asarray(Image.open(folder / "images" / f"{s}.jpg").convert("RGB")))
+    for i, s in enumerate(stems)
+]
+out = {}
+for backend in ("auto", "torch"):
+    settings = ModelSettings(device="cpu", backend=backend, input_hw=(256, 256))
+    segmenter = Segmenter.from_settings(settings)
+    masks = [segmenter(f).probabilities >= segmenter.spec.threshold for f in frames]
+    out[backend] = {
+        "describe": segmenter.describe(),
+        "hw": [list(m.shape) for m in masks],
+        "masks": masks,
+    }
+agree = np.mean([
+    float((a == b).float().mean())
+    for a, b in zip(out["auto"]["masks"], out["torch"]["masks"], strict=True)
+])
+json.dump({
+    "auto": out["auto"]["describe"],
+    "torch": out["torch"]["describe"],
+    "hw": out["auto"]["hw"],
+    "agreement": agree,
+}, sys.stdout)
+"""
+
+
+@needs_openvino
+def test_the_bundled_int8_artefact_runs_at_a_smaller_input():
+    result = _in_child(INPUT_HW_CHECK)
+    assert result["auto"].startswith("int8, OpenVINO")
+    assert result["torch"] == "fp32, channels_last"
+    assert result["hw"] == [[256, 256]] * len(result["hw"])
+    # The INT8 network reshaped to 256x256 draws the fp32 network's masks there.
+    assert result["agreement"] > 0.98

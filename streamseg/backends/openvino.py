@@ -314,7 +314,12 @@ def fp32_ir(network: nn.Module, spec: ModelSpec) -> Path:
 # --- running ----------------------------------------------------------------
 
 
-def compile_ir(model, threads: int | None = None, streams: int = 1):
+def compile_ir(
+    model,
+    threads: int | None = None,
+    streams: int = 1,
+    input_hw: tuple[int, int] | None = None,
+):
     """Compile for the CPU: f32 float layers, ``threads`` threads, ``streams`` streams.
 
     Args:
@@ -322,6 +327,8 @@ def compile_ir(model, threads: int | None = None, streams: int = 1):
         threads: Inference threads in all (default: torch's thread count).
         streams: 1: the latency hint (every call on all the threads); more:
             the throughput hint with that many streams sharing the threads.
+        input_hw: Reshape the input to (height, width) first, the batch
+            dimension kept (``None``: the IR's own size).
 
     Raises:
         ValueError: ``streams`` below 1 or above the thread count.
@@ -334,6 +341,8 @@ def compile_ir(model, threads: int | None = None, streams: int = 1):
         )
     if isinstance(model, (str, Path)):
         model = str(model)
+    if input_hw is not None:
+        model = reshaped(model, input_hw)
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
         "INFERENCE_PRECISION_HINT": "f32",
@@ -342,6 +351,23 @@ def compile_ir(model, threads: int | None = None, streams: int = 1):
     if streams > 1:
         config["NUM_STREAMS"] = streams
     return openvino.Core().compile_model(model, "CPU", config)
+
+
+def reshaped(model, input_hw: tuple[int, int]):
+    """``model`` (an IR path or ``openvino.Model``) taking (N, 3, *input_hw).
+
+    The networks are fully convolutional, so the same weights run at any size
+    that is a multiple of 32, INT8 included (its quantization ranges hold at
+    every position). The batch dimension stays as it is (dynamic in our IRs).
+    """
+    openvino = import_openvino()
+    if isinstance(model, str):
+        model = openvino.Core().read_model(model)
+    shape = model.input(0).get_partial_shape()
+    height, width = input_hw
+    if shape[2] != height or shape[3] != width:
+        model.reshape({0: openvino.PartialShape([shape[0], shape[1], height, width])})
+    return model
 
 
 class OpenVinoRunner:
@@ -384,10 +410,17 @@ class OpenVinoRunner:
 
     @classmethod
     def int8(
-        cls, xml: str | Path, threads: int | None = None, streams: int = 1
+        cls,
+        xml: str | Path,
+        threads: int | None = None,
+        streams: int = 1,
+        input_hw: tuple[int, int] | None = None,
     ) -> OpenVinoRunner:
-        """Compile an INT8 artefact (checked by :func:`choose_backend` first)."""
-        return cls(compile_ir(xml, threads, streams), "int8", streams)
+        """Compile an INT8 artefact (checked by :func:`choose_backend` first).
+
+        ``input_hw``: run it at this size instead of the artefact's own.
+        """
+        return cls(compile_ir(xml, threads, streams, input_hw), "int8", streams)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
