@@ -1,5 +1,5 @@
 """``python -m streamseg`` is the ``streamseg`` command."""
 
-from streamseg.cli import main
+from streamseg.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -220,6 +221,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(rerun with --debug for the traceback)\n"
         )
         return EXIT_FAILURE
+
+
+def entry() -> None:
+    """The ``streamseg`` command and ``python -m streamseg``: exit with main's code.
+
+    An interrupted run (130) has finalized its outputs by the time ``main``
+    returns. Its exit then skips the interpreter's shutdown: a background
+    thread still inside native code (torch) at shutdown can abort the process
+    there (SIGABRT, "terminate called without an active exception"), which
+    turned an orderly 130 into -6 in a test of a batch stopped by SIGTERM.
+    """
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -417,4 +436,4 @@ def _configure_logging(debug: bool) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

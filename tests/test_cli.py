@@ -236,3 +236,21 @@ def test_info_without_a_path_and_without_a_bundled_model_says_what_to_pass(
     monkeypatch.setattr("streamseg.model.default_model_path", lambda: None)
     assert main(["info"]) == 2
     assert "pass MODEL" in _error_line(capsys)
+
+
+def test_the_command_skips_shutdown_only_after_an_interrupted_run(monkeypatch):
+    from streamseg import cli
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # pytest's handlers
+    monkeypatch.setattr(cli, "main", lambda: 130)
+    with pytest.raises(SystemExit):  # reached only because os._exit is recorded
+        cli.entry()
+    assert exits == [130]
+    for code in (0, 1, 2):
+        monkeypatch.setattr(cli, "main", lambda code=code: code)
+        with pytest.raises(SystemExit) as stopped:
+            cli.entry()
+        assert stopped.value.code == code
+    assert exits == [130]
