@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -100,6 +100,10 @@ class _Decoded:
 
 
 ProgressCallback = Callable[..., None]
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 def run(
@@ -223,10 +227,38 @@ def run(
         ) as outputs,
     ):
         batches = _batches(frames, batch_size, settings.max_frames, stats)
-        ahead = segmenter.device.type == "cpu" if infer_ahead is None else infer_ahead
-        predicted = _predicted(batches, segmenter, stats, tta=live_tta, ahead=ahead)
+
+        def finalize(prediction: Prediction) -> Findings:
+            with stats.time("smoothing"):
+                prediction = smoother(prediction)
+            with stats.time("findings"):
+                findings = Findings.of(prediction)
+            if tracker is not None:
+                with stats.time("tracking"):
+                    findings = findings.tracked(tracker)
+            return findings
+
+        every_frame = source.live and settings.live_display == "every_frame"
+        if every_frame:
+            held = _HeldFindings(
+                batches,
+                segmenter,
+                stats,
+                finalize,
+                max_outline_age_s=settings.max_outline_age_s,
+            )
+            predicted: _Closable = held
+            steps: Iterable[object] = held
+        else:
+            ahead = (
+                segmenter.device.type == "cpu" if infer_ahead is None else infer_ahead
+            )
+            predicted = _predicted(batches, segmenter, stats, tta=live_tta, ahead=ahead)
+            steps = _finalized(
+                _waited(predicted, stats) if ahead else predicted, finalize
+            )
         try:
-            for step in _waited(predicted, stats) if ahead else predicted:
+            for step in steps:
                 if step is NO_SIGNAL:
                     alerter.signal_lost()
                     silent_s = time.monotonic() - last_frame_s
@@ -235,26 +267,31 @@ def run(
                         stopped = "closed by user"
                         break
                     continue
-                batch, predictions = step
-                for item, prediction in zip(batch, predictions, strict=True):
+                batch, found = cast(tuple[list[_Decoded], list[Findings]], step)
+                for item, findings in zip(batch, found, strict=True):
                     clock.start(item.frame.timestamp_s)
-                    with stats.time("smoothing"):
-                        prediction = smoother(prediction)
-                    with stats.time("findings"):
-                        findings = Findings.of(prediction)
-                    if tracker is not None:
-                        with stats.time("tracking"):
-                            findings = findings.tracked(tracker)
                     with stats.time("overlay"):
-                        hud = HudText.of(stats.figures(item.frame), hud_inset_px)
-                        image = render(findings, config.overlay, hud)
+                        figures = stats.figures(
+                            item.frame,
+                            segmented=findings.segmented_frame if every_frame else None,
+                        )
+                        image = render(
+                            findings, config.overlay, HudText.of(figures, hud_inset_px)
+                        )
                         _alert(alerter, findings, image)
                     for sink in outputs:
                         with stats.time(sink.name):
                             sink.write(findings, image)
                     origin_s = item.frame.timestamp_s if source.live else item.decoded_s
                     last_frame_s = time.monotonic()
-                    stats.frame_out(last_frame_s - origin_s, item.frame.timestamp_s)
+                    stats.frame_out(
+                        last_frame_s - origin_s,
+                        item.frame.timestamp_s,
+                        outline_s=last_frame_s - findings.segmented_frame.timestamp_s
+                        if every_frame
+                        else None,
+                        held=findings.held,
+                    )
                     last_hw = item.frame.hw
                     if on_progress is not None:
                         on_progress(stats.frames_out, expected, stats.shown)
@@ -380,11 +417,13 @@ def _live_status(
             "live": source.live,
             "fps": shown.fps,
             "latency_ms": shown.latency_ms,
+            "outline_ms": shown.outline_ms,
             "frames_done": shown.frames_done,
             "frames_total": shown.frames_total,
             "speed_x": shown.speed_x,
             "frames_out": stats.frames_out,
             "frames_dropped": stats.frames_dropped,
+            "frames_held": stats.frames_held,
             "alerts": alerter.count,
             "sound": alerter.settings.sound == "browser",
         }
@@ -494,6 +533,105 @@ def _predicted(
         when_full=WhenFull.BLOCK,
         name="streamseg-inference",
     )
+
+
+def _finalized(
+    steps: Iterator[tuple[list[_Decoded], list[Prediction]] | object],
+    finalize: Callable[[Prediction], Findings],
+) -> Iterator[tuple[list[_Decoded], list[Findings]] | object]:
+    """Each batch with the findings of its predictions, in order."""
+    for step in steps:
+        if step is NO_SIGNAL:
+            yield step
+            continue
+        batch, predictions = cast(tuple[list[_Decoded], list[Prediction]], step)
+        yield batch, [finalize(prediction) for prediction in predictions]
+
+
+class _HeldFindings:
+    """Every live frame at once, with the newest finished findings (``every_frame``).
+
+    One worker thread segments the newest frame whenever it is free; the
+    loop never waits for it while the newest findings are at most
+    ``max_outline_age_s`` old and of the frame's size. Otherwise (the first
+    frame, a new frame size, an outline too old) it waits for the segmentation
+    in flight, and for the current frame's own where the size changed; frames
+    that arrive meanwhile are dropped by the live queue, as in ``segmented``
+    display. Iterate it for ``([item], [findings])`` per frame and
+    :data:`NO_SIGNAL` markers; :meth:`close` waits for the segmentation in
+    flight (at most one).
+    """
+
+    def __init__(
+        self,
+        batches: Iterator[list[_Decoded] | object],
+        segmenter: Segmenter,
+        stats: StatsRecorder,
+        finalize: Callable[[Prediction], Findings],
+        *,
+        max_outline_age_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._batches = batches
+        self._segmenter = segmenter
+        self._stats = stats
+        self._finalize = finalize
+        self._max_age_s = max_outline_age_s
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamseg-infer")
+        self._running: Future[list[Prediction]] | None = None
+        self._latest: Findings | None = None
+
+    def _predict(self, frame: Frame) -> list[Prediction]:
+        with self._stats.time("inference"):
+            predictions = self._segmenter.segment([frame], tta="none")
+            synchronize(self._segmenter.device)
+        return predictions
+
+    def _submit(self, frame: Frame) -> None:
+        self._running = self._pool.submit(self._predict, frame)
+
+    def _collect(self, *, wait: bool) -> None:
+        """Finalize the segmentation in flight if it is done (or ``wait``)."""
+        if self._running is None:
+            return
+        future = self._running
+        if not wait and not future.done():
+            return
+        start_s = time.perf_counter()
+        predictions = future.result()
+        if wait:
+            self._stats.add("prediction wait", time.perf_counter() - start_s)
+        self._running = None
+        self._latest = self._finalize(predictions[0])
+
+    def _usable(self, frame: Frame) -> bool:
+        latest = self._latest
+        if latest is None or latest.segmented_frame.hw != frame.hw:
+            return False
+        age_s = self._clock() - latest.segmented_frame.timestamp_s
+        return age_s <= self._max_age_s
+
+    def __iter__(self) -> Iterator[tuple[list[_Decoded], list[Findings]] | object]:
+        for batch in self._batches:
+            if batch is NO_SIGNAL:
+                yield batch
+                continue
+            item = cast(list[_Decoded], batch)[0]
+            self._collect(wait=False)
+            if self._running is None:
+                self._submit(item.frame)
+            if not self._usable(item.frame):
+                self._collect(wait=True)  # the freshest outline there can be
+                latest = self._latest
+                if latest is None or latest.segmented_frame.hw != item.frame.hw:
+                    self._submit(item.frame)  # a new size: this frame's own
+                    self._collect(wait=True)
+            findings = cast(Findings, self._latest)
+            yield [item], [findings.held_on(item.frame)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _submitted(

@@ -392,7 +392,12 @@ def _print_summary(stats: Any) -> None:
     title = (
         f"{stats.source}: {stats.frames_out} frames in {stats.wall_s:.1f} s "
         f"({stats.throughput_fps:.1f} fps), {stats.frames_dropped} dropped, "
-        f"{stats.stopped}"
+        + (
+            f"{stats.frames_held} with an earlier frame's outline, "
+            if stats.frames_held
+            else ""
+        )
+        + f"{stats.stopped}"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("stage")
@@ -410,6 +415,11 @@ def _print_summary(stats: Any) -> None:
         what = "capture -> written" if stats.live else "decoded -> written"
         latency = " / ".join(f"{stats.latency_ms[q]:.1f}" for q in (50, 95, 99))
         table.add_row(f"latency p50/p95/p99 ({what})", latency, "", "")
+    if stats.outline_ms:
+        outline = " / ".join(f"{stats.outline_ms[q]:.1f}" for q in (50, 95, 99))
+        table.add_row(
+            "outline age p50/p95/p99 (capture of its frame -> written)", outline, "", ""
+        )
     Console(width=max(100, Console().width)).print(table)
 
 

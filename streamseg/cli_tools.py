@@ -285,6 +285,11 @@ def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
         help="variants run through the pipeline (config = the model section as "
         "configured)",
     )
+    parser.add_argument(
+        "--live-display",
+        help="source.live_display modes of the live runs, comma-separated: "
+        "segmented,every_frame (default: as configured)",
+    )
     parser.add_argument("--iterations", type=int, default=50, help="timed calls")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     parser.add_argument(
@@ -373,6 +378,7 @@ def bench_command(args: argparse.Namespace) -> int:
             model_only=not args.no_model_only,
             pipeline=not args.no_pipeline,
             live=not args.no_live,
+            live_displays=bench_inputs.parse_names(args.live_display) or (),
             naive=not args.no_naive,
             **({"work_dir": args.work_dir} if args.work_dir else {}),
         )

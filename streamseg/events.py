@@ -108,6 +108,9 @@ class FrameEvent:
             key is then left out of the JSON line).
         track_ids: Ids of the polyp tracks shown on the frame, ascending
             (empty with tracking off).
+        segmented_index: Live, ``every_frame`` display: the source index of
+            the earlier frame whose findings this frame shows (``None``: its
+            own; the key is then left out of the JSON line).
     """
 
     index: int
@@ -118,6 +121,7 @@ class FrameEvent:
     max_probability: float
     wall_time: str | None = None
     track_ids: tuple[int, ...] = ()
+    segmented_index: int | None = None
 
     def to_json(self) -> str:
         """One JSONL line (no newline).
@@ -137,6 +141,8 @@ class FrameEvent:
         }
         if self.wall_time is not None:
             line["wall_time"] = self.wall_time
+        if self.segmented_index is not None:
+            line["segmented_index"] = self.segmented_index
         return json.dumps(line)
 
 
@@ -160,4 +166,5 @@ def describe(findings: Findings, clock: StreamClock | None = None) -> FrameEvent
         max_probability=findings.max_probability,
         wall_time=None if wall is None else wall.isoformat(timespec="milliseconds"),
         track_ids=findings.track_ids,
+        segmented_index=findings.segmented_frame.index if findings.held else None,
     )

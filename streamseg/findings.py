@@ -54,6 +54,9 @@ class Findings:
         tracks: What the polyp tracker shows on this frame (ids, boxes,
             times on screen, count, edge arrows; :meth:`tracked`); ``None``
             where no tracker runs.
+        shown_on: A later frame of the same size these findings are drawn
+            on (:meth:`held_on`: live sources with ``every_frame`` display);
+            ``None``: the frame they were computed from.
     """
 
     prediction: Prediction
@@ -71,6 +74,7 @@ class Findings:
     map_mask: np.ndarray | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    shown_on: Frame | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.mask.shape != self.prediction.frame.hw or self.mask.dtype != bool:
@@ -86,8 +90,36 @@ class Findings:
 
     @property
     def frame(self) -> Frame:
-        """The frame these findings are on."""
+        """The frame these findings are drawn on (see :attr:`segmented_frame`)."""
+        return self.prediction.frame if self.shown_on is None else self.shown_on
+
+    @property
+    def segmented_frame(self) -> Frame:
+        """The frame these findings were computed from: :attr:`frame`, unless held."""
         return self.prediction.frame
+
+    @property
+    def held(self) -> bool:
+        """Whether these findings are drawn on a later frame than their own."""
+        return self.shown_on is not None
+
+    def held_on(self, frame: Frame) -> Findings:
+        """These findings, as computed, to be drawn on ``frame``, a later frame.
+
+        Live sources with ``source.live_display: every_frame`` draw each
+        frame with the newest finished outline; the mask, regions and tracks
+        stay those of :attr:`segmented_frame` (nothing is recomputed).
+
+        Raises:
+            ValueError: ``frame`` is not of the segmented frame's size.
+        """
+        if frame.hw != self.prediction.frame.hw:
+            raise ValueError(
+                f"frame: expected {self.prediction.frame.hw}, got {frame.hw}"
+            )
+        if frame is self.prediction.frame:
+            return dataclasses.replace(self, shown_on=None)
+        return dataclasses.replace(self, shown_on=frame)
 
     @property
     def track_ids(self) -> tuple[int, ...]:
@@ -110,12 +142,13 @@ class Findings:
         """
         from streamseg.detections import detect
 
+        own = self.segmented_frame
         if self.map_mask is None:
-            regions = detect(self.mask, self.frame.pixels, labelled=self.labelled)
+            regions = detect(self.mask, own.pixels, labelled=self.labelled)
         else:
-            on_map = detect(self.map_mask, self.frame.pixels, labelled=self.labelled)
-            regions = on_map.scaled(self.frame.hw)
-        frame = tracker(self.frame.timestamp_s, regions)
+            on_map = detect(self.map_mask, own.pixels, labelled=self.labelled)
+            regions = on_map.scaled(own.hw)
+        frame = tracker(own.timestamp_s, regions)
         return dataclasses.replace(self, tracks=frame)
 
     @property

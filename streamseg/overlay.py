@@ -90,6 +90,8 @@ class HudText:
     Attributes:
         fps: Frames processed per second (``None`` with a known mode: "--").
         latency_ms: Live: grab -> overlay latency of this frame.
+        outline_ms: Live, ``every_frame`` display: grab of the frame the
+            outline was computed from -> overlay.
         frames_done: Files: frames processed, counting this one.
         frames_total: Files: frames in the file (``None``: unknown).
         speed_x: Files: video seconds processed per wall-clock second.
@@ -103,12 +105,18 @@ class HudText:
     frames_total: int | None = None
     speed_x: float | None = None
     inset_px: int = 0
+    outline_ms: float | None = None
 
     @classmethod
     def of(cls, figures: Figures, inset_px: int = 0) -> HudText:
         """The HUD for ``figures``: progress and speed (files) or fps and latency."""
         if figures.live:
-            return cls(figures.fps, figures.latency_ms, inset_px=inset_px)
+            return cls(
+                figures.fps,
+                figures.latency_ms,
+                inset_px=inset_px,
+                outline_ms=figures.outline_ms,
+            )
         return cls(
             figures.fps,
             None,
@@ -126,6 +134,8 @@ class HudText:
             '25.0 fps  latency 85 ms'
             >>> HudText(5.8, None, 120, 300, 0.232).text()
             '120/300  5.8 fps  0.23x real time'
+            >>> HudText(25.0, 12.4, outline_ms=96.0).text()
+            '25.0 fps  latency 12 ms  outline 96 ms'
         """
         parts = []
         if self.frames_done is not None:
@@ -139,6 +149,8 @@ class HudText:
             parts.append(f"{self.speed_x:.2f}x real time")
         if self.latency_ms is not None:
             parts.append(f"latency {self.latency_ms:.0f} ms")
+        if self.outline_ms is not None:
+            parts.append(f"outline {self.outline_ms:.0f} ms")
         return "  ".join(parts)
 
 

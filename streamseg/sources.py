@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from threading import Event
-from typing import Literal
+from typing import Literal, get_args
 
 from streamseg.frames import Frame
 from streamseg.readers import (
@@ -53,6 +53,8 @@ from streamseg.readers import (
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["auto", "file", "device", "stream", "folder"]
+LiveDisplay = Literal["segmented", "every_frame"]
+LIVE_DISPLAYS: tuple[str, ...] = get_args(LiveDisplay)
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtp", "srt", "udp", "tcp", "http", "https")
 # Longest wait between two reconnection attempts of a live source.
 MAX_RECONNECT_BACKOFF_S = 5.0
@@ -97,6 +99,19 @@ class SourceSettings:
             long after the last frame.
         reconnect_backoff_s: First wait between reconnection attempts; it
             doubles after each failed attempt, up to 5 s.
+        live_display: Live sources: ``segmented`` shows each frame once the
+            network has segmented it, with its own outline (frames that
+            arrive meanwhile are dropped, the newest wins); ``every_frame``
+            shows every frame as it arrives, drawn with the newest finished
+            outline, while the network segments the newest frame whenever it
+            is free: the video keeps the source's frame rate on a CPU that
+            cannot segment every frame, and the outline is a little older
+            (its age is in the HUD, the event log and the statistics).
+        max_outline_age_s: ``every_frame``: an outline is drawn on later
+            frames only while it is at most this old (capture of the frame
+            it was computed from -> now); beyond that the loop waits for
+            the network's next outline (frames arriving meanwhile are
+            dropped), so an outline never trails the video by more.
     """
 
     uri: str | None = None
@@ -115,10 +130,13 @@ class SourceSettings:
     reconnect: bool | None = None
     reconnect_timeout_s: float = 30.0
     reconnect_backoff_s: float = 0.5
+    live_display: LiveDisplay = "segmented"
+    max_outline_age_s: float = 0.25
 
     def __post_init__(self) -> None:
         for name in (
             "folder_fps",
+            "max_outline_age_s",
             "open_timeout_s",
             "stall_timeout_s",
             "no_signal_s",

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -119,6 +119,9 @@ class Figures:
             (1.0 = real time); ``None`` for live sources.
         latency_ms: Live: grab -> overlay of the frame being shown;
             ``None`` for files.
+        outline_ms: Live, ``every_frame`` display: grab of the frame the
+            shown outline was computed from -> overlay (``None`` otherwise,
+            where it equals ``latency_ms``).
     """
 
     live: bool
@@ -127,6 +130,7 @@ class Figures:
     fps: float | None = None
     speed_x: float | None = None
     latency_ms: float | None = None
+    outline_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,11 @@ class RunStats:
             (live: now - capture time; files: decoded -> written), or empty.
         stopped: Why the run ended: "end of source", "max frames",
             "closed by user" or "interrupted".
+        frames_held: Live, ``every_frame`` display: frames written with the
+            outline of an earlier frame (0 otherwise).
+        outline_ms: Live, ``every_frame`` display: percentiles of the age of
+            the outline written with each frame (capture of the frame it was
+            computed from -> written), or empty.
     """
 
     source: str
@@ -176,6 +185,8 @@ class RunStats:
     stages: tuple[StageTiming, ...]
     latency_ms: dict[int, float]
     stopped: str
+    frames_held: int = 0
+    outline_ms: dict[int, float] = field(default_factory=dict)
 
     @property
     def throughput_fps(self) -> float:
@@ -220,6 +231,8 @@ class StatsRecorder:
         self._stage_totals: dict[str, float] = {}
         self._stage_counts: dict[str, int] = {}
         self._latency_s: deque[float] = deque(maxlen=MAX_SAMPLES)
+        self._outline_s: deque[float] = deque(maxlen=MAX_SAMPLES)
+        self.frames_held = 0
         self._checkpoints: deque[Checkpoint] = deque()
         self._last_media_s = 0.0
         self._batch_frames = 0
@@ -257,16 +270,29 @@ class StatsRecorder:
             self._last_index = frame.index
             self.frames_in += 1
 
-    def frame_out(self, latency_s: float, timestamp_s: float | None = None) -> None:
+    def frame_out(
+        self,
+        latency_s: float,
+        timestamp_s: float | None = None,
+        *,
+        outline_s: float | None = None,
+        held: bool = False,
+    ) -> None:
         """Count a frame written ``latency_s`` after it left the source.
 
         Args:
             latency_s: Live: capture -> written; files: decoded -> written.
             timestamp_s: The frame's timestamp (video time, for the speed).
+            outline_s: Live, ``every_frame`` display: capture of the frame
+                the written outline was computed from -> written.
+            held: Written with an earlier frame's outline.
         """
         self.frames_out += 1
         self.last_latency_s = latency_s
         self._latency_s.append(latency_s)
+        if outline_s is not None:
+            self._outline_s.append(outline_s)
+        self.frames_held += held
         if timestamp_s is not None:
             self._last_media_s = timestamp_s
 
@@ -284,7 +310,9 @@ class StatsRecorder:
         for _ in range(first):  # later windows never start earlier
             self._checkpoints.popleft()
 
-    def figures(self, frame: Frame | None = None) -> Figures:
+    def figures(
+        self, frame: Frame | None = None, *, segmented: Frame | None = None
+    ) -> Figures:
         """The figures to show with ``frame``, about to be drawn (also kept as
         :attr:`shown`, which the status panel and the progress bar report).
 
@@ -292,13 +320,18 @@ class StatsRecorder:
             frame: The frame whose overlay is being drawn; for live sources
                 its latency is its age now (``time.monotonic()`` minus its
                 capture time). ``None``: the figures last shown.
+            segmented: Live, ``every_frame`` display: the frame the outline
+                was computed from (its age is ``outline_ms``).
         """
         if frame is None:
             return self.shown
         fps, speed_x, _ = windowed_rate(self._checkpoints)
-        latency_ms = None
+        latency_ms = outline_ms = None
         if self.live:
-            latency_ms = 1000.0 * max(time.monotonic() - frame.timestamp_s, 0.0)
+            now_s = time.monotonic()
+            latency_ms = 1000.0 * max(now_s - frame.timestamp_s, 0.0)
+            if segmented is not None:
+                outline_ms = 1000.0 * max(now_s - segmented.timestamp_s, 0.0)
         self.shown = Figures(
             live=self.live,
             frames_done=self.frames_out + 1,
@@ -306,6 +339,7 @@ class StatsRecorder:
             fps=fps,
             speed_x=None if self.live else speed_x,
             latency_ms=latency_ms,
+            outline_ms=outline_ms,
         )
         return self.shown
 
@@ -329,10 +363,7 @@ class StatsRecorder:
             for name, samples in self._stage_samples.items()
             if samples
         )
-        latency_ms: dict[int, float] = {}
-        if self._latency_s:
-            values = np.fromiter(self._latency_s, float) * 1000.0
-            latency_ms = {q: float(np.percentile(values, q)) for q in (50, 95, 99)}
+        latency_ms = _percentiles_ms(self._latency_s)
         return RunStats(
             source=self.source,
             live=self.live,
@@ -343,4 +374,14 @@ class StatsRecorder:
             stages=stages,
             latency_ms=latency_ms,
             stopped=stopped,
+            frames_held=self.frames_held,
+            outline_ms=_percentiles_ms(self._outline_s),
         )
+
+
+def _percentiles_ms(samples_s: deque[float]) -> dict[int, float]:
+    """{50: .., 95: .., 99: ..} milliseconds of ``samples_s``; empty without samples."""
+    if not samples_s:
+        return {}
+    values = np.fromiter(samples_s, float) * 1000.0
+    return {q: float(np.percentile(values, q)) for q in (50, 95, 99)}

@@ -239,6 +239,7 @@ class WebView:
                 "tracks": [],
                 "fps": None,  # the figures describe the last frames, not the silence
                 "latency_ms": None,
+                "outline_ms": None,
                 "signal": False,
                 "polyp_present": False,
             }
@@ -541,6 +542,7 @@ PAGE = """<!doctype html>
     <tr id="progress-row"><td>frames</td><td id="progress">-</td></tr>
     <tr id="speed-row"><td>speed</td><td id="speed">-</td></tr>
     <tr id="latency-row"><td>latency</td><td id="latency">-</td></tr>
+    <tr id="outline-row" hidden><td>outline age</td><td id="outline">-</td></tr>
     <tr><td>dropped</td><td id="dropped">-</td></tr>
     <tr><td>recording</td><td id="recording">-</td></tr>
     <tr><td>clips saved</td><td id="saved">-</td></tr>
@@ -573,6 +575,10 @@ function show(s) {
   // Files: progress and speed; live sources: latency (grab -> overlay).
   $("progress-row").hidden = $("speed-row").hidden = s.live === true;
   $("latency-row").hidden = s.live === false;
+  // Live, every_frame display: how old the outline drawn on the frame is.
+  $("outline-row").hidden = s.outline_ms == null;
+  $("outline").textContent =
+    s.outline_ms == null ? "-" : s.outline_ms.toFixed(0) + " ms";
   $("dropped").textContent = s.frames_dropped == null ? "-" : s.frames_dropped;
   $("recording").textContent = s.recording
     ? (s.recording_file || "starting") + " (" + (s.recording_frames || 0) + ")" : "off";

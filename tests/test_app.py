@@ -21,6 +21,7 @@ from stream_media import (
 
 from streamseg.app import StreamConfig, run
 from streamseg.device import Precision
+from streamseg.findings import Findings
 from streamseg.segmenter import ModelSettings, Segmenter
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.smoothing import SmoothingSettings
@@ -321,3 +322,128 @@ def test_with_streams_that_many_batches_run_at_once_and_come_back_in_order(
         run(config, segmenter=segmenter, sinks=[FrameList()])
     alive = {thread.name for thread in threading.enumerate()}
     assert not any(name.startswith("streamseg-infer") for name in alive)
+
+
+def _held_findings(segmenter, items, *, max_age_s, now_s):
+    """Run the ``every_frame`` display on ``items`` (a list of _Decoded)."""
+    from streamseg.app import _HeldFindings
+    from streamseg.stats import StatsRecorder
+
+    stats = StatsRecorder("test", live=True)
+    held = _HeldFindings(
+        iter([[item] for item in items]),
+        segmenter,
+        stats,
+        Findings.of,
+        max_outline_age_s=max_age_s,
+        clock=lambda: now_s,
+    )
+    try:
+        return [found[0] for _, found in held]
+    finally:
+        held.close()
+
+
+def test_every_frame_display_draws_each_frame_with_the_newest_finished_outline(
+    model_file, monkeypatch
+):
+    from streamseg.app import _Decoded
+
+    segmenter = Segmenter.from_settings(
+        ModelSettings(path=model_file, device="cpu", precision="fp32")
+    )
+    segment = Segmenter.segment
+    calls = []
+
+    def slow(self, frames, **kwargs):
+        calls.append(frames[0].index)
+        time.sleep(0.15)
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", slow)
+    frames = moving_disc(6)  # all there at once: faster than the network
+    items = [_Decoded(frame, 0.0) for frame in frames]
+    shown = _held_findings(segmenter, items, max_age_s=10.0, now_s=0.0)
+    # Every frame is drawn, in order; the first waits for its own outline,
+    # the next ones get that outline while the network works on the newest.
+    assert [f.frame.index for f in shown] == list(range(6))
+    assert shown[0].segmented_frame.index == 0 and not shown[0].held
+    assert calls[0] == 0 and len(calls) < 6
+    assert any(f.held for f in shown)
+    sources = [f.segmented_frame.index for f in shown]
+    assert sources == sorted(sources)  # never an older outline after a newer one
+    assert all(s <= f.frame.index for s, f in zip(sources, shown, strict=True))
+    assert set(sources) <= set(calls)
+    for findings in shown:  # the mask is the segmented frame's, as computed
+        own = Findings.of(segmenter.segment([findings.segmented_frame])[0])
+        assert np.array_equal(findings.mask, own.mask)
+        assert findings.frame.pixels is frames[findings.frame.index].pixels
+
+    # An outline older than max_outline_age_s is never drawn on a later frame:
+    # each frame then waits for the network (here: its own outline).
+    calls.clear()
+    shown = _held_findings(segmenter, items, max_age_s=0.01, now_s=100.0)
+    assert [f.segmented_frame.index for f in shown] == list(range(6))
+    assert not any(f.held for f in shown)
+
+
+def test_every_frame_display_never_draws_an_outline_on_a_frame_of_another_size(
+    model_file,
+):
+    from streamseg.app import _Decoded
+
+    segmenter = Segmenter.from_settings(
+        ModelSettings(path=model_file, device="cpu", precision="fp32")
+    )
+    small = moving_disc(2)
+    large = moving_disc(2, hw=(64, 96))
+    items = [_Decoded(f, 0.0) for f in small] + [
+        _Decoded(dataclasses.replace(f, index=f.index + 2), 0.0) for f in large
+    ]
+    shown = _held_findings(segmenter, items, max_age_s=10.0, now_s=0.0)
+    for findings in shown:
+        assert findings.segmented_frame.hw == findings.frame.hw
+    assert shown[2].segmented_frame.index == 2  # the new size waits for its own
+
+
+def test_every_frame_live_run_shows_more_frames_and_logs_the_outline_age(
+    tmp_path, model_file, monkeypatch
+):
+    segment = Segmenter.segment
+
+    def slow(self, frames, **kwargs):
+        time.sleep(0.08)  # 8 frame intervals of the 100 fps clip
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", slow)
+    path = write_video(
+        tmp_path / "fast.mp4", [f.pixels for f in moving_disc(30, fps=100.0)], fps=100.0
+    )
+    results = {}
+    for display in ("segmented", "every_frame"):
+        config = _config(path, model_file)
+        config = dataclasses.replace(
+            config,
+            source=dataclasses.replace(
+                config.source, realtime=True, live_display=display
+            ),
+            output=OutputSettings(events=tmp_path / f"{display}.jsonl"),
+        )
+        sink = FrameList()
+        stats = run(config, sinks=[sink])
+        lines = (tmp_path / f"{display}.jsonl").read_text().splitlines()
+        results[display] = stats, sink, [json.loads(line) for line in lines]
+    stats, sink, events = results["segmented"]
+    assert stats.frames_held == 0 and not stats.outline_ms
+    assert not any("segmented_index" in event for event in events)
+    stats, sink, events = results["every_frame"]
+    assert stats.frames_out > results["segmented"][0].frames_out
+    assert stats.frames_held == sum(f.held for f in sink.findings) > 0
+    assert set(stats.outline_ms) == {50, 95, 99}
+    assert stats.outline_ms[50] >= stats.latency_ms[50]
+    for event, findings in zip(events, sink.findings, strict=True):
+        assert event["index"] == findings.frame.index
+        if findings.held:
+            assert event["segmented_index"] == findings.segmented_frame.index
+        else:
+            assert "segmented_index" not in event

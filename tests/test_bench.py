@@ -301,9 +301,40 @@ def test_pipeline_run_counts_frames_stages_and_latency(clip, config, tmp_path, l
     if live:  # every processed frame has its grab -> overlay latency
         assert result.latency.count == result.frames_out
         assert result.latency.max_ms >= result.latency.p99_ms > 0
+        # Each frame with its own outline: the outline is as old as the frame.
+        assert result.frames_held == 0
+        assert result.outline.p99_ms == pytest.approx(result.latency.p99_ms, abs=0.5)
     else:
         assert result.frames_out == FRAMES and math.isnan(result.latency.max_ms)
     assert not list(tmp_path.glob("pipeline-*.mp4"))  # scratch output removed
+
+
+def test_every_frame_live_run_reports_the_held_frames_and_the_outline_age(
+    clip, config, tmp_path, monkeypatch
+):
+    segment = Segmenter.segment
+
+    def slow(self, frames, **kwargs):
+        time.sleep(0.1)  # slower than the clip's 25 fps
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", slow)
+    result = bench_timing.run_pipeline(
+        clip,
+        config,
+        variant="config",
+        live=True,
+        max_frames=None,
+        warmup_frames=2,
+        folder=tmp_path,
+        live_display="every_frame",
+    )
+    assert result.mode == "live, every frame"
+    assert 0 < result.frames_held < result.frames_out
+    assert result.outline.count == result.latency.count == result.frames_out
+    # An outline is at least as old as the frame it is drawn on.
+    assert result.outline.p50_ms >= result.latency.p50_ms
+    assert result.outline.max_ms >= 100.0  # the network's 0.1 s at least
 
 
 def test_naive_loop_times_every_stage_of_every_frame(clip, model_file, tmp_path):

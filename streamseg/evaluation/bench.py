@@ -77,6 +77,7 @@ from streamseg.evaluation.bench_validate import (
 )
 from streamseg.files import write_atomic
 from streamseg.segmenter import ModelSettings, Segmenter, prepare_device
+from streamseg.sources import LIVE_DISPLAYS
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class BenchSettings:
         model_only: Run part 1.
         pipeline: Run part 2 (file mode).
         live: Run part 2 in live mode too.
+        live_displays: ``source.live_display`` modes of the live runs
+            (``segmented``, ``every_frame``; empty: as configured).
         naive: Run part 3.
         work_dir: Where clips, the random model and outputs go.
     """
@@ -153,6 +156,7 @@ class BenchSettings:
     model_only: bool = True
     pipeline: bool = True
     live: bool = True
+    live_displays: tuple[str, ...] = ()
     naive: bool = True
     work_dir: Path = field(default_factory=lambda: DEFAULT_WORK_DIR)
 
@@ -167,6 +171,12 @@ class BenchSettings:
             parse_resolution(resolution)
         for name in (*(self.variants or ()), *self.pipeline_variants):
             resolve_variant(name, ModelSettings())
+        for display in self.live_displays:
+            if display not in LIVE_DISPLAYS:
+                raise ValueError(
+                    f"live display {display!r}: expected one of "
+                    f"{', '.join(LIVE_DISPLAYS)}"
+                )
 
 
 @dataclass(frozen=True)
@@ -309,12 +319,15 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
                 variant_config = dataclasses.replace(
                     config, model=resolve_variant(name, base)
                 )
-                for live in (False, True) if settings.live else (False,):
+                runs: list[tuple[bool, str | None]] = [(False, None)]
+                if settings.live:
+                    runs += [(True, d) for d in settings.live_displays or (None,)]
+                for live, display in runs:
                     log.info(
                         "pipeline %s %s (%s)",
                         clip.name,
                         name,
-                        "live" if live else "file",
+                        ("live " + (display or "as configured")) if live else "file",
                     )
                     pipeline.append(
                         run_pipeline(
@@ -325,6 +338,7 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
                             max_frames=limit,
                             warmup_frames=settings.warmup_frames,
                             folder=folder,
+                            live_display=display,
                         )
                     )
         if settings.naive:
@@ -522,7 +536,9 @@ def report_tables(report: BenchReport) -> list[Any]:
         tables.append(_table(f"Model only: {title}", columns, rows))
     if report.pipeline:
         columns = ["clip", "variant", "mode", "in/out/dropped", "fps"]
-        columns += ["latency p50/p95/p99/max ms", "CPU ms/frame", "cores busy"]
+        columns += ["latency p50/p95/p99/max ms"]
+        columns += ["outline held, age p50/p95/p99/max ms"]
+        columns += ["CPU ms/frame", "cores busy"]
         columns += ["main loop ms/frame"]
         rows = [
             [
@@ -532,6 +548,7 @@ def report_tables(report: BenchReport) -> list[Any]:
                 f"{r.frames_in}/{r.frames_out}/{r.frames_dropped}",
                 _f(r.throughput_fps, 1),
                 _percentiles(r.latency),
+                f"{r.frames_held}, {_percentiles(r.outline)}" if r.frames_held else "-",
                 _f(r.cpu.ms_per_frame, 1),
                 _f(r.cpu.cores_busy),
                 ", ".join(f"{s.name} {s.mean_ms:.1f}" for s in r.stages),

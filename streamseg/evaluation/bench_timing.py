@@ -76,6 +76,9 @@ class LatencySummary:
         )
 
 
+NO_LATENCY = LatencySummary.of(())
+
+
 def steady_start(count: int, skip: int, batch_size: int = 1) -> int:
     """Index of the frame whose completion starts :func:`steady_throughput`'s span."""
     batch_size = max(batch_size, 1)
@@ -241,7 +244,9 @@ class LatencyProbe:
 
     The CPU time is the process's (``cpu_clock``: every thread). For live
     sources (frames stamped with ``time.monotonic()`` at grab) it also records
-    the latency from grab to overlay ready.
+    the latency from grab to overlay ready, and the outline's: from the grab
+    of the frame the outline was computed from (the same frame unless the
+    ``every_frame`` display drew an earlier frame's outline).
     """
 
     name = "latency probe"
@@ -259,6 +264,7 @@ class LatencyProbe:
         self.done_s: list[float] = []
         self.cpu_s: list[float] = []
         self.latency_s: list[float] = []
+        self.outline_s: list[float] = []
 
     def write(self, findings: Findings, image: np.ndarray) -> None:
         now = self.clock()
@@ -266,6 +272,7 @@ class LatencyProbe:
         self.cpu_s.append(self.cpu_clock())
         if self.live:
             self.latency_s.append(now - findings.frame.timestamp_s)
+            self.outline_s.append(now - findings.segmented_frame.timestamp_s)
 
     def close(self) -> None:
         pass
@@ -289,8 +296,10 @@ class PipelineResult:
         size_wh: Frame size.
         variant: Model variant.
         runs: How the network ran.
-        mode: ``file`` (lossless, as fast as possible) or ``live`` (paced at
-            the clip's frame rate, newest frame wins).
+        mode: ``file`` (lossless, as fast as possible), ``live`` (paced at
+            the clip's frame rate, newest frame wins, each frame shown with
+            its own outline) or ``live, every frame`` (``source.live_display:
+            every_frame``: every frame shown with the newest finished outline).
         batch_size: Frames per forward pass (1 for live).
         frames_in: Frames received from the source.
         frames_out: Frames written.
@@ -304,6 +313,11 @@ class PipelineResult:
             statistics; no max). Live: grab -> overlay ready, every frame.
         cpu: Processor time of the whole process (all its threads) over the
             span ``throughput_fps`` is measured on.
+        frames_held: Frames written with an earlier frame's outline
+            (``every_frame`` display; else 0).
+        outline: Live: grab of the frame the written outline was computed
+            from -> overlay ready, every frame (``latency`` where no frame
+            is held); empty for files.
     """
 
     clip: str
@@ -321,6 +335,8 @@ class PipelineResult:
     stages: tuple[StageTime, ...]
     latency: LatencySummary
     cpu: CpuUse = CpuUse(math.nan, math.nan)
+    frames_held: int = 0
+    outline: LatencySummary = NO_LATENCY
 
 
 def run_pipeline(
@@ -332,9 +348,18 @@ def run_pipeline(
     max_frames: int | None,
     warmup_frames: int,
     folder: Path,
+    live_display: str | None = None,
 ) -> PipelineResult:
-    """Run the real pipeline on ``clip`` with the annotated video being encoded."""
-    output = folder / f"pipeline-{clip.stem}-{variant}-{'live' if live else 'file'}.mp4"
+    """Run the real pipeline on ``clip`` with the annotated video being encoded.
+
+    ``live_display``: ``source.live_display`` for a live run (``None``: as
+    configured).
+    """
+    display = live_display or config.source.live_display
+    every_frame = live and display == "every_frame"
+    mode = ("live, every frame" if every_frame else "live") if live else "file"
+    name = mode.replace(", ", "-").replace(" ", "-")
+    output = folder / f"pipeline-{clip.stem}-{variant}-{name}.mp4"
     config = dataclasses.replace(
         config,
         source=dataclasses.replace(
@@ -343,6 +368,7 @@ def run_pipeline(
             kind="file",
             realtime=live,
             max_frames=max_frames,
+            live_display=display,
         ),
         output=dataclasses.replace(
             config.output, video=output, events=None, masks=None, view="none"
@@ -376,7 +402,7 @@ def run_pipeline(
         size_wh=width_height,
         variant=variant,
         runs=segmenter_runs,
-        mode="live" if live else "file",
+        mode=mode,
         batch_size=batch_size,
         frames_in=stats.frames_in,
         frames_out=stats.frames_out,
@@ -391,6 +417,8 @@ def run_pipeline(
         ),
         latency=latency,
         cpu=steady_cpu(probe, warmup_frames, batch_size),
+        frames_held=stats.frames_held,
+        outline=LatencySummary.of(probe.outline_s),
     )
 
 
