@@ -14,7 +14,11 @@ This is the only module that knows every stage. The pipeline is a plain
   that prepared it);
 * smoothing, findings, tracking and overlay run in the loop, in frame order
   (stateful stages need no locks, and an OpenCV window needs the main thread);
-* the video encoder runs on a consumer thread behind a BLOCK queue.
+* the video encoder runs on a consumer thread behind a BLOCK queue;
+* live sources with ``source.live_display: every_frame`` (:class:`_HeldFindings`)
+  show every frame as it arrives with the newest finished findings: one
+  worker segments the newest frame whenever it is free, and smoothing,
+  findings and tracking run on the segmented frames only.
 
 While a live source delivers nothing, the queue hands the loop a
 :data:`NO_SIGNAL` marker every ``source.no_signal_s``, and the live views
@@ -38,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 import numpy as np
+import torch
 
 from streamseg.alerts import Alerter, AlertSettings
 from streamseg.background import Background, Stalled, WhenFull, in_background
@@ -171,9 +176,10 @@ def run(
         frames = _in_background(source, settings, stall_limit_s, stop)
     try:
         if segmenter is None:
-            segmenter = Segmenter.from_settings(
-                config.model, prepare_device(config.model), live=source.live
-            )
+            device = prepare_device(config.model)
+            if source.live and settings.live_display == "every_frame":
+                _check_every_frame(config.model, device)
+            segmenter = Segmenter.from_settings(config.model, device, live=source.live)
         try:
             smoother = TemporalSmoother(
                 config.smoothing, model_threshold=segmenter.spec.threshold
@@ -535,6 +541,22 @@ def _predicted(
     )
 
 
+def _check_every_frame(model: ModelSettings, device: torch.device) -> None:
+    """Refuse what the ``every_frame`` display's worker thread cannot run.
+
+    Raises:
+        ConfigError: A compiled or CUDA-graph network on CUDA (it runs on the
+            thread that prepared it, the loop's; ``segmented`` keeps it there).
+    """
+    if device.type == "cuda" and (model.compile or model.cuda_graphs):
+        raise ConfigError(
+            "source.live_display=every_frame segments on a worker thread, and a "
+            "compiled or CUDA-graph network runs only on the thread that prepared "
+            "it; drop model.compile / model.cuda_graphs, or use "
+            "source.live_display=segmented"
+        )
+
+
 def _finalized(
     steps: Iterator[tuple[list[_Decoded], list[Prediction]] | object],
     finalize: Callable[[Prediction], Findings],
@@ -555,11 +577,12 @@ class _HeldFindings:
     loop never waits for it while the newest findings are at most
     ``max_outline_age_s`` old and of the frame's size. Otherwise (the first
     frame, a new frame size, an outline too old) it waits for the segmentation
-    in flight, and for the current frame's own where the size changed; frames
-    that arrive meanwhile are dropped by the live queue, as in ``segmented``
-    display. Iterate it for ``([item], [findings])`` per frame and
-    :data:`NO_SIGNAL` markers; :meth:`close` waits for the segmentation in
-    flight (at most one).
+    in flight, and where that is still too old or of another size, for the
+    current frame's own: findings drawn on a later frame than their own are
+    never older than ``max_outline_age_s``. Frames that arrive meanwhile are
+    dropped by the live queue, as in ``segmented`` display. Iterate it for
+    ``([item], [findings])`` per frame and :data:`NO_SIGNAL` markers;
+    :meth:`close` waits for the segmentation in flight (at most one).
     """
 
     def __init__(
@@ -622,10 +645,14 @@ class _HeldFindings:
             if self._running is None:
                 self._submit(item.frame)
             if not self._usable(item.frame):
-                self._collect(wait=True)  # the freshest outline there can be
+                self._collect(wait=True)  # the segmentation in flight
                 latest = self._latest
-                if latest is None or latest.segmented_frame.hw != item.frame.hw:
-                    self._submit(item.frame)  # a new size: this frame's own
+                if latest is None or (
+                    latest.segmented_frame is not item.frame
+                    and not self._usable(item.frame)
+                ):
+                    # Still too old, or of another size: this frame's own.
+                    self._submit(item.frame)
                     self._collect(wait=True)
             findings = cast(Findings, self._latest)
             yield [item], [findings.held_on(item.frame)]

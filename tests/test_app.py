@@ -22,6 +22,7 @@ from stream_media import (
 from streamseg.app import StreamConfig, run
 from streamseg.device import Precision
 from streamseg.findings import Findings
+from streamseg.frames import Frame
 from streamseg.segmenter import ModelSettings, Segmenter
 from streamseg.sinks import FrameList, OutputSettings
 from streamseg.smoothing import SmoothingSettings
@@ -447,3 +448,58 @@ def test_every_frame_live_run_shows_more_frames_and_logs_the_outline_age(
             assert event["segmented_index"] == findings.segmented_frame.index
         else:
             assert "segmented_index" not in event
+
+
+def test_every_frame_display_never_holds_an_outline_longer_than_its_age_limit(
+    model_file, monkeypatch
+):
+    from streamseg.app import _Decoded, _HeldFindings
+    from streamseg.stats import StatsRecorder
+
+    segmenter = Segmenter.from_settings(
+        ModelSettings(path=model_file, device="cpu", precision="fp32")
+    )
+    segment = Segmenter.segment
+
+    def slow(self, frames, **kwargs):
+        time.sleep(0.03)
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", slow)
+    pixels = moving_disc(1)[0].pixels
+    now_s = [0.0]  # the run's clock: the capture time of the newest frame
+
+    def live(count):  # frames 10 ms apart, faster than the network
+        for index in range(count):
+            now_s[0] = index * 0.01
+            yield [_Decoded(Frame(index, now_s[0], pixels), now_s[0])]
+
+    held = _HeldFindings(
+        live(30),
+        segmenter,
+        StatsRecorder("test", live=True),
+        Findings.of,
+        max_outline_age_s=0.05,
+        clock=lambda: now_s[0],
+    )
+    try:
+        shown = [found[0] for _, found in held]
+    finally:
+        held.close()
+    assert [f.frame.index for f in shown] == list(range(30))
+    assert shown[1].held and shown[1].segmented_frame.index == 0
+    for findings in shown:
+        age_s = findings.frame.timestamp_s - findings.segmented_frame.timestamp_s
+        assert age_s <= (0.05 + 1e-9 if findings.held else 0.0)
+
+
+def test_every_frame_display_refuses_a_compiled_or_captured_cuda_network():
+    from streamseg.app import _check_every_frame
+    from streamseg.config import ConfigError
+
+    cuda = torch.device("cuda")
+    for settings in (ModelSettings(compile=True), ModelSettings(cuda_graphs=True)):
+        with pytest.raises(ConfigError, match="live_display=segmented"):
+            _check_every_frame(settings, cuda)
+        _check_every_frame(settings, torch.device("cpu"))  # CPU: worker threads ok
+    _check_every_frame(ModelSettings(), cuda)
