@@ -109,9 +109,9 @@ class SourceSettings:
             (its age is in the HUD, the event log and the statistics).
         max_outline_age_s: ``every_frame``: an outline is drawn on later
             frames only while it is at most this old (capture of the frame
-            it was computed from -> now); beyond that the loop waits for
-            the network's next outline (frames arriving meanwhile are
-            dropped), so an outline never trails the video by more.
+            it was computed from -> now); beyond that the frame waits for a
+            newer outline, its own if need be (frames arriving meanwhile are
+            dropped), so a held outline never trails the video by more.
     """
 
     uri: str | None = None
