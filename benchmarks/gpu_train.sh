@@ -8,11 +8,13 @@
 # (two steps because the two folders together exceed the remote GPU machine's upload limit of
 # 64 MiB per call).
 # Default runs (RUNS="name=config:seed[:KEY=VALUE,KEY=VALUE] ..."): the candidate recipe with
-# seeds 0 and 1 and the bundled recipe (seed 0) as the same-machine reference:
-#   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0  v2_s1=...:1  lite2_s0=configs/kvasir_unetpp_lite2.yaml:0
-# The CPU candidate (an FPN decoder: half UNet++'s run-time cost on a 2-core CPU) in place of
-# the second seed, for example:
-#   RUNS="v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0 fpn_s0=configs/kvasir_unetpp_lite2_v2.yaml:0:model.architecture=FPN lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"
+# the bundled model's network (FPN / EfficientNet-Lite2 at 320, from ImageNet) with seeds 0
+# and 1, and the UNet++ candidate at 352 (seed 0), all bf16:
+#   fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16  fpn_v2_s1=...:1:...
+#   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0
+# The bundled stage-1 recipe as a same-machine reference, for example:
+#   RUNS="fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16 lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"
+# (at most 3 runs: 8 files come back)
 # Each run trains with --device cuda, checkpoints on validation Dice, calibrates its threshold
 # on validation and writes a float16 model file. Nothing here scores the test split.
 # What comes back in $OUT (8 files at most):
@@ -33,7 +35,7 @@ TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-480}
 WORKERS=${WORKERS:-4}
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}   # more --set KEY=VALUE arguments for every run (smoke tests)
-RUNS=${RUNS:-"v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0 v2_s1=configs/kvasir_unetpp_lite2_v2.yaml:1 lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"}
+RUNS=${RUNS:-"fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16 fpn_v2_s1=configs/kvasir_fpn_lite2_v2.yaml:1:optimization.precision=bf16 v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0"}
 WORK=/tmp/gpu-train
 mkdir -p "$WORK"
 
