@@ -105,8 +105,9 @@ class SourceSettings:
             shows every frame as it arrives, drawn with the newest finished
             outline, while the network segments the newest frame whenever it
             is free: the video keeps the source's frame rate on a CPU that
-            cannot segment every frame, and the outline is a little older
-            (its age is in the HUD, the event log and the statistics).
+            cannot segment every frame, and the outline is drawn on later
+            frames than its own (its age is in the HUD and the statistics,
+            its frame in the event log).
         max_outline_age_s: ``every_frame``: an outline is drawn on later
             frames only while it is at most this old (capture of the frame
             it was computed from -> now); beyond that the frame waits for a
