@@ -175,6 +175,15 @@ def test_cuda_variants_are_refused_on_the_cpu(config, tmp_path):
         bench.run_benchmark(settings, config)
 
 
+def test_an_unknown_live_display_is_refused_with_the_valid_ones(config, tmp_path):
+    with pytest.raises(ValueError, match="segmented, every_frame"):
+        bench.BenchSettings(
+            model=str(config.model.path),
+            live_displays=("segmented", "everyframe"),
+            work_dir=tmp_path,
+        )
+
+
 # --- clips --------------------------------------------------------------------
 
 
