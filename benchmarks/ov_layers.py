@@ -10,6 +10,11 @@ INT8, ``..._f32`` / ``..._FP32`` for float): a large layer left in float is
 where quantization has more to give.
 
     python benchmarks/ov_layers.py --threads 2 --calls 20
+    python benchmarks/ov_layers.py --threads 2 --calls 20 --depth 3   # + by module
+
+``--depth N`` also sums the time by the first N parts of each node's module
+path (``segmentation.decoder.seg_blocks``, ``segmentation.encoder.model``, ...):
+which part of the network costs what.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--top", type=int, default=15, help="slowest nodes listed")
+    parser.add_argument(
+        "--depth", type=int, default=0, help="also sum by module path (N parts)"
+    )
     args = parser.parse_args()
     model = args.model or default_model_path()
     paths = int8_paths(model)
@@ -80,6 +88,18 @@ def main() -> None:
                 f"{1000 * seconds / calls:7.2f}  {100 * seconds / total_s:4.1f} %  "
                 f"{kind} / {kernel}"
             )
+    if args.depth > 0:
+        by_module: collections.Counter[str] = collections.Counter()
+        for name, seconds in by_node.items():
+            path = name.split("/")[0].removeprefix("__module.").split(".")
+            by_module[".".join(path[: args.depth])] += seconds
+        print(f"by module (first {args.depth} parts of the path):")
+        for module, seconds in by_module.most_common():
+            if seconds > 0:
+                print(
+                    f"{1000 * seconds / calls:7.2f}  {100 * seconds / total_s:4.1f} %  "
+                    f"{module}"
+                )
     print(f"slowest {args.top} nodes:")
     for name, seconds in by_node.most_common(args.top):
         print(f"{1000 * seconds / calls:7.2f}  {name}")
