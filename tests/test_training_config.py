@@ -51,6 +51,51 @@ def test_shipped_configs_load():
     assert quick.data.root == KVASIR and quick.optimization.epochs <= 10
 
 
+def _flat(config: TrainConfig) -> dict[str, object]:
+    return {
+        f"{section}.{key}": value
+        for section, values in dataclasses.asdict(config).items()
+        for key, value in values.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "parent", "differences"),
+    [
+        (  # the full-size recipe with the bundled model's network
+            "kvasir_fpn_lite2_v2.yaml",
+            "kvasir_unetpp_lite2_v2.yaml",
+            {
+                "model.architecture": "FPN",
+                "model.input_hw": (320, 320),
+                "optimization.precision": "auto",
+                "data.num_workers": 1,
+                "output.name": "kvasir_fpn_lite2_v2",
+            },
+        ),
+        (  # stage 2's recipe with a slimmer decoder over the bundled model's encoder
+            "kvasir_fpn_lite2_slim.yaml",
+            "kvasir_fpn_lite2_from_bundled.yaml",
+            {
+                "model.init_from": Path("streamseg/assets/default.safetensors"),
+                "model.model_kwargs": {
+                    "decoder_pyramid_channels": 128,
+                    "decoder_segmentation_channels": 32,
+                },
+                "output.name": "kvasir_fpn_lite2_slim",
+            },
+        ),
+    ],
+)
+def test_candidate_configs_differ_from_their_parent_only_as_documented(
+    config, parent, differences
+):
+    got = _flat(load_train_config(REPO / "configs" / config))
+    base = _flat(load_train_config(REPO / "configs" / parent))
+    changed = {key: got[key] for key in got if got[key] != base[key]}
+    assert changed == differences
+
+
 def test_resume_refuses_a_changed_recipe_but_allows_more_epochs():
     saved = TrainConfig()
     longer = dataclasses.replace(
