@@ -1,4 +1,4 @@
-"""``python -m training {train,evaluate,eda,pack,ablate,quantize}``: parse, call, report
+"""``python -m training {train,evaluate,compare,eda,...}``: parse, call, report
 
 Exit codes: 0 success; 1 runtime failure (data, model file, weights, I/O);
 2 usage or configuration error; 130 interrupted. Errors print one line
@@ -180,6 +180,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="best and worst cases in the PNG (default 4)",
     )
 
+    compare = commands.add_parser(
+        "compare",
+        parents=[common],
+        help="two models' per-image reports of one split (evaluate's "
+        "<split>_per_image.csv): micro and macro Dice, B - A and its paired "
+        "bootstrap interval",
+    )
+    compare.add_argument("a", type=Path, help="per-image CSV of model A (baseline)")
+    compare.add_argument(
+        "b", type=Path, help="per-image CSV of model B (the candidate)"
+    )
+    compare.add_argument(
+        "--resamples",
+        type=int,
+        default=10_000,
+        help="bootstrap resamples of the images (default 10000)",
+    )
+    compare.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="interval's coverage (default 0.95)",
+    )
+    compare.add_argument(
+        "--seed", type=int, default=0, help="bootstrap seed (default 0)"
+    )
+
     eda = commands.add_parser(
         "eda", parents=[common], help="dataset counts, sizes, polyp areas, picture grid"
     )
@@ -309,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_ablate(args)
         if args.command == "soup":
             return run_soup(args)
+        if args.command == "compare":
+            return run_compare(args)
         return run_eda(args)
     except KeyboardInterrupt:
         errors.print(
@@ -500,6 +529,53 @@ def run_soup(args: argparse.Namespace) -> int:
         f"next: python -m training quantize --model {result.path} --data {args.data}",
         highlight=False,
         soft_wrap=True,
+    )
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from training.compare import compare, read_report
+
+    if args.resamples < 1:
+        raise UsageError(f"--resamples: expected >= 1, got {args.resamples}")
+    if not 0 < args.confidence < 1:
+        raise UsageError(
+            f"--confidence: expected between 0 and 1 (e.g. 0.95), got {args.confidence}"
+        )
+    result = compare(
+        read_report(args.a),
+        read_report(args.b),
+        resamples=args.resamples,
+        confidence=args.confidence,
+        seed=args.seed,
+    )
+    table = Table(
+        title=f"B - A on {result.images} images "
+        f"({result.resamples} paired bootstrap resamples)",
+        caption=f"A: {args.a}\nB: {args.b}",
+    )
+    for column in (
+        "score",
+        "A",
+        "B",
+        "B - A",
+        f"{result.micro.confidence:.0%} interval",
+    ):
+        table.add_column(column, justify="left" if column == "score" else "right")
+    for row in (result.micro, result.macro):
+        table.add_row(
+            row.name,
+            f"{row.a:.4f}",
+            f"{row.b:.4f}",
+            f"{row.delta:+.4f}",
+            f"{row.low:+.4f} .. {row.high:+.4f}",
+        )
+    console.print(table)
+    console.print(
+        f"per image: B higher on {result.b_better}, lower on {result.b_worse}, equal "
+        f"on {result.same}; B's micro Dice higher in "
+        f"{result.share_b_better_micro:.1%} of resamples",
+        highlight=False,
     )
     return 0
 
