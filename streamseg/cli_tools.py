@@ -54,7 +54,12 @@ def add_evaluate_video(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="ROOT",
         help="also evaluate the CVC-ClinicDB sequences under ROOT (sequences.csv)",
     )
-    parser.add_argument("--model", type=Path, help="model file (.safetensors)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="model file (.safetensors) or bundled:NAME (default, fast); "
+        "default: the bundled default model",
+    )
     parser.add_argument("--config", type=Path, help="YAML config (configs/stream.yaml)")
     parser.add_argument(
         "--set",
@@ -256,7 +261,8 @@ def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        help="model file, or random:ARCH/ENCODER@SIZE for timing with random weights "
+        help="model file, bundled:NAME (a bundled model: default, fast), or "
+        "random:ARCH/ENCODER@SIZE for timing with random weights "
         "(e.g. random:UnetPlusPlus/efficientnet-b2@320); default: the bundled model",
     )
     parser.add_argument(
@@ -352,13 +358,15 @@ def bench_command(args: argparse.Namespace) -> int:
 
     from streamseg.app import StreamConfig
     from streamseg.evaluation import bench, bench_inputs
-    from streamseg.model import default_model_path
+    from streamseg.model import BUNDLED_PREFIX, default_model_path, resolve_model_path
 
     config = with_changes(
         load_config(StreamConfig, args.config, args.set),
         {"model": {"device": args.device, "threads": args.threads}},
     )
     model = args.model or default_model_path()
+    if isinstance(model, str) and model.startswith(BUNDLED_PREFIX):
+        model = resolve_model_path(model)
     if model is None:
         raise ConfigError(
             "bench: no bundled default model in this build; pass --model FILE or "

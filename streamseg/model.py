@@ -34,6 +34,8 @@ FORMAT = "streamseg-model/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL_NAME = "default.safetensors"
+# ``bundled:NAME``: a model file shipped in ``streamseg/assets`` (docs/model-card.md).
+BUNDLED_PREFIX = "bundled:"
 
 
 def check_threshold(value: float, name: str = "threshold") -> None:
@@ -355,9 +357,42 @@ def _open(
 
 def default_model_path() -> Path | None:
     """Path of the model bundled with the package, or None if this build has none."""
-    candidate = resources.files("streamseg") / "assets" / DEFAULT_MODEL_NAME
-    path = Path(str(candidate))
+    return _bundled_file(DEFAULT_MODEL_NAME)
+
+
+def _bundled_file(name: str) -> Path | None:
+    path = Path(str(resources.files("streamseg") / "assets" / name))
     return path if path.is_file() else None
+
+
+def bundled_model_names() -> tuple[str, ...]:
+    """Names of the model files this build bundles (``default``, ``fast``, ...)."""
+    folder = Path(str(resources.files("streamseg") / "assets"))
+    return tuple(
+        sorted(
+            p.name.removesuffix(".safetensors") for p in folder.glob("*.safetensors")
+        )
+    )
+
+
+def resolve_model_path(value: str | Path) -> Path:
+    """A model file path, or ``bundled:NAME`` for a model shipped with the package.
+
+    Raises:
+        ModelFileError: ``bundled:NAME`` names no bundled model (lists those there are).
+    """
+    text = str(value)
+    if not text.startswith(BUNDLED_PREFIX):
+        return Path(value)
+    name = text.removeprefix(BUNDLED_PREFIX)
+    path = _bundled_file(f"{name}.safetensors") if name and "/" not in name else None
+    if path is None:
+        names = ", ".join(f"{BUNDLED_PREFIX}{n}" for n in bundled_model_names())
+        raise ModelFileError(
+            f"{text}: no such bundled model; this build bundles {names or 'none'} "
+            "(or pass a .safetensors file)"
+        )
+    return path
 
 
 def file_sha256(path: str | Path) -> str:

@@ -90,6 +90,7 @@ from streamseg.model import (
     check_threshold,
     default_model_path,
     load_model,
+    resolve_model_path,
 )
 from streamseg.transforms import network_input, resize
 from streamseg.uploader import FrameUploader
@@ -178,7 +179,8 @@ class ModelSettings:
     """The ``model`` section of the stream config (:meth:`Segmenter.from_settings`).
 
     Attributes:
-        path: Model file (``.safetensors``); ``None``: the bundled default.
+        path: Model file (``.safetensors``) or ``bundled:NAME`` (a model shipped
+            with the package: ``default``, ``fast``); ``None``: the bundled default.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto`` (fp16 on CUDA; bf16 on a CPU with native bf16,
             AMX or AVX-512 BF16, with the torch backend; else fp32), ``fp32``,
@@ -330,13 +332,14 @@ class ModelSettings:
         return resolved, choice
 
     def model_path(self) -> Path:
-        """``path``, or the bundled default model.
+        """``path`` (a file, or ``bundled:NAME``), or the bundled default model.
 
         Raises:
-            ModelFileError: ``path`` is ``None`` and this build bundles no model.
+            ModelFileError: ``path`` is ``None`` and this build bundles no model,
+                or ``bundled:NAME`` names none.
         """
         if self.path is not None:
-            return Path(self.path)
+            return resolve_model_path(self.path)
         path = default_model_path()
         if path is None:
             raise ModelFileError(NO_DEFAULT_MODEL)

@@ -92,6 +92,27 @@ def test_missing_model_file_is_a_runtime_failure(clip, tmp_path, capsys):
     assert "no such model file" in _error_line(capsys)
 
 
+def test_an_unknown_bundled_model_names_the_ones_there_are(clip, capsys):
+    assert main(["run", str(clip), "--model", "bundled:fastest"]) == 1
+    assert _error_line(capsys) == (
+        "streamseg: error: bundled:fastest: no such bundled model; this build bundles "
+        "bundled:default, bundled:fast (or pass a .safetensors file)"
+    )
+    assert main(["info", "bundled:"]) == 1
+    assert "no such bundled model" in _error_line(capsys)
+
+
+def test_a_bundled_model_is_named_by_the_model_setting(tmp_path):
+    from streamseg.model import resolve_model_path
+    from streamseg.segmenter import ModelSettings
+
+    fast = ModelSettings(path="bundled:fast").model_path()
+    assert fast.name == "fast.safetensors" and fast.is_file()
+    assert ModelSettings(path=None).model_path().name == "default.safetensors"
+    # Anything else is a path, even one that looks like a name.
+    assert resolve_model_path(tmp_path / "fast") == tmp_path / "fast"
+
+
 def test_without_a_bundled_model_the_message_says_what_to_pass(
     clip, monkeypatch, capsys
 ):
@@ -228,6 +249,12 @@ def test_info_without_a_path_describes_the_bundled_model(capsys):
     architecture = read_spec(default_model_path()).architecture
     for text in (architecture, "threshold", "tensors", "provenance."):
         assert text in out
+
+
+def test_info_describes_the_bundled_fast_model(capsys):
+    assert main(["info", "bundled:fast"]) == 0
+    out = capsys.readouterr().out
+    assert "fast.safetensors" in out and "decoder_pyramid_channels" in out
 
 
 def test_info_without_a_path_and_without_a_bundled_model_says_what_to_pass(

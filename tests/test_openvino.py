@@ -381,13 +381,13 @@ def test_cpu_facts_from_cpuinfo():
     assert amx.amx and not amx.avx512_vnni
 
 
-def test_the_bundled_model_ships_its_int8_artefact():
-    from streamseg.model import default_model_path
+@pytest.mark.parametrize("name", ["default", "fast"])
+def test_each_bundled_model_ships_its_int8_artefact(name):
+    from streamseg.model import resolve_model_path
 
-    model = default_model_path()
-    assert model is not None
+    model = resolve_model_path(f"bundled:{name}")
     paths = ov_backend.int8_paths(model)
-    assert paths.exist(), "streamseg/assets/default.int8.{xml,bin,json} missing"
+    assert paths.exist(), f"streamseg/assets/{name}.int8.{{xml,bin,json}} missing"
     provenance = ov_backend.read_provenance(model)  # sha256 of the shipped file
     assert provenance["schema"] == ov_backend.PROVENANCE_SCHEMA
     assert provenance["calibration"]["images"] == 200

@@ -77,12 +77,24 @@ def _flat(config: TrainConfig) -> dict[str, object]:
             "kvasir_fpn_lite2_slim.yaml",
             "kvasir_fpn_lite2_from_bundled.yaml",
             {
-                "model.init_from": Path("streamseg/assets/default.safetensors"),
+                "model.init_from": Path(
+                    "runs/kvasir_fpn_lite2_finetune/model.safetensors"
+                ),
                 "model.model_kwargs": {
                     "decoder_pyramid_channels": 128,
                     "decoder_segmentation_channels": 32,
                 },
                 "output.name": "kvasir_fpn_lite2_slim",
+            },
+        ),
+        (  # the slim file fine-tuned as stage 3 fine-tuned the wide one
+            "kvasir_fpn_lite2_slim_finetune.yaml",
+            "kvasir_fpn_lite2_slim.yaml",
+            {
+                "model.init_from": Path("runs/kvasir_fpn_lite2_slim/model.safetensors"),
+                "optimization.epochs": 8,
+                "optimization.lr": 0.0003,
+                "output.name": "kvasir_fpn_lite2_slim_finetune",
             },
         ),
     ],

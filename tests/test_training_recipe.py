@@ -241,6 +241,27 @@ def test_the_bundled_model_is_the_fpn_finetune_of_the_recipes_it_records():
     )
 
 
+def test_the_fast_model_is_stage_4_started_from_the_default_model():
+    import json
+
+    from streamseg.model import file_sha256, read_spec
+
+    default = "streamseg/assets/default.safetensors"
+    provenance = read_spec("streamseg/assets/fast.safetensors").provenance
+    # Stage 4: configs/kvasir_fpn_lite2_slim.yaml. Its record names stage 3's run folder
+    # as model.init_from, as the config does; the run read the default model's file.
+    differing, newer = _recorded_differences(
+        provenance, "configs/kvasir_fpn_lite2_slim.yaml"
+    )
+    assert not differing and set(newer) <= {"data.root", "data.num_workers"}
+    parent = json.loads(provenance["init_from"])
+    assert parent["sha256"] == file_sha256(default)  # stage 3 is the default model
+    assert parent["provenance"] == read_spec(default).provenance
+    # Its encoder (379 of 409 tensors) came from the default model; the decoder did not.
+    assert "379 of 409 tensors" in provenance["encoder_init"]
+    assert f"sha256 {file_sha256(default)[:16]}" in provenance["encoder_init"]
+
+
 def test_a_warmup_schedule_survives_the_weights_only_state_file(tmp_path):
     from training.config import TrainConfig
     from training.train import make_scheduler

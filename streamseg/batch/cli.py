@@ -109,7 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="polyp episodes closer than S seconds count as one (default 0.5)",
     )
-    parser.add_argument("--model", type=Path, help="model file (.safetensors)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="model file (.safetensors) or bundled:NAME (default, fast); "
+        "default: the bundled default model",
+    )
     parser.add_argument("--config", type=Path, help="YAML config (configs/stream.yaml)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
