@@ -52,6 +52,7 @@ from streamseg.device import synchronize
 from streamseg.events import StreamClock
 from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
+from streamseg.model import ModelFileError, resolve_model_path
 from streamseg.outputs import open_outputs
 from streamseg.overlay import (
     HudText,
@@ -75,7 +76,7 @@ from streamseg.sources import (
     SourceSettings,
     open_source,
 )
-from streamseg.stats import RunStats, StatsRecorder
+from streamseg.stats import FallingBehind, KeepUpCheck, RunStats, StatsRecorder
 from streamseg.tracking import Tracker, TrackingSettings
 from streamseg.window import check_display
 
@@ -245,6 +246,8 @@ def run(
             return findings
 
         every_frame = source.live and settings.live_display == "every_frame"
+        # A live run that drops frames says so once, with what to change.
+        keep_up = KeepUpCheck() if source.live and not every_frame else None
         if every_frame:
             held = _HeldFindings(
                 batches,
@@ -299,6 +302,11 @@ def run(
                         held=findings.held,
                     )
                     last_hw = item.frame.hw
+                    behind = keep_up and keep_up.observe(
+                        stats.frames_in, stats.frames_dropped, item.frame.timestamp_s
+                    )
+                    if behind:
+                        log.warning(_keep_up_advice(source.name, behind, config.model))
                     if on_progress is not None:
                         on_progress(stats.frames_out, expected, stats.shown)
                 stats.batch_out()
@@ -333,6 +341,33 @@ def run(
         )
     _check_complete(source, stats, stopped)
     return stats.finish(stopped)
+
+
+def _keep_up_advice(name: str, behind: FallingBehind, model: ModelSettings) -> str:
+    """The one line a live run logs when it segments too few of its frames."""
+    ways = [
+        "--set source.live_display=every_frame (every frame shown at once, "
+        "with the newest finished outline)"
+    ]
+    if not _runs_fast_model(model):
+        ways.insert(0, "--model bundled:fast (half the network's cost on a CPU)")
+    return (
+        f"{name}: {behind.dropped_fraction:.0%} of the source's frames dropped over "
+        f"{behind.over_s:.0f} s ({behind.segmented_fps:.1f} of "
+        f"{behind.source_fps:.1f} frames a second segmented); to keep up: "
+        + " or ".join(ways)
+        + " (docs/benchmarks.md)"
+    )
+
+
+def _runs_fast_model(model: ModelSettings) -> bool:
+    if model.path is None:
+        return False
+    try:
+        fast = resolve_model_path("bundled:fast")
+        return model.model_path().resolve() == fast.resolve()
+    except ModelFileError:  # a build without it
+        return False
 
 
 def _run_info(

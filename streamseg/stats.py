@@ -385,3 +385,54 @@ def _percentiles_ms(samples_s: deque[float]) -> dict[int, float]:
         return {}
     values = np.fromiter(samples_s, float) * 1000.0
     return {q: float(np.percentile(values, q)) for q in (50, 95, 99)}
+
+
+@dataclass(frozen=True)
+class FallingBehind:
+    """A live source this run cannot keep up with, measured once."""
+
+    dropped_fraction: float  # of the frames the source delivered
+    segmented_fps: float  # frames taken per second of stream time
+    source_fps: float  # frames the source delivered per second
+    over_s: float  # stream time measured
+
+
+class KeepUpCheck:
+    """Says once whether a live run keeps up with its source.
+
+    ``observe`` is given the run's counts after each frame; once at least
+    ``after_s`` seconds of stream time have passed, it compares the frames
+    dropped with the frames delivered, once: if more than
+    ``max_dropped_fraction`` were dropped it returns a :class:`FallingBehind`
+    (the caller says what to do about it), else nothing, now and later.
+    """
+
+    def __init__(self, *, after_s: float = 10.0, max_dropped_fraction: float = 0.1):
+        self.after_s = after_s
+        self.max_dropped_fraction = max_dropped_fraction
+        self._first: tuple[int, int, float] | None = None
+        self._done = False
+
+    def observe(
+        self, frames_in: int, frames_dropped: int, timestamp_s: float
+    ) -> FallingBehind | None:
+        if self._done:
+            return None
+        if self._first is None:
+            # From the first frame on: frames lost while the model loaded are
+            # not the pipeline's rate.
+            self._first = (frames_in, frames_dropped, timestamp_s)
+            return None
+        first_in, first_dropped, first_s = self._first
+        over_s = timestamp_s - first_s
+        if over_s < self.after_s:
+            return None
+        self._done = True
+        taken = frames_in - first_in
+        dropped = frames_dropped - first_dropped
+        delivered = taken + dropped
+        if delivered <= 0 or dropped / delivered <= self.max_dropped_fraction:
+            return None
+        return FallingBehind(
+            dropped / delivered, taken / over_s, delivered / over_s, over_s
+        )

@@ -450,6 +450,46 @@ def test_every_frame_live_run_shows_more_frames_and_logs_the_outline_age(
             assert "segmented_index" not in event
 
 
+def test_a_live_run_that_drops_frames_says_once_what_to_change(
+    tmp_path, model_file, monkeypatch, caplog
+):
+    import functools
+    import logging
+
+    from streamseg import app, stats
+
+    segment = Segmenter.segment
+
+    def slow(self, frames, **kwargs):
+        time.sleep(0.08)  # 8 frame intervals of the 100 fps clip
+        return segment(self, frames, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment", slow)
+    monkeypatch.setattr(
+        app, "KeepUpCheck", functools.partial(stats.KeepUpCheck, after_s=0.1)
+    )
+    path = write_video(
+        tmp_path / "fast.mp4", [f.pixels for f in moving_disc(30, fps=100.0)], fps=100.0
+    )
+    warnings = {}
+    for display in ("segmented", "every_frame"):
+        config = _config(path, model_file)
+        config = dataclasses.replace(
+            config,
+            source=dataclasses.replace(
+                config.source, realtime=True, live_display=display
+            ),
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="streamseg.app"):
+            run(config, sinks=[FrameList()])
+        warnings[display] = [r.getMessage() for r in caplog.records]
+    (line,) = warnings["segmented"]
+    assert "of the source's frames dropped over" in line
+    assert "--model bundled:fast" in line and "live_display=every_frame" in line
+    assert not warnings["every_frame"]  # it shows every frame: nothing is dropped
+
+
 def test_every_frame_display_never_holds_an_outline_longer_than_its_age_limit(
     model_file, monkeypatch
 ):
@@ -503,3 +543,17 @@ def test_every_frame_display_refuses_a_compiled_or_captured_cuda_network():
             _check_every_frame(settings, cuda)
         _check_every_frame(settings, torch.device("cpu"))  # CPU: worker threads ok
     _check_every_frame(ModelSettings(), cuda)
+
+
+def test_the_keep_up_advice_suggests_the_fast_model_only_where_it_is_not_running():
+    from streamseg.app import _keep_up_advice
+    from streamseg.stats import FallingBehind
+
+    behind = FallingBehind(0.47, 13.2, 25.0, 10.0)
+    line = _keep_up_advice("camera 0", behind, ModelSettings())
+    assert line.startswith(
+        "camera 0: 47% of the source's frames dropped over 10 s "
+        "(13.2 of 25.0 frames a second segmented); to keep up: --model bundled:fast"
+    )
+    line = _keep_up_advice("camera 0", behind, ModelSettings(path="bundled:fast"))
+    assert "bundled:fast" not in line and "live_display=every_frame" in line

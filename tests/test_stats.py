@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamseg.frames import Frame
-from streamseg.stats import Checkpoint, StatsRecorder, windowed_rate
+from streamseg.stats import Checkpoint, KeepUpCheck, StatsRecorder, windowed_rate
 
 
 def _ends(period_s: float, batch: int, count: int, fps: float = 25.0):
@@ -70,3 +70,23 @@ def test_frames_a_live_source_delivered_before_the_first_one_taken_count_as_drop
     stats.frame_in(Frame(37, 0.0, pixels))  # 0-36 went while the model loaded
     stats.frame_in(Frame(40, 0.1, pixels))
     assert (stats.frames_in, stats.frames_dropped) == (2, 39)
+
+
+def test_keep_up_check_speaks_once_after_its_time_and_only_when_frames_are_lost():
+    check = KeepUpCheck(after_s=10.0, max_dropped_fraction=0.1)
+    # 25 fps source; the run takes every second frame. The first frame arrives
+    # after 7 were lost while the model loaded: those do not count.
+    assert check.observe(1, 7, 100.0) is None
+    assert check.observe(100, 106, 108.0) is None  # 8 s: too early to judge
+    behind = check.observe(126, 132, 110.0)
+    assert behind is not None
+    assert behind.over_s == pytest.approx(10.0)
+    assert behind.dropped_fraction == pytest.approx(125 / 250)
+    assert behind.segmented_fps == pytest.approx(12.5)
+    assert behind.source_fps == pytest.approx(25.0)
+    assert check.observe(500, 600, 130.0) is None  # said once
+
+    keeping_up = KeepUpCheck(after_s=10.0, max_dropped_fraction=0.1)
+    keeping_up.observe(1, 0, 0.0)
+    assert keeping_up.observe(240, 10, 10.0) is None  # 4 % dropped
+    assert keeping_up.observe(250, 500, 30.0) is None  # judged once, at 10 s
