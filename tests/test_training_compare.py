@@ -92,3 +92,52 @@ def test_the_command_prints_the_table_and_fails_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such per-image report" in err[0]
     assert main(["compare", str(a), str(b), "--confidence", "95"]) == 2
+
+
+def test_groups_resample_whole_sequences(tmp_path):
+    rng = np.random.default_rng(5)
+    # 6 sequences of 10 frames; within a sequence B is better or worse together,
+    # as frames of one video are.
+    rows_a, rows_b, groups = [], [], {}
+    for sequence in range(6):
+        shift = 120 if sequence % 2 else -100
+        for frame in range(10):
+            stem = f"s{sequence}f{frame}"
+            miss = int(rng.integers(150, 250))
+            rows_a.append((stem, 1000 - miss, 50, miss, 9000))
+            rows_b.append((stem, 1000 - miss + shift, 50, miss - shift, 9000))
+            groups[stem] = str(sequence)
+    a = read_report(_report(tmp_path / "a.csv", rows_a))
+    b = read_report(_report(tmp_path / "b.csv", rows_b))
+    by_image = compare(a, b, resamples=4000)
+    by_sequence = compare(a, b, resamples=4000, groups=groups)
+    assert (by_image.groups, by_sequence.groups) == (60, 6)
+    assert by_sequence.micro.delta == by_image.micro.delta  # the scores themselves
+    width = lambda d: d.high - d.low  # noqa: E731
+    assert width(by_sequence.micro) > 1.5 * width(by_image.micro)
+    assert width(by_sequence.macro) > 1.5 * width(by_image.macro)
+    # One group per image is the plain bootstrap (other draws, the same spread).
+    alone = compare(a, b, resamples=4000, groups={s: s for s in groups})
+    assert alone.groups == 60
+    assert width(alone.micro) == pytest.approx(width(by_image.micro), rel=0.15)
+    del groups["s0f0"]
+    with pytest.raises(ReportError, match="no group for 1 of the 60 images"):
+        compare(a, b, groups=groups)
+
+
+def test_the_command_reads_groups_from_a_csv(tmp_path, capsys):
+    rows = _rows(np.random.default_rng(6), 8, [50] * 8)
+    a = _report(tmp_path / "a.csv", rows)
+    b = _report(
+        tmp_path / "b.csv", [(s, tp - 5, fp, fn + 5, tn) for s, tp, fp, fn, tn in rows]
+    )
+    sequences = tmp_path / "sequences.csv"
+    sequences.write_text(
+        "frame,sequence\n" + "".join(f"img{i},{i // 4}\n" for i in range(8))
+    )
+    argv = ["compare", str(a), str(b), "--resamples", "200", "--groups", str(sequences)]
+    assert main([*argv, "--stem-column", "frame", "--group-column", "sequence"]) == 0
+    assert "of 2 groups" in capsys.readouterr().out
+    assert main(argv) == 1  # default columns stem, group: not in this file
+    err = capsys.readouterr().err
+    assert "no column group, stem" in err and "--stem-column" in err

@@ -206,6 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--seed", type=int, default=0, help="bootstrap seed (default 0)"
     )
+    compare.add_argument(
+        "--groups",
+        type=Path,
+        help="CSV assigning each image to a group whose images are not independent "
+        "(e.g. CVC-ClinicDB's sequences.csv): whole groups are resampled",
+    )
+    compare.add_argument(
+        "--stem-column",
+        default="stem",
+        help="--groups' column of image stems (default stem; CVC-ClinicDB: frame)",
+    )
+    compare.add_argument(
+        "--group-column",
+        default="group",
+        help="--groups' column of groups (default group; CVC-ClinicDB: sequence)",
+    )
 
     eda = commands.add_parser(
         "eda", parents=[common], help="dataset counts, sizes, polyp areas, picture grid"
@@ -534,7 +550,7 @@ def run_soup(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from training.compare import compare, read_report
+    from training.compare import compare, read_groups, read_report
 
     if args.resamples < 1:
         raise UsageError(f"--resamples: expected >= 1, got {args.resamples}")
@@ -548,10 +564,14 @@ def run_compare(args: argparse.Namespace) -> int:
         resamples=args.resamples,
         confidence=args.confidence,
         seed=args.seed,
+        groups=None
+        if args.groups is None
+        else read_groups(args.groups, args.stem_column, args.group_column),
     )
+    drawn = "" if args.groups is None else f" of {result.groups} groups"
     table = Table(
         title=f"B - A on {result.images} images "
-        f"({result.resamples} paired bootstrap resamples)",
+        f"({result.resamples} paired bootstrap resamples{drawn})",
         caption=f"A: {args.a}\nB: {args.b}",
     )
     for column in (

@@ -6,6 +6,11 @@ micro Dice (pixels pooled) and macro Dice (mean of per-image scores) of each, th
 difference B - A, and a paired bootstrap interval of that difference (the same
 images are drawn, with replacement, for both models in each resample), so a
 difference inside the noise of a 88- or 120-image split is visible as such.
+
+Images that are not independent (frames of one video sequence, as in
+CVC-ClinicDB) are resampled by group instead (``groups``: a cluster
+bootstrap, whole sequences drawn with replacement), else the interval is too
+narrow.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Difference:
 @dataclass(frozen=True)
 class Comparison:
     images: int
+    groups: int  # units resampled: images, or the groups they were assigned to
     resamples: int
     micro: Difference
     macro: Difference
@@ -99,14 +105,30 @@ def read_report(path: Path) -> PerImageReport:
     return PerImageReport(path, stems, counts)
 
 
+def read_groups(path: Path, stem_column: str, group_column: str) -> dict[str, str]:
+    """Image stem -> group from a CSV (e.g. CVC-ClinicDB's ``sequences.csv``).
+
+    Raises:
+        ReportError: Missing file or columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"{path}: no such groups file")
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        missing = {stem_column, group_column} - set(reader.fieldnames or ())
+        if missing:
+            raise ReportError(
+                f"{path}: no column {', '.join(sorted(missing))} (columns: "
+                f"{', '.join(reader.fieldnames or ())}); name them with "
+                "--stem-column and --group-column"
+            )
+        return {row[stem_column]: row[group_column] for row in reader}
+
+
 def _micro(counts: np.ndarray) -> np.ndarray:
-    """Micro Dice of each resample; ``counts`` is (R, N, 4) or (N, 4)."""
-    total = counts.sum(-2)
-    return dice_score(total[..., 0], total[..., 1], total[..., 2])
-
-
-def _macro(per_image: np.ndarray) -> np.ndarray:
-    return per_image.mean(-1)
+    """Micro Dice of pooled ``[tp, fp, fn, ...]`` counts (last axis)."""
+    return dice_score(counts[..., 0], counts[..., 1], counts[..., 2])
 
 
 def compare(
@@ -116,11 +138,17 @@ def compare(
     resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
+    groups: dict[str, str] | None = None,
 ) -> Comparison:
     """Scores of A and B on the same images and the paired bootstrap of B - A.
 
+    Args:
+        groups: Image stem -> group; resample whole groups (images that are
+            not independent). ``None``: every image is its own group.
+
     Raises:
-        ReportError: The two reports do not cover the same images.
+        ReportError: The two reports do not cover the same images, or
+            ``groups`` misses one of them.
         ValueError: ``resamples`` < 1 or ``confidence`` outside (0, 1).
     """
     if resamples < 1:
@@ -149,11 +177,35 @@ def compare(
 
     dice_a = dice_score(counts_a[:, 0], counts_a[:, 1], counts_a[:, 2])
     dice_b = dice_score(counts_b[:, 0], counts_b[:, 1], counts_b[:, 2])
-    rng = np.random.default_rng(seed)
     n = len(counts_a)
-    picks = rng.integers(0, n, size=(resamples, n))
-    micro_delta = _micro(counts_b[picks]) - _micro(counts_a[picks])
-    macro_delta = _macro(dice_b[picks]) - _macro(dice_a[picks])
+    if groups is None:
+        unit = np.arange(n)
+    else:
+        missing = [stem for stem in a.stems if stem not in groups]
+        if missing:
+            raise ReportError(
+                f"the groups name no group for {len(missing)} of the {n} images "
+                f"(e.g. {missing[0]}); check --stem-column"
+            )
+        names = sorted({groups[stem] for stem in a.stems})
+        index = {name: i for i, name in enumerate(names)}
+        unit = np.array([index[groups[stem]] for stem in a.stems])
+    units = int(unit.max()) + 1
+    # Per group: pooled counts (micro), the sum of per-image Dice and the image
+    # count (macro); a resample adds up the groups it drew.
+    pooled_a = np.zeros((units, 3), np.int64)
+    pooled_b = np.zeros((units, 3), np.int64)
+    np.add.at(pooled_a, unit, counts_a[:, :3])
+    np.add.at(pooled_b, unit, counts_b[:, :3])
+    dice_sum_a = np.bincount(unit, dice_a, units)
+    dice_sum_b = np.bincount(unit, dice_b, units)
+    images = np.bincount(unit, minlength=units)
+    drawn = np.random.default_rng(seed).integers(0, units, size=(resamples, units))
+    weight = np.zeros((resamples, units), np.int64)  # times each group was drawn
+    np.add.at(weight, (np.arange(resamples)[:, None], drawn), 1)
+    micro_delta = _micro(weight @ pooled_b) - _micro(weight @ pooled_a)
+    count = weight @ images
+    macro_delta = (weight @ dice_sum_b - weight @ dice_sum_a) / count
     tail = (1 - confidence) / 2 * 100
 
     def difference(name: str, a_score: float, b_score: float, deltas: np.ndarray):
@@ -162,9 +214,13 @@ def compare(
 
     return Comparison(
         images=n,
+        groups=units,
         resamples=resamples,
         micro=difference(
-            "micro Dice", float(_micro(counts_a)), float(_micro(counts_b)), micro_delta
+            "micro Dice",
+            float(_micro(counts_a.sum(0))),
+            float(_micro(counts_b.sum(0))),
+            micro_delta,
         ),
         macro=difference(
             "macro Dice", float(dice_a.mean()), float(dice_b.mean()), macro_delta
