@@ -407,19 +407,25 @@ def test_every_frame_display_never_draws_an_outline_on_a_frame_of_another_size(
     assert shown[2].segmented_frame.index == 2  # the new size waits for its own
 
 
-def test_every_frame_live_run_shows_more_frames_and_logs_the_outline_age(
-    tmp_path, model_file, monkeypatch
-):
+def _slow_network_on_a_fast_clip(tmp_path, monkeypatch):
+    """A 30-frame 100 fps clip and a network 8 frame intervals slow: a live run of
+    it segments only some of its frames."""
     segment = Segmenter.segment
 
     def slow(self, frames, **kwargs):
-        time.sleep(0.08)  # 8 frame intervals of the 100 fps clip
+        time.sleep(0.08)
         return segment(self, frames, **kwargs)
 
     monkeypatch.setattr(Segmenter, "segment", slow)
-    path = write_video(
+    return write_video(
         tmp_path / "fast.mp4", [f.pixels for f in moving_disc(30, fps=100.0)], fps=100.0
     )
+
+
+def test_every_frame_live_run_shows_more_frames_and_logs_the_outline_age(
+    tmp_path, model_file, monkeypatch
+):
+    path = _slow_network_on_a_fast_clip(tmp_path, monkeypatch)
     results = {}
     for display in ("segmented", "every_frame"):
         config = _config(path, model_file)
@@ -458,18 +464,9 @@ def test_a_live_run_that_drops_frames_says_once_what_to_change(
 
     from streamseg import app, stats
 
-    segment = Segmenter.segment
-
-    def slow(self, frames, **kwargs):
-        time.sleep(0.08)  # 8 frame intervals of the 100 fps clip
-        return segment(self, frames, **kwargs)
-
-    monkeypatch.setattr(Segmenter, "segment", slow)
+    path = _slow_network_on_a_fast_clip(tmp_path, monkeypatch)
     monkeypatch.setattr(
         app, "KeepUpCheck", functools.partial(stats.KeepUpCheck, after_s=0.1)
-    )
-    path = write_video(
-        tmp_path / "fast.mp4", [f.pixels for f in moving_disc(30, fps=100.0)], fps=100.0
     )
     warnings = {}
     for display in ("segmented", "every_frame"):
