@@ -427,11 +427,13 @@ class KeepUpCheck:
         over_s = timestamp_s - first_s
         if over_s < self.after_s:
             return None
-        self._done = True
         taken = frames_in - first_in
         dropped = frames_dropped - first_dropped
         delivered = taken + dropped
-        if delivered <= 0 or dropped / delivered <= self.max_dropped_fraction:
+        if delivered <= 0:  # nothing new from the source yet: judge later
+            return None
+        self._done = True
+        if dropped / delivered <= self.max_dropped_fraction:
             return None
         return FallingBehind(
             dropped / delivered, taken / over_s, delivered / over_s, over_s

@@ -468,7 +468,7 @@ def test_a_live_run_that_drops_frames_says_once_what_to_change(
     monkeypatch.setattr(
         app, "KeepUpCheck", functools.partial(stats.KeepUpCheck, after_s=0.1)
     )
-    warnings = {}
+    warnings, counts = {}, {}
     for display in ("segmented", "every_frame"):
         config = _config(path, model_file)
         config = dataclasses.replace(
@@ -479,8 +479,10 @@ def test_a_live_run_that_drops_frames_says_once_what_to_change(
         )
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="streamseg.app"):
-            run(config, sinks=[FrameList()])
+            done = run(config, sinks=[FrameList()])
         warnings[display] = [r.getMessage() for r in caplog.records]
+        counts[display] = done.frames_out, done.frames_dropped
+    assert len(warnings["segmented"]) == 1, counts
     (line,) = warnings["segmented"]
     assert "of the source's frames dropped over" in line
     assert "--model bundled:fast" in line and "live_display=every_frame" in line

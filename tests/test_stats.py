@@ -90,3 +90,10 @@ def test_keep_up_check_speaks_once_after_its_time_and_only_when_frames_are_lost(
     keeping_up.observe(1, 0, 0.0)
     assert keeping_up.observe(240, 10, 10.0) is None  # 4 % dropped
     assert keeping_up.observe(250, 500, 30.0) is None  # judged once, at 10 s
+
+    # A frame shown again before the source delivered another is no evidence.
+    waiting = KeepUpCheck(after_s=1.0, max_dropped_fraction=0.1)
+    waiting.observe(2, 9, 0.0)
+    assert waiting.observe(2, 9, 1.5) is None
+    behind = waiting.observe(4, 26, 1.6)
+    assert behind is not None and behind.dropped_fraction == pytest.approx(17 / 19)
