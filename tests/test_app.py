@@ -422,18 +422,23 @@ def _slow_network_on_a_fast_clip(tmp_path, monkeypatch):
     )
 
 
+def _live_config(path, model_file, display, **changes):
+    """The clip played as a live source with the given display."""
+    config = _config(path, model_file)
+    source = dataclasses.replace(config.source, realtime=True, live_display=display)
+    return dataclasses.replace(config, source=source, **changes)
+
+
 def test_every_frame_live_run_shows_more_frames_and_logs_the_outline_age(
     tmp_path, model_file, monkeypatch
 ):
     path = _slow_network_on_a_fast_clip(tmp_path, monkeypatch)
     results = {}
     for display in ("segmented", "every_frame"):
-        config = _config(path, model_file)
-        config = dataclasses.replace(
-            config,
-            source=dataclasses.replace(
-                config.source, realtime=True, live_display=display
-            ),
+        config = _live_config(
+            path,
+            model_file,
+            display,
             output=OutputSettings(events=tmp_path / f"{display}.jsonl"),
         )
         sink = FrameList()
@@ -470,13 +475,7 @@ def test_a_live_run_that_drops_frames_says_once_what_to_change(
     )
     warnings, counts = {}, {}
     for display in ("segmented", "every_frame"):
-        config = _config(path, model_file)
-        config = dataclasses.replace(
-            config,
-            source=dataclasses.replace(
-                config.source, realtime=True, live_display=display
-            ),
-        )
+        config = _live_config(path, model_file, display)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="streamseg.app"):
             done = run(config, sinks=[FrameList()])
