@@ -323,6 +323,38 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation: frozen teacher models' probabilities as a second target.
+
+    The teachers run once per run folder's image cache, not every epoch: each
+    cached training image (``data.cache_scale``, which distillation needs) is
+    segmented by every teacher at the teacher's own input size, optionally with
+    flip test-time augmentation, and the mean probability map is stored beside
+    the cache as uint8. During training that map is augmented with the image and
+    its mask (the same geometry), so a batch's second target is the teachers'
+    view of exactly the pixels the student sees; colour jitter touches the
+    image only. The loss becomes ``(1 - weight) * loss(label) + weight *
+    BCE(student, teacher probabilities)``; validation and checkpoint choice
+    still use the labels only.
+
+    Attributes:
+        teachers: Model files (``.safetensors``); empty: off.
+        weight: Share of the teacher term in the training loss, in (0, 1].
+        tta: ``flips``: each teacher's map is the mean over the image and its
+            horizontal and vertical flips (as ``model.tta: flips`` at run time);
+            ``none``: the image alone.
+    """
+
+    teachers: tuple[Path, ...] = ()
+    weight: float = 0.5
+    tta: Literal["none", "flips"] = "flips"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.weight <= 1.0:
+            raise ValueError(f"weight: expected a value in (0, 1], got {self.weight}")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where a run writes.
 
@@ -348,6 +380,15 @@ class TrainConfig:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        if self.distill.teachers and self.data.cache_scale is None:
+            raise ValueError(
+                "distill.teachers needs data.cache_scale (the teachers' maps are "
+                "computed once for the cached training images); set e.g. "
+                "data.cache_scale=1.25"
+            )
 
 
 # Settings a resumed run may change without invalidating what was trained so far.

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # albumentations is imported only where augmentation is built
     import albumentations as A
 
     from training.config import DataConfig
+    from training.distill import TeacherMaps
 
 log = logging.getLogger(__name__)
 
@@ -379,10 +380,15 @@ class PolypDataset(Dataset):
         cache: Pre-resized pixels of ``stems`` (training only). Items are then
             taken from the cache, augmented at the cache's size and resized
             to ``input_hw`` with the same shared functions.
+        teacher: The teachers' probability maps of ``cache``'s images
+            (distillation; needs ``cache``). Each map is augmented with its
+            image and mask (the same geometry, nearest sampling) and resized to
+            ``input_hw`` bilinearly; it becomes the target's second channel.
 
     Items:
         image: (3, h, w) float32 RGB in [0, 1].
-        mask: (1, h, w) float32 in {0, 1}.
+        mask: (1, h, w) float32 in {0, 1}; with ``teacher``, (2, h, w): the
+            label, then the teachers' probability in [0, 1].
     """
 
     def __init__(
@@ -392,12 +398,22 @@ class PolypDataset(Dataset):
         input_hw: Sequence[int],
         augment: A.Compose | None = None,
         cache: CachedImages | None = None,
+        teacher: TeacherMaps | None = None,
     ) -> None:
         self.folder = folder
         self.stems = list(stems)
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         self.augment = augment
         self.cache = cache
+        if teacher is not None and cache is None:
+            raise ValueError("teacher maps belong to an image cache: pass cache too")
+        if teacher is not None and teacher.probabilities.shape != cache.masks.shape:
+            raise DatasetError(
+                f"{teacher.path}: teacher maps of shape "
+                f"{teacher.probabilities.shape} do not fit the image cache "
+                f"{cache.images_path} ({cache.masks.shape})"
+            )
+        self.teacher = teacher
         if cache is not None:
             missing = set(self.stems) - set(cache.stems)
             if missing:
@@ -432,12 +448,22 @@ class PolypDataset(Dataset):
         row = self._cache_rows[index]
         image = np.asarray(self.cache.images[row], np.float32) * (1.0 / 255.0)
         mask = np.array(self.cache.masks[row])
+        if self.teacher is not None:
+            # One (h, w, 2) mask: the geometric steps move label and map together.
+            mask = np.stack([mask, self.teacher.probabilities[row]], axis=-1)
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
         image_out = resize(tensor, self.input_hw)[0]
-        target = resize_mask(mask, self.input_hw)
+        if self.teacher is None:
+            return image_out.float().clamp_(0.0, 1.0), resize_mask(mask, self.input_hw)
+        label = resize_mask(mask[..., 0], self.input_hw)
+        soft = torch.from_numpy(np.ascontiguousarray(mask[..., 1]))[None, None].float()
+        soft = F.interpolate(
+            soft * (1.0 / 255.0), size=self.input_hw, mode="bilinear", antialias=True
+        )[0]
+        target = torch.cat([label, soft.clamp_(0.0, 1.0)])
         return image_out.float().clamp_(0.0, 1.0), target
 
     def reseed(self, seed: int) -> None:

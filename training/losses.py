@@ -1,4 +1,4 @@
-"""Losses on logits: focal, Dice, BCE, PraNet's structure loss, and their sums."""
+"""Losses on logits: focal, Dice, BCE, structure loss, their sums, distillation."""
 
 from __future__ import annotations
 
@@ -95,6 +95,45 @@ class StructureLoss(nn.Module):
         union = ((probability + target) * weight).sum(dim=(2, 3))
         weighted_iou = 1.0 - (inter + 1.0) / (union - inter + 1.0)
         return (weighted_bce + weighted_iou).mean()
+
+
+class DistillationLoss(nn.Module):
+    """A task loss on the label plus BCE towards teachers' probabilities.
+
+    Args:
+        task: The loss on the label (e.g. :class:`SumOfLosses`).
+        weight: Share of the teacher term, in (0, 1].
+
+    Inputs:
+        logits: (N, 1, H, W) raw network outputs.
+        target: (N, 2, H, W): the {0, 1} label, then the teachers' probability
+            in [0, 1] (:class:`training.data.PolypDataset` with teacher maps);
+            or (N, 1, H, W), the label alone (validation), which gets the task
+            loss alone, so validation losses stay comparable across runs.
+
+    Returns:
+        ``(1 - weight) * task(logits, label) + weight * BCE(logits, teacher)``.
+    """
+
+    def __init__(self, task: nn.Module, weight: float) -> None:
+        super().__init__()
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"weight: expected a value in (0, 1], got {weight}")
+        self.task = task
+        self.weight = weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape[1] == 1:
+            return self.task(logits, target)
+        if target.shape[1] != 2:
+            raise ValueError(
+                "target: expected 1 or 2 channels (label, teacher), "
+                f"got {target.shape[1]}"
+            )
+        label, teacher = target[:, :1], target[:, 1:]
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            soft = F.binary_cross_entropy_with_logits(logits.float(), teacher.float())
+        return (1.0 - self.weight) * self.task(logits, label) + self.weight * soft
 
 
 def build_loss(config: OptimizationConfig) -> SumOfLosses:

@@ -146,7 +146,9 @@ class PixelScore(Metric):
         kind: ``"dice"`` or ``"iou"``.
         threshold: Probability at or above which a pixel counts as polyp.
 
-    ``update`` takes (N, 1, H, W) logits and (N, 1, H, W) {0, 1} targets.
+    ``update`` takes (N, 1, H, W) logits and (N, C, H, W) targets whose first
+    channel is the {0, 1} label (a second, when distilling, is the teachers'
+    probability and is not scored).
     """
 
     def __init__(self, kind: str = "dice", threshold: float = 0.5) -> None:
@@ -160,7 +162,7 @@ class PixelScore(Metric):
     def update(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> None:
         predicted = y_pred.detach().float().sigmoid() >= self.threshold
         self.counts += confusion_counts(
-            predicted.flatten(0, 1), y_true.detach().flatten(0, 1) > 0.5
+            predicted.flatten(0, 1), y_true[:, :1].detach().flatten(0, 1) > 0.5
         ).sum(0)
 
     def compute(self) -> float:

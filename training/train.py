@@ -84,8 +84,9 @@ from training.data import (
     prepare_splits,
     seed_worker,
 )
+from training.distill import TeacherMaps
 from training.evaluate import iterate_predictions
-from training.losses import build_loss
+from training.losses import DistillationLoss, build_loss
 from training.metrics import PixelScore, best_threshold, dice_score, threshold_counts
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,34 @@ def train(
             folder, splits.train, cache_hw, run.root.parent / ".cache"
         )
         log.info("training images cached at %dx%d (%s)", *cache_hw, cache.images_path)
-    train_set = PolypDataset(folder, splits.train, spec.input_hw, augment, cache=cache)
+    loss_function = build_loss(config.optimization)
+    teacher = None
+    if config.distill.teachers:
+        teacher = TeacherMaps.build(
+            cache,
+            config.distill.teachers,
+            tta=config.distill.tta,
+            device=torch_device,
+            batch_size=config.optimization.batch_size,
+        )
+        log.info(
+            "teachers' maps: %s (micro Dice against the labels at 0.5: %.4f)",
+            teacher.path,
+            teacher.dice_against(cache.masks),
+        )
+        loss_function = DistillationLoss(loss_function, config.distill.weight)
+        spec = dataclasses.replace(
+            spec,
+            provenance={
+                **spec.provenance,
+                "distill": f"weight {config.distill.weight}, teacher TTA "
+                f"{config.distill.tta}, teachers (file sha256): "
+                + "; ".join(teacher.teachers),
+            },
+        )
+    train_set = PolypDataset(
+        folder, splits.train, spec.input_hw, augment, cache=cache, teacher=teacher
+    )
     val_set = PolypDataset(folder, splits.val, spec.input_hw)
     generator = torch.Generator().manual_seed(config.optimization.seed)
     loader_options: dict[str, Any] = {
@@ -313,7 +341,7 @@ def train(
     model = PrecisionModel(
         network,
         optimizer,
-        build_loss(config.optimization),
+        loss_function,
         epoch_metrics=[("dice", PixelScore("dice")), ("iou", PixelScore("iou"))],
         device=torch_device,
         precision=precision,
@@ -512,7 +540,11 @@ class PrecisionModel(Model):
     def _rescale(
         self, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One multiscale draw for a training batch: (N, 3, H, W) and (N, 1, H, W)."""
+        """One multiscale draw for a training batch: (N, 3, H, W) and (N, C, H, W).
+
+        The target's first channel (the label) is resized nearest, a second
+        (the teachers' probability, when distilling) bilinearly.
+        """
         factor = self.multiscale[int(torch.randint(len(self.multiscale), (1,)).item())]
         size = tuple(max(32, round(side * factor / 32) * 32) for side in x.shape[-2:])
         if size == tuple(x.shape[-2:]):
@@ -520,8 +552,13 @@ class PrecisionModel(Model):
         x = nn.functional.interpolate(
             x, size=size, mode="bilinear", align_corners=False
         )
-        y = nn.functional.interpolate(y, size=size, mode="nearest-exact")
-        return x, y
+        label = nn.functional.interpolate(y[:, :1], size=size, mode="nearest-exact")
+        if y.shape[1] == 1:
+            return x, label
+        soft = nn.functional.interpolate(
+            y[:, 1:], size=size, mode="bilinear", align_corners=False
+        )
+        return x, torch.cat([label, soft], dim=1)
 
     def _fit_batch(
         self,
