@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from training_helpers import KVASIR, TINY
 
 from streamseg.config import ConfigError
 from streamseg.model import load_model
@@ -18,17 +19,6 @@ from training.callbacks import load_training_state
 from training.config import load_train_config
 from training.data import CachedImages, PolypDataset, PolypFolder, cache_key
 from training.train import train
-
-KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
-TINY = [
-    "model.architecture=Unet",
-    "model.encoder_name=resnet18",
-    "model.input_hw=[64, 64]",
-    "model.model_kwargs={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
-    "optimization.batch_size=2",
-    "data.num_workers=0",
-    "calibration.thresholds=[0.3, 0.5, 0.7]",
-]
 
 
 def _log(run_dir: Path) -> list[dict[str, str]]:

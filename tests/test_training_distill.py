@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
+from training_helpers import KVASIR, TINY, multiscale_model
 
 from streamseg.config import ConfigError
 from streamseg.model import build_network, file_sha256, load_model, save_model
@@ -20,17 +21,6 @@ from training.distill import TeacherMaps
 from training.losses import DistillationLoss, SumOfLosses, build_loss
 from training.metrics import PixelScore
 from training.train import train
-
-KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
-TINY = [
-    "model.architecture=Unet",
-    "model.encoder_name=resnet18",
-    "model.input_hw=[64, 64]",
-    "model.model_kwargs={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
-    "optimization.batch_size=2",
-    "data.num_workers=0",
-    "calibration.thresholds=[0.3, 0.5, 0.7]",
-]
 
 
 def _teacher(tiny_spec, folder: Path, seed: int) -> Path:
@@ -167,20 +157,7 @@ def test_the_teachers_map_moves_with_the_image_under_strong_geometry(tmp_path):
 
 
 def test_multiscale_resizes_the_label_nearest_and_the_teacher_bilinearly():
-    from streamseg.device import resolve_precision
-    from training.train import PrecisionModel
-
-    network = torch.nn.Conv2d(3, 1, 1)
-    device = torch.device("cpu")
-    model = PrecisionModel(
-        network,
-        torch.optim.Adam(network.parameters()),
-        torch.nn.BCEWithLogitsLoss(),
-        epoch_metrics=[],
-        device=device,
-        precision=resolve_precision(device, "fp32"),
-        multiscale=(0.75, 1.25),
-    )
+    model = multiscale_model((0.75, 1.25))
     torch.manual_seed(0)
     x = torch.rand(2, 3, 160, 160)
     y = torch.cat(

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_helpers import KVASIR
+from training_helpers import TINY as TINY_RECIPE
 
 from streamseg.config import ConfigError
 from streamseg.model import file_sha256, load_model, read_spec
@@ -23,16 +25,8 @@ from training.train import (
     train,
 )
 
-KVASIR = Path(__file__).parent / "fixtures" / "kvasir"
-TINY = [
-    "model.architecture=Unet",
-    "model.encoder_name=resnet18",
-    "model.input_hw=[64, 64]",
-    "model.model_kwargs={encoder_depth: 3, decoder_channels: [32, 16, 8]}",
-    "optimization.batch_size=2",
-    "data.num_workers=1",  # a worker process: its seeding is part of what is checked
-    "calibration.thresholds=[0.3, 0.5, 0.7]",
-]
+# A worker process: its seeding is part of what is checked.
+TINY = [*TINY_RECIPE, "data.num_workers=1"]
 
 
 def _config(*overrides: str) -> TrainConfig:
