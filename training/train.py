@@ -274,29 +274,16 @@ def train(
             folder, splits.train, cache_hw, run.root.parent / ".cache"
         )
         log.info("training images cached at %dx%d (%s)", *cache_hw, cache.images_path)
-    loss_function = build_loss(config.optimization)
+    loss_function: nn.Module = build_loss(config.optimization)
     teacher = None
     if config.distill.teachers:
-        teacher = TeacherMaps.build(
-            cache,
-            config.distill.teachers,
-            tta=config.distill.tta,
-            device=torch_device,
-            batch_size=config.optimization.batch_size,
-        )
-        log.info(
-            "teachers' maps: %s (micro Dice against the labels at 0.5: %.4f)",
-            teacher.path,
-            teacher.dice_against(cache.masks),
-        )
+        teacher = teacher_maps(config, cache, torch_device)
         loss_function = DistillationLoss(loss_function, config.distill.weight)
         spec = dataclasses.replace(
             spec,
             provenance={
                 **spec.provenance,
-                "distill": f"weight {config.distill.weight}, teacher TTA "
-                f"{config.distill.tta}, teachers (file sha256): "
-                + "; ".join(teacher.teachers),
+                "distill": describe_distillation(config, teacher),
             },
         )
     train_set = PolypDataset(
@@ -597,6 +584,35 @@ class PrecisionModel(Model):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return float(loss_tensor.detach()), batch_metrics, pred_y
+
+
+def teacher_maps(
+    config: TrainConfig, cache: CachedImages | None, device: torch.device
+) -> TeacherMaps:
+    """The distillation teachers' maps of the run's image cache (computed once)."""
+    if cache is None:  # TrainConfig refuses this; kept for configs built by hand
+        raise ConfigError("distill.teachers needs data.cache_scale")
+    teacher = TeacherMaps.build(
+        cache,
+        config.distill.teachers,
+        tta=config.distill.tta,
+        device=device,
+        batch_size=config.optimization.batch_size,
+    )
+    log.info(
+        "teachers' maps: %s (micro Dice against the labels at 0.5: %.4f)",
+        teacher.path,
+        teacher.dice_against(cache.masks),
+    )
+    return teacher
+
+
+def describe_distillation(config: TrainConfig, teacher: TeacherMaps) -> str:
+    """The model file's ``distill`` provenance entry."""
+    return (
+        f"weight {config.distill.weight}, teacher TTA {config.distill.tta}, "
+        "teachers (file sha256): " + "; ".join(teacher.teachers)
+    )
 
 
 def seed_everything(seed: int) -> None:
