@@ -460,9 +460,7 @@ class PolypDataset(Dataset):
             return image_out.float().clamp_(0.0, 1.0), resize_mask(mask, self.input_hw)
         label = resize_mask(mask[..., 0], self.input_hw)
         soft = torch.from_numpy(np.ascontiguousarray(mask[..., 1]))[None, None].float()
-        soft = F.interpolate(
-            soft * (1.0 / 255.0), size=self.input_hw, mode="bilinear", antialias=True
-        )[0]
+        soft = resize(soft * (1.0 / 255.0), self.input_hw)[0]
         target = torch.cat([label, soft.clamp_(0.0, 1.0)])
         return image_out.float().clamp_(0.0, 1.0), target
 

@@ -277,6 +277,7 @@ def train(
     loss_function: nn.Module = build_loss(config.optimization)
     teacher = None
     if config.distill.teachers:
+        assert cache is not None  # TrainConfig: teachers need data.cache_scale
         teacher = teacher_maps(config, cache, torch_device)
         loss_function = DistillationLoss(loss_function, config.distill.weight)
         spec = dataclasses.replace(
@@ -587,11 +588,12 @@ class PrecisionModel(Model):
 
 
 def teacher_maps(
-    config: TrainConfig, cache: CachedImages | None, device: torch.device
+    config: TrainConfig, cache: CachedImages, device: torch.device
 ) -> TeacherMaps:
-    """The distillation teachers' maps of the run's image cache (computed once)."""
-    if cache is None:  # TrainConfig refuses this; kept for configs built by hand
-        raise ConfigError("distill.teachers needs data.cache_scale")
+    """The distillation teachers' maps of the run's image cache (computed once).
+
+    ``TrainConfig`` guarantees the cache: teachers need ``data.cache_scale``.
+    """
     teacher = TeacherMaps.build(
         cache,
         config.distill.teachers,
