@@ -20,6 +20,14 @@ against two:
     python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
         --sets model.streams=1 model.streams=2
 
+``--models auto`` leaves the model to the tool (``model.path`` unset), as
+``streamseg run`` without ``--model``: the bundled default, and for a live
+source the choice of :mod:`streamseg.live_model` (made at each run's start,
+logged):
+
+    python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
+        --models auto,streamseg/assets/default.safetensors --modes live
+
 or the network at a smaller input than the model file's:
 
     python benchmarks/pipeline_ab.py --threads 2 --frames 150 --repeats 3 \
@@ -47,6 +55,7 @@ from streamseg.evaluation.bench_timing import (
 from streamseg.segmenter import Segmenter, prepare_device
 
 WARMUP_FRAMES = 8
+AUTO = "auto"  # --models entry: model.path unset
 
 
 def main() -> None:
@@ -54,7 +63,8 @@ def main() -> None:
     parser.add_argument(
         "--models",
         default="streamseg/assets/default.safetensors",
-        help="model files, comma-separated (default: the bundled model)",
+        help="model files, comma-separated, or auto: the model left to the tool "
+        "(default: the bundled model)",
     )
     parser.add_argument(
         "--sets",
@@ -70,11 +80,15 @@ def main() -> None:
     clips = ab_clips(args)
     work = DEFAULT_WORK_DIR
     models = [Path(path) for path in args.models.split(",")]
-    segmenters = {}
+    segmenters: dict[str, tuple[dict[str, Segmenter | None], list[str]]] = {}
+    # Commas split settings, except inside brackets: model.input_hw=[256,256].
     for path in models:
         for group in args.sets:
-            # Commas split settings, except inside brackets: model.input_hw=[256,256].
             overrides = [item for item in re.split(r",(?![^\[]*\])", group) if item]
+            if str(path) == AUTO:  # built by each run, as streamseg run does
+                name = " ".join([AUTO, *overrides])
+                segmenters[name] = (dict.fromkeys(modes), overrides)
+                continue
             settings = load_config(
                 StreamConfig,
                 args.config,

@@ -33,6 +33,7 @@ loop; every output is finalized on the way out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ from typing import Protocol, cast
 import numpy as np
 import torch
 
+from streamseg import live_model
 from streamseg.alerts import Alerter, AlertSettings
 from streamseg.background import Background, Stalled, WhenFull, in_background
 from streamseg.clips import ClipSettings
@@ -180,7 +182,15 @@ def run(
             device = prepare_device(config.model)
             if source.live and settings.live_display == "every_frame":
                 _check_every_frame(config.model, device)
-            segmenter = Segmenter.from_settings(config.model, device, live=source.live)
+            if source.live and live_model.applies(config.model, device):
+                # The one place a live run may swap the model: chosen once, here.
+                chosen = _live_model(config.model, device, source)
+                config = dataclasses.replace(config, model=chosen.settings)
+                segmenter = chosen.segmenter
+            else:
+                segmenter = Segmenter.from_settings(
+                    config.model, device, live=source.live
+                )
         try:
             smoother = TemporalSmoother(
                 config.smoothing, model_threshold=segmenter.spec.threshold
@@ -343,6 +353,21 @@ def run(
     return stats.finish(stopped)
 
 
+def _live_model(
+    model: ModelSettings, device: torch.device, source: Source
+) -> live_model.LiveModel:
+    """The bundled model that keeps up with this live source here (logged)."""
+    chosen = live_model.choose(
+        model,
+        source_fps=source.nominal_fps,
+        build=lambda settings: Segmenter.from_settings(settings, device, live=True),
+        measure=live_model.network_ms,
+    )
+    level = logging.WARNING if chosen.fell_back else logging.INFO
+    log.log(level, "%s: %s", source.name, chosen.describe())
+    return chosen
+
+
 def _keep_up_advice(name: str, behind: FallingBehind, model: ModelSettings) -> str:
     """The one line a live run logs when it segments too few of its frames."""
     ways = [
@@ -374,7 +399,6 @@ def _run_info(
     config: StreamConfig, segmenter: Segmenter, source: Source
 ) -> dict[str, object]:
     """What ``tracks.json`` (and the report made from it) says about the run."""
-    import dataclasses
 
     from streamseg.model import file_sha256
 

@@ -230,6 +230,12 @@ class ModelSettings:
             little accuracy (measured in docs/benchmarks.md; check a size
             with ``streamseg bench --validate --set model.input_hw=[H,W]``).
             Every backend runs at it, the INT8 artefact included.
+        live_fallback: For a live source on the CPU with ``path`` and
+            ``input_hw`` unset: time the bundled default's network at start
+            and, where it takes too much of the source's frame interval, run
+            the bundled fast model (at its own input, else at 256x256)
+            instead (:mod:`streamseg.live_model`; logged, and named in the
+            run's tracks). ``False``: always the default.
     """
 
     path: Path | None = None
@@ -247,6 +253,7 @@ class ModelSettings:
     tta: TTA = "none"
     streams: int | None = None
     input_hw: tuple[int, int] | None = None
+    live_fallback: bool = True
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
