@@ -54,7 +54,7 @@ from streamseg.device import synchronize
 from streamseg.events import StreamClock
 from streamseg.findings import Findings
 from streamseg.frames import Frame, Prediction
-from streamseg.model import ModelFileError, resolve_model_path
+from streamseg.model import BUNDLED_PREFIX, ModelFileError, resolve_model_path
 from streamseg.outputs import open_outputs
 from streamseg.overlay import (
     HudText,
@@ -236,7 +236,9 @@ def run(
             nominal_fps=source.nominal_fps,
             extra=sinks,
             clips=config.clips,
-            status=_live_status(source, stats, alerter),
+            status=_live_status(
+                source, stats, alerter, model=_model_label(config.model, segmenter)
+            ),
             clock=clock,
             run_info=None
             if config.output.tracks is None
@@ -470,8 +472,20 @@ def _stall_limit_s(source: Source, settings: SourceSettings) -> float | None:
     return settings.stall_timeout_s
 
 
+def _model_label(settings: ModelSettings, segmenter: Segmenter) -> str:
+    """The running model as the status panel names it: ``bundled:fast, 256x256``."""
+    if settings.path is None:
+        name = f"{BUNDLED_PREFIX}default"
+    elif str(settings.path).startswith(BUNDLED_PREFIX):
+        name = str(settings.path)
+    else:
+        name = settings.path.name
+    height, width = segmenter.spec.input_hw
+    return f"{name}, {width}x{height}"
+
+
 def _live_status(
-    source: Source, stats: StatsRecorder, alerter: Alerter
+    source: Source, stats: StatsRecorder, alerter: Alerter, *, model: str
 ) -> Callable[[], dict[str, object]]:
     """The run figures for the browser view's status panel."""
 
@@ -479,6 +493,7 @@ def _live_status(
         shown = stats.shown  # the figures the HUD of this frame shows
         return {
             "source": source.name,
+            "model": model,
             "live": source.live,
             "fps": shown.fps,
             "latency_ms": shown.latency_ms,

@@ -538,6 +538,7 @@ PAGE = """<!doctype html>
   <div id="polyp">no polyp</div>
   <table>
     <tr><td>signal</td><td id="signal">-</td></tr>
+    <tr><td>model</td><td id="model">-</td></tr>
     <tr><td>fps</td><td id="fps">-</td></tr>
     <tr id="progress-row"><td>frames</td><td id="progress">-</td></tr>
     <tr id="speed-row"><td>speed</td><td id="speed">-</td></tr>
@@ -565,6 +566,7 @@ function show(s) {
   $("polyp").className = s.polyp_present ? "on" : "";
   $("signal").textContent = s.signal ? "ok" : "NO SIGNAL";
   $("signal").className = s.signal ? "" : "off";
+  $("model").textContent = s.model == null ? "-" : s.model;
   $("fps").textContent = s.fps == null ? "-" : s.fps.toFixed(1);
   $("latency").textContent =
     s.latency_ms == null ? "-" : s.latency_ms.toFixed(0) + " ms";

@@ -11,7 +11,7 @@ import pytest
 import torch
 from stream_media import moving_disc, write_video
 
-from streamseg import live_model
+from streamseg import app, live_model
 from streamseg.app import StreamConfig, run
 from streamseg.model import file_sha256, resolve_model_path
 from streamseg.segmenter import ModelSettings, Segmenter
@@ -136,6 +136,14 @@ def _live_run(tmp_path, monkeypatch, times_ms, *, path=None):
         return next(times)
 
     monkeypatch.setattr(live_model, "network_ms", fake)
+    panel = []
+    live_status = app._live_status
+
+    def watched(*args, **kwargs):
+        panel.append(live_status(*args, **kwargs))
+        return panel[-1]
+
+    monkeypatch.setattr(app, "_live_status", watched)
     clip = write_video(
         tmp_path / "live.mp4", [f.pixels for f in moving_disc(12, fps=25.0)], fps=25.0
     )
@@ -147,7 +155,9 @@ def _live_run(tmp_path, monkeypatch, times_ms, *, path=None):
     )
     stats = run(config, sinks=[FrameList()])
     assert stats.frames_out > 0
-    return json.loads(tracks.read_text())["model"], timed
+    model = json.loads(tracks.read_text())["model"]
+    (status,) = panel
+    return {**model, "panel": status()["model"]}, timed
 
 
 def test_a_live_run_on_a_slow_cpu_runs_the_fast_model_and_says_so(
@@ -158,6 +168,7 @@ def test_a_live_run_on_a_slow_cpu_runs_the_fast_model_and_says_so(
     assert timed == [(320, 320), (320, 320)]
     assert model["sha256"] == file_sha256(resolve_model_path("bundled:fast"))
     assert model["input_hw"] == [320, 320]
+    assert model["panel"] == "bundled:fast, 320x320"  # the browser view's status
     (line,) = [r.getMessage() for r in caplog.records if "network time" in r.message]
     assert "-> bundled:fast (its accuracy" in line
     assert [r.levelname for r in caplog.records if r.getMessage() == line] == [
@@ -172,6 +183,7 @@ def test_a_live_run_falls_back_to_256_where_the_fast_model_is_slow_too(
     assert timed == [(320, 320), (320, 320), (256, 256)]
     assert model["sha256"] == file_sha256(resolve_model_path("bundled:fast"))
     assert model["input_hw"] == [256, 256]
+    assert model["panel"] == "bundled:fast, 256x256"
 
 
 def test_a_live_run_keeps_the_default_when_it_keeps_up_or_is_named(
@@ -180,7 +192,16 @@ def test_a_live_run_keeps_the_default_when_it_keeps_up_or_is_named(
     default_sha = file_sha256(resolve_model_path("bundled:default"))
     model, timed = _live_run(tmp_path, monkeypatch, [20.0])
     assert model["sha256"] == default_sha and timed == [(320, 320)]
+    assert model["panel"] == "bundled:default, 320x320"
     model, timed = _live_run(
         tmp_path, monkeypatch, [], path=Path("bundled:default")
     )  # never timed
     assert model["sha256"] == default_sha and timed == []
+    assert model["panel"] == "bundled:default, 320x320"
+
+
+def test_the_status_panel_names_a_model_file_by_its_file_name(model_file):
+    segmenter = Segmenter.from_file(model_file, CPU)
+    height, width = segmenter.spec.input_hw
+    label = app._model_label(ModelSettings(path=model_file), segmenter)
+    assert label == f"{model_file.name}, {width}x{height}"
