@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, cast
 
 import numpy as np
@@ -401,7 +402,6 @@ def _run_info(
     config: StreamConfig, segmenter: Segmenter, source: Source
 ) -> dict[str, object]:
     """What ``tracks.json`` (and the report made from it) says about the run."""
-
     from streamseg.model import file_sha256
 
     path = config.model.model_path()
@@ -479,7 +479,7 @@ def _model_label(settings: ModelSettings, segmenter: Segmenter) -> str:
     elif str(settings.path).startswith(BUNDLED_PREFIX):
         name = str(settings.path)
     else:
-        name = settings.path.name
+        name = Path(settings.path).name
     height, width = segmenter.spec.input_hw
     return f"{name}, {width}x{height}"
 
