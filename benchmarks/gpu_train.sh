@@ -15,8 +15,8 @@
 # The bundled stage-1 recipe as a same-machine reference, for example:
 #   RUNS="fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16 lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"
 # The distillation candidates (teacher: the bundled default, in the working tree), e.g. the
-# default taught by itself with two seeds:
-#   RUNS="kd_s0=configs/kvasir_fpn_lite2_distill.yaml:0 kd_s1=configs/kvasir_fpn_lite2_distill.yaml:1"
+# fast model's recipe taught by the default, two seeds and a longer run:
+#   RUNS="kd_s0=configs/kvasir_fpn_lite2_slim_distill.yaml:0 kd_s1=configs/kvasir_fpn_lite2_slim_distill.yaml:1 kd_long=configs/kvasir_fpn_lite2_slim_distill.yaml:0:optimization.epochs=32"
 # (at most 3 runs: 8 files come back)
 # Each run trains with --device cuda, checkpoints on validation Dice, calibrates its threshold
 # on validation and writes a float16 model file. Nothing here scores the test split.
