@@ -401,7 +401,8 @@ def test_a_live_source_opens_before_the_model_loads_and_counts_warm_up_drops(
         source=SourceSettings(
             uri=url, open_timeout_s=10.0, stall_timeout_s=3.0, no_signal_s=0.3
         ),
-        model=ModelSettings(device="cpu"),
+        # The one (stand-in) model loads; no live model choice to time it.
+        model=ModelSettings(device="cpu", live_fallback=False),
     )
     sink = _Timeline()
     thread, outcome = _run_timed(config, sink)
