@@ -19,7 +19,6 @@ Files never fall back: nothing is dropped, a slower run only takes longer.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -30,8 +29,6 @@ import torch
 
 from streamseg.model import ModelFileError, resolve_model_path
 from streamseg.segmenter import ModelSettings, Segmenter
-
-log = logging.getLogger(__name__)
 
 #: Candidates after the bundled default, in order: (model path, network input).
 LIVE_FALLBACKS: tuple[tuple[str, tuple[int, int] | None], ...] = (
