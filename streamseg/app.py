@@ -216,6 +216,7 @@ def run(
         segmenter.describe(),
     )
 
+    model_label = _model_label(config.model, segmenter)
     batch_size = 1 if source.live else config.model.batch_size
     # Live sources: the newest frame at once, never test-time augmentation.
     live_tta = "none" if source.live else None
@@ -237,9 +238,7 @@ def run(
             nominal_fps=source.nominal_fps,
             extra=sinks,
             clips=config.clips,
-            status=_live_status(
-                source, stats, alerter, model=_model_label(config.model, segmenter)
-            ),
+            status=_live_status(source, stats, alerter, model=model_label),
             clock=clock,
             run_info=None
             if config.output.tracks is None
@@ -353,7 +352,7 @@ def run(
             "unsupported video); check it plays, or re-encode it to H.264 MP4"
         )
     _check_complete(source, stats, stopped)
-    return stats.finish(stopped)
+    return dataclasses.replace(stats.finish(stopped), model=model_label)
 
 
 def _live_model(

@@ -263,7 +263,8 @@ def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
         "--model",
         help="model file, bundled:NAME (a bundled model: default, fast), or "
         "random:ARCH/ENCODER@SIZE for timing with random weights "
-        "(e.g. random:UnetPlusPlus/efficientnet-b2@320); default: the bundled model",
+        "(e.g. random:UnetPlusPlus/efficientnet-b2@320); default: the bundled model "
+        "(its live rows: the model streamseg run would choose for a live source)",
     )
     parser.add_argument(
         "--clip", type=Path, action="append", default=[], help="video file (repeatable)"
@@ -389,6 +390,8 @@ def bench_command(args: argparse.Namespace) -> int:
             live_displays=bench_inputs.parse_names(args.live_display) or (),
             naive=not args.no_naive,
             **({"work_dir": args.work_dir} if args.work_dir else {}),
+            # No model named: live rows run what streamseg run would.
+            live_choice=args.model is None and config.model.path is None,
         )
         if args.validate:
             if args.data is None:

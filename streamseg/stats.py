@@ -174,6 +174,8 @@ class RunStats:
         outline_ms: Live, ``every_frame`` display: percentiles of the age of
             the outline written with each frame (capture of the frame it was
             computed from -> written), or empty.
+        model: The model that ran and its network input, as the status panel
+            names it (``bundled:fast, 256x256``); empty where not known.
     """
 
     source: str
@@ -187,6 +189,7 @@ class RunStats:
     stopped: str
     frames_held: int = 0
     outline_ms: dict[int, float] = field(default_factory=dict)
+    model: str = ""
 
     @property
     def throughput_fps(self) -> float:

@@ -318,6 +318,42 @@ def test_pipeline_run_counts_frames_stages_and_latency(clip, config, tmp_path, l
     assert not list(tmp_path.glob("pipeline-*.mp4"))  # scratch output removed
 
 
+def test_a_live_run_with_the_live_choice_names_the_model_that_ran(
+    clip, config, tmp_path, monkeypatch
+):
+    from streamseg import live_model
+
+    times = iter([56.0, 23.0])  # the default too slow, the fast model in time
+    monkeypatch.setattr(live_model, "network_ms", lambda segmenter: next(times))
+    runs = {}
+    for live, choice in ((True, True), (True, False), (False, True)):
+        runs[live, choice] = bench_timing.run_pipeline(
+            clip,
+            config,
+            variant="config",
+            live=live,
+            max_frames=6,
+            warmup_frames=2,
+            folder=tmp_path,
+            live_choice=choice,
+        ).runs
+    assert runs[True, True].endswith("; live choice: bundled:fast, 320x320")
+    assert "live choice" not in runs[True, False] + runs[False, True]
+
+
+def test_cli_bench_without_a_model_lets_live_rows_choose(model_file, monkeypatch):
+    seen = []
+
+    def stop(settings, config):
+        seen.append(settings.live_choice)
+        raise KeyboardInterrupt  # measure nothing: the settings are what counts
+
+    monkeypatch.setattr(bench, "run_benchmark", stop)
+    for model in ([], ["--model", str(model_file)], ["--model", "bundled:default"]):
+        assert main(["bench", "--device", "cpu", *model]) == 130  # interrupted
+    assert seen == [True, False, False]
+
+
 def test_every_frame_live_run_reports_the_held_frames_and_the_outline_age(
     clip, config, tmp_path, monkeypatch
 ):

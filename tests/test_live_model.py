@@ -157,6 +157,7 @@ def _live_run(tmp_path, monkeypatch, times_ms, *, path=None):
     assert stats.frames_out > 0
     model = json.loads(tracks.read_text())["model"]
     (status,) = panel
+    assert stats.model == status()["model"]  # the run's statistics name it too
     return {**model, "panel": status()["model"]}, timed
 
 

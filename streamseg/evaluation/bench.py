@@ -142,6 +142,10 @@ class BenchSettings:
             (``segmented``, ``every_frame``; empty: as configured).
         naive: Run part 3.
         work_dir: Where clips, the random model and outputs go.
+        live_choice: Live runs of the ``config`` variant leave the model to
+            the tool, as ``streamseg run`` without ``--model`` does: on a CPU
+            the live model choice applies (:mod:`streamseg.live_model`), and
+            the row names the model that ran (``bench`` without ``--model``).
     """
 
     model: str
@@ -159,6 +163,7 @@ class BenchSettings:
     live_displays: tuple[str, ...] = ()
     naive: bool = True
     work_dir: Path = field(default_factory=lambda: DEFAULT_WORK_DIR)
+    live_choice: bool = False
 
     def __post_init__(self) -> None:
         for name in ("frames", "iterations"):
@@ -339,6 +344,7 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
                             warmup_frames=settings.warmup_frames,
                             folder=folder,
                             live_display=display,
+                            live_choice=settings.live_choice and name == CONFIG_VARIANT,
                         )
                     )
         if settings.naive:

@@ -349,11 +349,15 @@ def run_pipeline(
     warmup_frames: int,
     folder: Path,
     live_display: str | None = None,
+    live_choice: bool = False,
 ) -> PipelineResult:
     """Run the real pipeline on ``clip`` with the annotated video being encoded.
 
     ``live_display``: ``source.live_display`` for a live run (``None``: as
-    configured).
+    configured). ``live_choice``: a live run leaves the model to the tool
+    (``model.path`` unset), as ``streamseg run`` without ``--model`` does, so
+    the live model choice (:mod:`streamseg.live_model`) applies; ``runs``
+    then names the model that ran.
     """
     display = live_display or config.source.live_display
     every_frame = live and display == "every_frame"
@@ -374,6 +378,11 @@ def run_pipeline(
             config.output, video=output, events=None, masks=None, view="none"
         ),
     )
+    choice = live and live_choice
+    if choice:
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, path=None)
+        )
     probe = LatencyProbe(live=live)
     segmenter_runs = describe_settings(config.model, live=live)
     try:
@@ -381,6 +390,8 @@ def run_pipeline(
     finally:
         with contextlib.suppress(OSError):
             output.unlink()
+    if choice:
+        segmenter_runs += f"; live choice: {stats.model}"
     if stats.interrupted:  # app.run reports Ctrl-C instead of raising it
         raise KeyboardInterrupt
     if live:
