@@ -81,9 +81,9 @@ def main() -> None:
     work = DEFAULT_WORK_DIR
     models = [Path(path) for path in args.models.split(",")]
     segmenters: dict[str, tuple[dict[str, Segmenter | None], list[str]]] = {}
-    # Commas split settings, except inside brackets: model.input_hw=[256,256].
     for path in models:
         for group in args.sets:
+            # Commas split settings, except inside brackets: model.input_hw=[256,256].
             overrides = [item for item in re.split(r",(?![^\[]*\])", group) if item]
             if str(path) == AUTO:  # built by each run, as streamseg run does
                 name = " ".join([AUTO, *overrides])
