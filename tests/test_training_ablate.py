@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,20 +51,25 @@ def test_the_cache_is_written_once_and_matches_the_direct_path(tmp_path):
         PolypDataset(folder, folder.paired_stems, (64, 64), cache=cache)
 
 
-def test_the_cache_key_follows_files_stems_and_size(tmp_path):
-    folder = PolypFolder.open(KVASIR)
+def test_the_cache_key_follows_contents_stems_and_size_not_paths_or_times(tmp_path):
+    copy = tmp_path / "kvasir"
+    shutil.copytree(KVASIR, copy)
+    folder = PolypFolder.open(copy)
     stems = folder.paired_stems[:2]
     key = cache_key(folder, stems, (80, 80))
+    assert key == cache_key(PolypFolder.open(KVASIR), stems, (80, 80))
     assert key == cache_key(folder, list(stems), (80, 80))
     assert key != cache_key(folder, stems, (96, 96))
     assert key != cache_key(folder, folder.paired_stems[:3], (80, 80))
     image = folder.images[stems[0]]
     info = image.stat()
-    try:
-        os.utime(image, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
-        assert key != cache_key(folder, stems, (80, 80))
-    finally:
-        os.utime(image, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.utime(image, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    assert key == cache_key(folder, stems, (80, 80))
+    mask = folder.masks[stems[1]]
+    data = bytearray(mask.read_bytes())
+    data[-1] ^= 1
+    mask.write_bytes(bytes(data))
+    assert key != cache_key(folder, stems, (80, 80))
 
 
 @pytest.mark.slow

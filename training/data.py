@@ -244,7 +244,7 @@ def resize_mask(mask: np.ndarray, size_hw: Sequence[int]) -> torch.Tensor:
     return tensor[0]
 
 
-CACHE_FORMAT = "streamseg-train-cache/2"
+CACHE_FORMAT = "streamseg-train-cache/3"
 
 
 @dataclass(frozen=True)
@@ -256,9 +256,10 @@ class CachedImages:
     shared :func:`streamseg.transforms.network_input` and the mask with
     :func:`resize_mask` to ``size_hw`` (chosen a little larger than the network
     input, so augmentation still scales and crops from real pixels), and keeps
-    them as uint8 ``.npy`` files. The file name is a hash of the dataset
-    folder, the stems, every file's size and modification time, and
-    ``size_hw``, so a changed file or split makes a new cache.
+    them as uint8 ``.npy`` files. The file name is a hash of the stems, the
+    bytes of every image and mask, and ``size_hw``: a changed file or split
+    makes a new cache, while the same files copied, moved or touched (a fresh
+    download, another mount) reuse it.
 
     Attributes:
         stems: Stems in array order.
@@ -351,15 +352,18 @@ class CachedImages:
 
 
 def cache_key(folder: PolypFolder, stems: Sequence[str], size_hw: Sequence[int]) -> str:
-    """16 hex digits naming (dataset folder, stems, file sizes and mtimes, size)."""
+    """16 hex digits naming (stems, the files' contents, size).
+
+    Hashes the bytes of every image and mask (the Kvasir-SEG training split,
+    about 50 MB, in well under a second), not their paths or modification
+    times.
+    """
     digest = hashlib.sha256()
-    digest.update(f"{CACHE_FORMAT}|{folder.root.resolve()}|{tuple(size_hw)}".encode())
+    digest.update(f"{CACHE_FORMAT}|{tuple(int(s) for s in size_hw)}".encode())
     for stem in stems:
+        digest.update(f"|{stem}".encode())
         for path in (folder.images[stem], folder.masks[stem]):
-            info = path.stat()
-            digest.update(
-                f"|{stem}|{path.name}|{info.st_size}|{info.st_mtime_ns}".encode()
-            )
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
