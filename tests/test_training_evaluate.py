@@ -48,6 +48,50 @@ def test_scores_are_recomputed_from_full_resolution_masks(model_file):
     assert thumbnails[stems[0]].dtype == np.uint8
 
 
+def test_an_ensemble_scores_the_mean_probability_at_the_mean_threshold(
+    model_file, tiny_spec, tmp_path
+):
+    import dataclasses
+
+    from streamseg.model import build_network, load_model, save_model
+
+    torch.manual_seed(1)
+    other_spec = dataclasses.replace(tiny_spec, input_hw=(96, 96), threshold=0.3)
+    other = save_model(
+        tmp_path / "other.safetensors", build_network(other_spec), other_spec
+    )
+    report, _ = evaluate_model([model_file, other], KVASIR, "test", device="cpu")
+    assert report.threshold == pytest.approx(0.4) and report.members == 2
+    assert report.model == f"{model_file} + {other}"
+    members = [load_model(model_file), load_model(other)]
+    folder = PolypFolder.open(KVASIR)
+    counts = []
+    for stem in read_split(KVASIR / "splits" / "test.txt"):
+        pixels, mask = folder.load_pair(stem)
+        mean = sum(
+            predict_image(network, pixels, spec.input_hw, torch.device("cpu"))
+            for network, spec in members
+        ) / len(members)
+        counts.append(confusion_counts(mean >= 0.4, torch.from_numpy(mask).bool())[0])
+    assert report.micro == micro_scores(np.stack(counts))
+    alone, _ = evaluate_model(model_file, KVASIR, "test", device="cpu")
+    assert alone.members == 1 and alone.threshold == 0.5
+    summary = report.summary()
+    assert summary["members"] == 2 and "the members' mean" in summary["resolution"]
+
+
+def test_the_evaluate_cli_wants_an_out_folder_for_an_ensemble(
+    model_file, tmp_path, capsys
+):
+    args = ["evaluate", "--model", str(model_file), str(model_file)]
+    args += ["--data", str(KVASIR), "--device", "cpu"]
+    assert main(args) != 0
+    assert "--out" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert "mean of 2 models" in capsys.readouterr().out
+    assert json.loads((tmp_path / "test_summary.json").read_text())["members"] == 2
+
+
 def test_reports_name_split_and_averaging(model_file, tmp_path):
     report, thumbnails = evaluate_model(model_file, KVASIR, "test", device="cpu")
     paths = write_report(report, thumbnails, tmp_path, cases=1)

@@ -144,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a model file on a split at full resolution",
     )
     evaluate.add_argument(
-        "--model", type=Path, required=True, help="streamseg .safetensors model file"
+        "--model",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="streamseg .safetensors model file; several: their ensemble (the mean "
+        "probability, cut at the mean of their thresholds; needs --out)",
     )
     evaluate.add_argument("--data", type=Path, required=True, help="dataset folder")
     evaluate.add_argument(
@@ -489,8 +494,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     _check_device(args.device, args.precision)
     _set_threads(args.threads)
+    if len(args.model) > 1 and args.out is None:
+        raise UsageError(
+            "--out: an ensemble's report needs its own folder (e.g. --out "
+            "runs/ensemble/eval), not one of its members'"
+        )
     report, thumbnails = evaluate_model(
-        args.model,
+        args.model if len(args.model) > 1 else args.model[0],
         args.data,
         args.split,
         device=args.device,
@@ -498,7 +508,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         tta=args.tta,
         threshold=args.threshold,
     )
-    out = args.out or args.model.parent / "eval"
+    out = args.out or args.model[0].parent / "eval"
     paths = write_report(report, thumbnails, out, cases=args.cases)
     table = Table(
         title=(
@@ -506,6 +516,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"{report.split_file}), "
             f"full resolution, threshold {report.threshold:.2f}"
             f"{', flip TTA' if report.tta else ''}"
+            f"{f', mean of {report.members} models' if report.members > 1 else ''}"
         ),
         caption=f"{MICRO}\n{MACRO}\nempty masks: {EMPTY}",
     )

@@ -110,6 +110,30 @@ def iterate_predictions(
         )
 
 
+def _ensemble_predictions(
+    members: Sequence[tuple[nn.Module, ModelSpec]],
+    folder: PolypFolder,
+    stems: Sequence[str],
+    device: torch.device,
+    precision: Precision,
+    *,
+    tta: bool,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, torch.Tensor]]:
+    """:func:`iterate_predictions` with the mean probability of several models."""
+    for stem in stems:
+        pixels, mask = folder.load_pair(stem)
+        predictions = [
+            predict_image(network, pixels, spec.input_hw, device, precision, tta=tta)
+            for network, spec in members
+        ]
+        if len(predictions) == 1:
+            yield stem, pixels, mask, predictions[0]
+        else:
+            with torch.inference_mode():
+                mean = torch.stack(predictions).mean(dim=0)
+            yield stem, pixels, mask, mean
+
+
 @dataclass(frozen=True)
 class ImageResult:
     """Scores of one image (at its full resolution)."""
@@ -134,14 +158,15 @@ class EvaluationReport:
     """Scores of a model on one split.
 
     Attributes:
-        model: Model file path.
+        model: Model file path (an ensemble's joined by `` + ``).
         split: Split name (``test``, ``train`` or the split file's stem).
         split_file: The file listing the split's stems.
         threshold: Decision threshold used (probability >= threshold is polyp).
         tta: Whether flip test-time augmentation was used.
         device: Inference device.
         precision: Autocast dtype name.
-        input_hw: Network input size.
+        input_hw: Network input size (of the first model of an ensemble).
+        members: Model files averaged (1: one model).
         micro: Scores of pixels pooled over the split.
         macro: Mean of per-image scores.
         images: Per-image results, in split order.
@@ -156,6 +181,7 @@ class EvaluationReport:
     device: str
     precision: str
     input_hw: tuple[int, int]
+    members: int
     micro: Scores
     macro: Scores
     images: tuple[ImageResult, ...]
@@ -165,14 +191,20 @@ class EvaluationReport:
         """JSON-friendly summary (no per-image rows)."""
         return {
             "model": self.model,
+            "members": self.members,
             "split": self.split,
             "split_file": self.split_file,
             "images": len(self.images),
             "threshold": self.threshold,
             "tta": self.tta,
             "resolution": "full (each image's own size; network input "
-            f"{self.input_hw[0]}x{self.input_hw[1]}, resized with "
-            "streamseg.transforms.network_input; probabilities resized back)",
+            + (
+                f"{self.input_hw[0]}x{self.input_hw[1]}"
+                if self.members == 1
+                else "each member's own"
+            )
+            + ", resized with streamseg.transforms.network_input; probabilities "
+            "resized back" + (")" if self.members == 1 else "; the members' mean)"),
             "device": self.device,
             "precision": self.precision,
             "micro": {"averaging": MICRO, **self.micro.as_dict()},
@@ -201,7 +233,7 @@ def resolve_split(root: Path, split: str) -> tuple[str, Path]:
 
 
 def evaluate_model(
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path],
     data_root: str | Path,
     split: str = "test",
     *,
@@ -210,10 +242,15 @@ def evaluate_model(
     tta: bool = False,
     threshold: float | None = None,
 ) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
-    """Score a model file on a split at full resolution.
+    """Score a model file, or an ensemble of them, on a split at full resolution.
+
+    An ensemble's probability is the mean of its members', each member run at
+    its own input size (with ``tta``, each with flips), and cut at the mean of
+    their calibrated thresholds unless ``threshold`` is given: what
+    ``distill.teachers`` averages for a student, scored.
 
     Args:
-        model_path: A streamseg ``.safetensors`` model file.
+        model_path: A streamseg ``.safetensors`` model file, or several.
         data_root: Kvasir-SEG-style folder.
         split: ``test``, ``train`` or a split file path.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -233,8 +270,19 @@ def evaluate_model(
     start = time.monotonic()
     torch_device = select_device(device)
     chosen = resolve_precision(torch_device, precision)
-    network, spec = load_model(model_path, torch_device)
-    used_threshold = spec.threshold if threshold is None else float(threshold)
+    paths = (
+        [Path(model_path)]
+        if isinstance(model_path, (str, Path))
+        else [Path(path) for path in model_path]
+    )
+    if not paths:
+        raise ValueError("model_path: expected at least one model file")
+    members = [load_model(path, torch_device) for path in paths]
+    spec = members[0][1]
+    if threshold is None:
+        used_threshold = sum(member.threshold for _, member in members) / len(members)
+    else:
+        used_threshold = float(threshold)
     if not 0.0 < used_threshold < 1.0:
         raise ValueError(f"threshold: expected a value in (0, 1), got {used_threshold}")
     folder = PolypFolder.open(data_root)
@@ -242,8 +290,8 @@ def evaluate_model(
     stems = read_split(split_file)
     folder.check(stems, str(split_file))
     results, thumbnails = [], {}
-    for stem, pixels, mask, probabilities in iterate_predictions(
-        network, spec, folder, stems, torch_device, chosen, tta=tta
+    for stem, pixels, mask, probabilities in _ensemble_predictions(
+        members, folder, stems, torch_device, chosen, tta=tta
     ):
         predicted = probabilities >= used_threshold
         truth = torch.from_numpy(mask).to(torch_device).bool()
@@ -267,7 +315,7 @@ def evaluate_model(
         thumbnails[stem] = _case_strip(pixels, mask, predicted.cpu().numpy())
     all_counts = np.array([[r.tp, r.fp, r.fn, r.tn] for r in results], np.int64)
     report = EvaluationReport(
-        model=str(model_path),
+        model=" + ".join(str(path) for path in paths),
         split=name,
         split_file=str(split_file),
         threshold=used_threshold,
@@ -275,6 +323,7 @@ def evaluate_model(
         device=str(torch_device),
         precision=chosen.name,
         input_hw=tuple(spec.input_hw),
+        members=len(members),
         micro=micro_scores(all_counts),
         macro=macro_scores(all_counts),
         images=tuple(results),
