@@ -100,14 +100,9 @@ def iterate_predictions(
 
     Probabilities are float32 on ``device``, at the image's own size.
     """
-    for stem in stems:
-        pixels, mask = folder.load_pair(stem)
-        yield (
-            stem,
-            pixels,
-            mask,
-            predict_image(network, pixels, spec.input_hw, device, precision, tta=tta),
-        )
+    yield from _ensemble_predictions(
+        [(network, spec)], folder, stems, device, precision, tta=tta
+    )
 
 
 def _ensemble_predictions(
