@@ -1,7 +1,8 @@
 """CPU training speed: data loading with and without the image cache; fp32 vs bf16.
 
 Two measurements, at one training setting (default: the reduced ablation setting,
-UNet++ / EfficientNet-Lite2 at 160x160, batch 8, the cache at 1.25x the input):
+UNet++ / EfficientNet-Lite2 at 160x160, batch 8, the cache at 1.25x the input;
+``--architecture`` / ``--encoder`` / ``--input`` change the network):
 
 1. Data: seconds to produce training items (decode or cache read, shared resize,
    the seed recipe's augmentation) in one process, one thread, without and with
@@ -71,6 +72,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--encoder", default="tu-tf_efficientnet_lite2")
+    parser.add_argument(
+        "--architecture", default="UnetPlusPlus", help="smp architecture (e.g. FPN)"
+    )
     args = parser.parse_args()
 
     import cv2
@@ -110,7 +114,7 @@ def main() -> None:
     result["data"] = data
 
     spec = ModelSpec(
-        architecture="UnetPlusPlus",
+        architecture=args.architecture,
         encoder_name=args.encoder,
         input_hw=input_hw,
         mean=(0.5, 0.5, 0.5),
@@ -119,7 +123,12 @@ def main() -> None:
         class_name="polyp",
         model_kwargs={},
     )
-    compute = {"batch": 8, "threads": args.threads, "channels_last": True}
+    compute = {
+        "architecture": args.architecture,
+        "batch": 8,
+        "threads": args.threads,
+        "channels_last": True,
+    }
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(8, 3, *input_hw, generator=generator)
     x = x.contiguous(memory_format=torch.channels_last)
