@@ -33,6 +33,14 @@ def _config(*overrides: str) -> TrainConfig:
     return load_train_config(None, [*TINY, *overrides], data_root=KVASIR)
 
 
+def _stems(run_dir: Path) -> set[str]:
+    return {
+        stem
+        for name in ("train.txt", "val.txt")
+        for stem in (run_dir / "splits" / name).read_text().split()
+    }
+
+
 def _log_rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "log.csv", newline="") as file:
         return list(csv.DictReader(file))
@@ -79,6 +87,16 @@ def test_training_writes_a_loadable_calibrated_model(two_epochs):
         assert spec.provenance.get(key), key
     assert spec.provenance["epochs"] == "2"
     assert "random" in spec.provenance["encoder_init"]
+    # No path of the training machine in the record: the data root and run folder
+    # (both absolute here) appear nowhere; the dataset is named by its contents.
+    record = json.dumps(spec.provenance)
+    for where in (KVASIR.resolve(), run_dir.resolve(), run_dir.resolve().parent):
+        assert str(where) not in record, where
+    assert "root" not in json.loads(spec.provenance["config"])["data"]
+    assert spec.provenance["dataset"].startswith(
+        f"{KVASIR.resolve().name}: the {len(_stems(run_dir))} images and masks of "
+        "splits/train.txt, contents sha256 "
+    )
     assert [row["epoch"] for row in _log_rows(run_dir)] == ["1", "2"]
     assert {"loss", "val_loss", "val_dice", "val_iou", "lr"} <= set(
         _log_rows(run_dir)[0]

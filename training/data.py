@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -360,11 +360,26 @@ def cache_key(folder: PolypFolder, stems: Sequence[str], size_hw: Sequence[int])
     """
     digest = hashlib.sha256()
     digest.update(f"{CACHE_FORMAT}|{tuple(int(s) for s in size_hw)}".encode())
+    _hash_contents(digest, folder, stems)
+    return digest.hexdigest()[:16]
+
+
+def contents_sha256(folder: PolypFolder, stems: Sequence[str]) -> str:
+    """sha256 (hex) of the stems and the bytes of their images and masks, in order.
+
+    Names what a model learned from independently of where the files lie: a
+    copied or re-downloaded dataset with the same files gives the same value.
+    """
+    digest = hashlib.sha256()
+    _hash_contents(digest, folder, stems)
+    return digest.hexdigest()
+
+
+def _hash_contents(digest: Any, folder: PolypFolder, stems: Sequence[str]) -> None:
     for stem in stems:
         digest.update(f"|{stem}".encode())
         for path in (folder.images[stem], folder.masks[stem]):
             digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
 
 
 class PolypDataset(Dataset):

@@ -38,7 +38,7 @@ from streamseg.segmenter import FP32
 from training.config import TrainConfig
 from training.data import PolypFolder
 from training.quantize import carve_from_provenance
-from training.train import calibrate
+from training.train import calibrate, portable_config
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def make_soup(
     thresholds = defaults.calibration.thresholds
 
     data = json.loads(specs[0].provenance.get("config", "{}")).get("data", {})
-    data = {k: v for k, v in data.items() if k not in ("root", "num_workers")}
+    data = portable_config({"data": data})["data"]
     first = specs[0].provenance
     provenance = {
         key: first[key]

@@ -81,6 +81,7 @@ from training.data import (
     PolypDataset,
     PolypFolder,
     Splits,
+    contents_sha256,
     prepare_splits,
     seed_worker,
 )
@@ -980,7 +981,7 @@ def base_provenance(
     import segmentation_models_pytorch as smp
 
     return {
-        "dataset": f"{folder.root.resolve().name} ({folder.root.resolve()})",
+        "dataset": _describe_dataset(folder, splits, config),
         "train_split": _describe_split(splits.train_file, len(splits.train)),
         "val_split": _describe_split(splits.val_file, len(splits.val)),
         "split_source": (
@@ -994,8 +995,48 @@ def base_provenance(
         "git_revision": git_revision(),
         "software": f"torch {torch.__version__}, smp {smp.__version__}, "
         f"poutyne {poutyne.__version__}",
-        "config": json.dumps(to_dict(config), sort_keys=True),
+        "config": json.dumps(portable_config(to_dict(config)), sort_keys=True),
     }
+
+
+# Where a run read and wrote its files and how many loader processes it used:
+# settings of one machine, left out of the model file's record (the run folder's
+# config.yaml keeps them for --resume).
+MACHINE_SETTINGS = (("data", "root"), ("data", "num_workers"), ("output", "runs_dir"))
+
+
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config as a model file records it: no paths of the training machine.
+
+    Drops :data:`MACHINE_SETTINGS` and shortens any other absolute path (an
+    ``init_from`` or a teacher given as one) to its file name; relative paths,
+    such as the bundled model's, stay as they are. The model file's
+    ``init_from`` provenance names the parent file by its sha256 either way.
+    """
+    portable = json.loads(json.dumps(config, default=str))
+    for section, key in MACHINE_SETTINGS:
+        portable.get(section, {}).pop(key, None)
+
+    def shorten(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: shorten(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [shorten(item) for item in value]
+        if isinstance(value, str) and Path(value).is_absolute():
+            return Path(value).name
+        return value
+
+    return shorten(portable)
+
+
+def _describe_dataset(folder: PolypFolder, splits: Splits, config: TrainConfig) -> str:
+    """The dataset by folder name and the contents of the files the run learned from."""
+    stems = sorted(set(splits.train) | set(splits.val))
+    digest = contents_sha256(folder, stems)[:16]
+    return (
+        f"{folder.root.resolve().name}: the {len(stems)} images and masks of "
+        f"{config.data.train_split}, contents sha256 {digest}"
+    )
 
 
 def _describe_optimizer(config: TrainConfig) -> str:
@@ -1044,7 +1085,7 @@ def git_revision() -> str:
 
 def _describe_split(path: Path, count: int) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return f"{path.name}: {count} stems, sha256 {digest} ({path})"
+    return f"{path.name}: {count} stems, sha256 {digest}"
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
