@@ -235,6 +235,10 @@ generator = torch.Generator().manual_seed(0)
 height, width = files.spec.input_hw
 batches = [torch.rand((n, 3, height, width), generator=generator) for n in (3, 1, 2)]
 expected = [one(images) for images in batches]
+# Concurrent calls are checked against the same runner's calls one at a time: across
+# runners a batch may run at another per-request batch size, whose INT8 kernels can
+# round differently (up to about 0.1 of a logit on a few pixels for some files).
+sequential = [two(images) for images in batches]
 with ThreadPoolExecutor(2) as pool:  # calls from several threads at once
     results = list(pool.map(two, batches * 4))
 try:
@@ -253,7 +257,7 @@ json.dump({
         got.shape == want.shape for got, want in zip(results, expected * 4)
     ),
     "concurrent_diff": max(
-        float((got - want).abs().max()) for got, want in zip(results, expected * 4)
+        float((got - want).abs().max()) for got, want in zip(results, sequential * 4)
     ),
     "too_many": too_many,
 }, sys.stdout)

@@ -174,7 +174,9 @@ def test_multiscale_rescales_training_batches_to_multiples_of_32():
     assert sizes == {128, 160, 192}
 
 
-def _recorded_differences(provenance: dict, config_path: str) -> tuple[set[str], dict]:
+def _recorded_differences(
+    provenance: dict, config_path: str, overrides: tuple[str, ...] = ()
+) -> tuple[set[str], dict]:
     """Keys whose recorded value differs from the config file's; keys newer than it."""
     import json
 
@@ -183,7 +185,7 @@ def _recorded_differences(provenance: dict, config_path: str) -> tuple[set[str],
 
     recorded = _flatten(json.loads(provenance["config"]))
     config = json.loads(
-        json.dumps(to_dict(load_train_config(config_path)), default=str)
+        json.dumps(to_dict(load_train_config(config_path, overrides)), default=str)
     )
     current = _flatten(config)
     # Where and how fast it ran, not what it learned.
@@ -199,59 +201,84 @@ def _recorded_differences(provenance: dict, config_path: str) -> tuple[set[str],
     }, newer
 
 
-def test_the_bundled_model_is_the_fpn_finetune_of_the_recipes_it_records():
+def _make_overrides(config_path: str) -> tuple[str, ...]:
+    """The ``--set`` overrides ``make bundled-model`` passes with one config."""
+    import shlex
+    from pathlib import Path
+
+    makefile = Path(__file__).resolve().parents[1] / "Makefile"
+    (line,) = [
+        line
+        for line in makefile.read_text().splitlines()
+        if f"--config {config_path} " in line
+    ]
+    words = shlex.split(line)
+    return tuple(words[i + 1] for i, word in enumerate(words) if word == "--set")
+
+
+def test_the_bundled_default_is_the_one_run_recipe_make_reproduces():
     import json
 
-    from streamseg.model import file_sha256, read_spec
+    from streamseg.model import read_spec
 
-    path = "streamseg/assets/default.safetensors"
-    provenance = read_spec(path).provenance
+    config = "configs/kvasir_fpn_lite2_v2.yaml"
+    provenance = read_spec("streamseg/assets/default.safetensors").provenance
+    overrides = _make_overrides(config)
+    assert overrides == ("optimization.seed=1",)
+    differing, newer = _recorded_differences(provenance, config, overrides)
+    # It trained in bf16 on a CPU where bf16 is the faster (docs/results.md, "CPU
+    # training speed"); `precision: auto` chooses fp32 on CPUs (bf16 can be slower).
+    assert differing == {"optimization.precision"}
+    assert json.loads(provenance["config"])["optimization"]["precision"] == "bf16"
+    # The training package records no machine's folders.
+    assert set(newer) <= {"data.root", "data.num_workers", "output.runs_dir"}
+    assert "init_from" not in provenance  # one run, from ImageNet weights
+    assert provenance["encoder_init"].startswith("ImageNet weights")
+    assert provenance["dataset"].endswith("contents sha256 9db76e139ccffb5a")
+
+
+def test_the_fast_model_is_stage_4_of_the_previous_default():
+    import json
+
+    from streamseg.model import read_spec
+
+    provenance = read_spec("streamseg/assets/fast.safetensors").provenance
     # Where a run read its data and how many loader processes it used were left out of
-    # the shipped file's record (paths of one machine): they may only be missing.
+    # these files' records (paths of one machine): they may only be missing.
     dropped = {"data.root", "data.num_workers"}
-    # Stage 3: configs/kvasir_fpn_lite2_finetune.yaml, every tensor from stage 2's file.
+    # Stage 4: configs/kvasir_fpn_lite2_slim.yaml. Its record names stage 3's run folder
+    # as model.init_from, as the config does; the run read the previous default's file.
     differing, newer = _recorded_differences(
-        provenance, "configs/kvasir_fpn_lite2_finetune.yaml"
+        provenance, "configs/kvasir_fpn_lite2_slim.yaml"
     )
     assert not differing and set(newer) <= dropped
-    parent = json.loads(provenance["init_from"])
-    assert parent["sha256"] != file_sha256(path)
-    assert parent["sha256"].startswith("2b4bfff86f1d4962")
+    # Its encoder (379 of 409 tensors) came from stage 3; the decoder did not.
+    assert "379 of 409 tensors" in provenance["encoder_init"]
+    assert "sha256 8c33fc10d6c27341" in provenance["encoder_init"]
+    # Stage 3 (the previous default): configs/kvasir_fpn_lite2_finetune.yaml, every
+    # tensor from stage 2's file.
+    stage3 = json.loads(provenance["init_from"])
+    assert stage3["sha256"].startswith("8c33fc10d6c27341")
+    differing, newer = _recorded_differences(
+        stage3["provenance"], "configs/kvasir_fpn_lite2_finetune.yaml"
+    )
+    assert not differing and set(newer) <= dropped
+    stage2 = json.loads(stage3["provenance"]["init_from"])
+    assert stage2["sha256"].startswith("2b4bfff86f1d4962")
     # Stage 2: configs/kvasir_fpn_lite2_from_bundled.yaml; it started from the bundled
     # UNet++ of its day, stage 1's file, which the config now names by its run folder.
     differing, newer = _recorded_differences(
-        parent["provenance"], "configs/kvasir_fpn_lite2_from_bundled.yaml"
+        stage2["provenance"], "configs/kvasir_fpn_lite2_from_bundled.yaml"
     )
     assert differing == {"model.init_from"} and set(newer) <= dropped
     assert (
         "UnetPlusPlus/tu-tf_efficientnet_lite2, sha256 5271eafe5763b20f"
-        in (parent["provenance"]["encoder_init"])
+        in (stage2["provenance"]["encoder_init"])
     )
     assert (
         "from model.safetensors (FPN/tu-tf_efficientnet_lite2, sha256 2b4bfff8"
-        in (provenance["encoder_init"])
+        in (stage3["provenance"]["encoder_init"])
     )
-
-
-def test_the_fast_model_is_stage_4_started_from_the_default_model():
-    import json
-
-    from streamseg.model import file_sha256, read_spec
-
-    default = "streamseg/assets/default.safetensors"
-    provenance = read_spec("streamseg/assets/fast.safetensors").provenance
-    # Stage 4: configs/kvasir_fpn_lite2_slim.yaml. Its record names stage 3's run folder
-    # as model.init_from, as the config does; the run read the default model's file.
-    differing, newer = _recorded_differences(
-        provenance, "configs/kvasir_fpn_lite2_slim.yaml"
-    )
-    assert not differing and set(newer) <= {"data.root", "data.num_workers"}
-    parent = json.loads(provenance["init_from"])
-    assert parent["sha256"] == file_sha256(default)  # stage 3 is the default model
-    assert parent["provenance"] == read_spec(default).provenance
-    # Its encoder (379 of 409 tensors) came from the default model; the decoder did not.
-    assert "379 of 409 tensors" in provenance["encoder_init"]
-    assert f"sha256 {file_sha256(default)[:16]}" in provenance["encoder_init"]
 
 
 def test_a_warmup_schedule_survives_the_weights_only_state_file(tmp_path):
