@@ -7,11 +7,12 @@
 #   bash benchmarks/gpu_train.sh           # with .gpu-train-data/ in the working tree; allow 590 s
 # (two steps because the two folders together exceed the remote GPU machine's upload limit of
 # 64 MiB per call).
-# Default runs (RUNS="name=config:seed[:KEY=VALUE,KEY=VALUE] ..."): the candidate recipe with
-# the bundled model's network (FPN / EfficientNet-Lite2 at 320, from ImageNet) with seeds 0
-# and 1, and the UNet++ candidate at 352 (seed 0), all bf16:
-#   fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16  fpn_v2_s1=...:1:...
-#   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0
+# Default runs (RUNS="name=config:seed[:KEY=VALUE,KEY=VALUE] ..."): the UNet++ candidate at
+# 352 with seeds 0 and 1, and the fast model's recipe taught by the bundled default (seed 0):
+#   v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0  v2_s1=configs/kvasir_unetpp_lite2_v2.yaml:1
+#   kd_s0=configs/kvasir_fpn_lite2_slim_distill.yaml:0
+# The bundled default's own recipe (FPN / EfficientNet-Lite2 at 320, from ImageNet), e.g.:
+#   fpn_v2_s1=configs/kvasir_fpn_lite2_v2.yaml:1:optimization.precision=bf16
 # The bundled stage-1 recipe as a same-machine reference, for example:
 #   RUNS="fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16 lite2_s0=configs/kvasir_unetpp_lite2.yaml:0"
 # The distillation candidates (teacher: the bundled default, in the working tree), e.g. the
@@ -38,7 +39,7 @@ TRAIN_LIMIT_S=${TRAIN_LIMIT_S:-480}
 WORKERS=${WORKERS:-4}
 DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}   # more --set KEY=VALUE arguments for every run (smoke tests)
-RUNS=${RUNS:-"fpn_v2_s0=configs/kvasir_fpn_lite2_v2.yaml:0:optimization.precision=bf16 fpn_v2_s1=configs/kvasir_fpn_lite2_v2.yaml:1:optimization.precision=bf16 v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0"}
+RUNS=${RUNS:-"v2_s0=configs/kvasir_unetpp_lite2_v2.yaml:0 v2_s1=configs/kvasir_unetpp_lite2_v2.yaml:1 kd_s0=configs/kvasir_fpn_lite2_slim_distill.yaml:0"}
 WORK=/tmp/gpu-train
 mkdir -p "$WORK"
 
