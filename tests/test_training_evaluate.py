@@ -80,6 +80,74 @@ def test_an_ensemble_scores_the_mean_probability_at_the_mean_threshold(
     assert summary["members"] == 2 and "the members' mean" in summary["resolution"]
 
 
+def test_input_hw_replaces_each_members_input_size(model_file):
+    from streamseg.model import load_model
+
+    network, spec = load_model(model_file)
+    assert tuple(spec.input_hw) == (64, 64)
+    folder = PolypFolder.open(KVASIR)
+    stems = read_split(KVASIR / "splits" / "test.txt")
+    cpu = torch.device("cpu")
+
+    def counts_of(sizes):
+        counts = []
+        for stem in stems:
+            pixels, mask = folder.load_pair(stem)
+            mean = sum(
+                predict_image(network, pixels, size, cpu) for size in sizes
+            ) / len(sizes)
+            counts.append(
+                confusion_counts(mean >= 0.5, torch.from_numpy(mask).bool())[0]
+            )
+        return np.stack(counts)
+
+    def counts_in(report):
+        return np.array([[r.tp, r.fp, r.fn, r.tn] for r in report.images])
+
+    at_96, _ = evaluate_model(
+        model_file, KVASIR, "test", device="cpu", input_hw=[(96, 96)]
+    )
+    assert np.array_equal(counts_in(at_96), counts_of([(96, 96)]))
+    assert not np.array_equal(counts_in(at_96), counts_of([(64, 64)]))  # size mattered
+    assert at_96.input_hw == ((96, 96),) and at_96.input_hw_given
+    assert "96x96 (given" in at_96.summary()["resolution"]
+    scales, _ = evaluate_model(
+        [model_file, model_file],
+        KVASIR,
+        "test",
+        device="cpu",
+        input_hw=[(64, 64), (96, 128)],
+    )
+    assert np.array_equal(counts_in(scales), counts_of([(64, 64), (96, 128)]))
+    assert scales.summary()["input_hw"] == [[64, 64], [96, 128]]
+    own, _ = evaluate_model(model_file, KVASIR, "test", device="cpu")
+    assert own.input_hw == ((64, 64),) and not own.input_hw_given
+    with pytest.raises(ValueError, match="one per model"):
+        evaluate_model(
+            model_file, KVASIR, "test", device="cpu", input_hw=[(64, 64)] * 2
+        )
+    with pytest.raises(ValueError, match="multiples of 32"):
+        evaluate_model(model_file, KVASIR, "test", device="cpu", input_hw=[(100, 100)])
+
+
+def test_the_evaluate_cli_takes_input_sizes_and_names_bad_ones(
+    model_file, tmp_path, capsys
+):
+    args = ["evaluate", "--model", str(model_file), "--data", str(KVASIR)]
+    args += ["--device", "cpu", "--out", str(tmp_path)]
+    assert main([*args, "--input-hw", "96x128"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "network input 96x128" in printed
+    summary = json.loads((tmp_path / "test_summary.json").read_text())
+    assert summary["input_hw"] == [[96, 128]]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--input-hw", "100"])
+    assert exit_info.value.code == 2
+    assert "multiples of 32" in capsys.readouterr().err
+    assert main([*args, "--input-hw", "64", "96"]) == 2
+    assert "one per --model" in " ".join(capsys.readouterr().err.split())
+
+
 def test_the_evaluate_cli_wants_an_out_folder_for_an_ensemble(
     model_file, tmp_path, capsys
 ):

@@ -173,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="replace the model file's calibrated threshold"
     )
     evaluate.add_argument(
+        "--input-hw",
+        nargs="+",
+        type=_size,
+        metavar="SIZE",
+        help="network input replacing the model files' own, H or HxW (multiples of "
+        "32): one for every --model, or one per --model in order (the same file "
+        "twice at two sizes averages over input sizes)",
+    )
+    evaluate.add_argument(
         "--threads",
         type=int,
         help="CPU threads for torch (default: torch's choice; 1 is far faster on a "
@@ -489,6 +498,24 @@ def run_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``320`` or ``320x384`` -> (height, width) for ``--input-hw``."""
+    height, _, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width or height))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected H or HxW in pixels (e.g. 384 or 320x384), got {text!r}"
+        ) from None
+    from streamseg.model import check_input_hw
+
+    try:
+        check_input_hw(size)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return size
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import EMPTY, MACRO, MICRO, evaluate_model, write_report
 
@@ -499,6 +526,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "--out: an ensemble's report needs its own folder (e.g. --out "
             "runs/ensemble/eval), not one of its members'"
         )
+    if args.input_hw and len(args.input_hw) not in (1, len(args.model)):
+        raise UsageError(
+            f"--input-hw: give one size for every --model or one per --model "
+            f"({len(args.model)}), not {len(args.input_hw)}"
+        )
     report, thumbnails = evaluate_model(
         args.model if len(args.model) > 1 else args.model[0],
         args.data,
@@ -507,6 +539,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         precision=args.precision,
         tta=args.tta,
         threshold=args.threshold,
+        input_hw=args.input_hw,
     )
     out = args.out or args.model[0].parent / "eval"
     paths = write_report(report, thumbnails, out, cases=args.cases)
@@ -517,6 +550,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"full resolution, threshold {report.threshold:.2f}"
             f"{', flip TTA' if report.tta else ''}"
             f"{f', mean of {report.members} models' if report.members > 1 else ''}"
+            + (
+                ", network input " + " + ".join(f"{h}x{w}" for h, w in report.input_hw)
+                if report.input_hw_given
+                else ""
+            )
         ),
         caption=f"{MICRO}\n{MACRO}\nempty masks: {EMPTY}",
     )

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from streamseg.device import Precision, resolve_precision, select_device
-from streamseg.model import ModelSpec, load_model
+from streamseg.model import ModelSpec, check_input_hw, load_model
 from streamseg.segmenter import FP32, predict_probabilities
 from streamseg.transforms import upload
 from training.data import DatasetError, PolypFolder, read_split
@@ -160,7 +160,8 @@ class EvaluationReport:
         tta: Whether flip test-time augmentation was used.
         device: Inference device.
         precision: Autocast dtype name.
-        input_hw: Network input size (of the first model of an ensemble).
+        input_hw: Network input size (height, width) of each member, in order.
+        input_hw_given: Whether ``input_hw`` replaced the model files' own sizes.
         members: Model files averaged (1: one model).
         micro: Scores of pixels pooled over the split.
         macro: Mean of per-image scores.
@@ -175,12 +176,13 @@ class EvaluationReport:
     tta: bool
     device: str
     precision: str
-    input_hw: tuple[int, int]
+    input_hw: tuple[tuple[int, int], ...]
     members: int
     micro: Scores
     macro: Scores
     images: tuple[ImageResult, ...]
     wall_s: float
+    input_hw_given: bool = False
 
     def summary(self) -> dict:
         """JSON-friendly summary (no per-image rows)."""
@@ -193,13 +195,15 @@ class EvaluationReport:
             "threshold": self.threshold,
             "tta": self.tta,
             "resolution": "full (each image's own size; network input "
+            + " + ".join(f"{h}x{w}" for h, w in self.input_hw)
             + (
-                f"{self.input_hw[0]}x{self.input_hw[1]}"
-                if self.members == 1
-                else "each member's own"
+                " (given, replacing the model file's)"
+                if self.input_hw_given
+                else " (the model file's)"
             )
             + ", resized with streamseg.transforms.network_input; probabilities "
             "resized back" + (")" if self.members == 1 else "; the members' mean)"),
+            "input_hw": [list(size) for size in self.input_hw],
             "device": self.device,
             "precision": self.precision,
             "micro": {"averaging": MICRO, **self.micro.as_dict()},
@@ -236,6 +240,7 @@ def evaluate_model(
     precision: str = "fp32",
     tta: bool = False,
     threshold: float | None = None,
+    input_hw: Sequence[Sequence[int]] | None = None,
 ) -> tuple[EvaluationReport, dict[str, np.ndarray]]:
     """Score a model file, or an ensemble of them, on a split at full resolution.
 
@@ -252,6 +257,9 @@ def evaluate_model(
         precision: ``fp32``, ``bf16``, ``fp16`` or ``auto``.
         tta: Flip test-time augmentation.
         threshold: Replaces the model file's calibrated threshold.
+        input_hw: Network input sizes (height, width) replacing the model files'
+            own: one for every member, or one per member in order (the same file
+            given twice at two sizes is an average over input sizes).
 
     Returns:
         The report, and a (rows, cols, 3) uint8 RGB thumbnail strip
@@ -260,7 +268,8 @@ def evaluate_model(
     Raises:
         ModelFileError: The model file is missing or invalid.
         DatasetError: The data folder or split is missing or inconsistent.
-        ValueError: Unknown device or precision.
+        ValueError: Unknown device or precision, or input sizes that are not
+            multiples of 32 or do not match the number of model files.
     """
     start = time.monotonic()
     torch_device = select_device(device)
@@ -272,8 +281,13 @@ def evaluate_model(
     )
     if not paths:
         raise ValueError("model_path: expected at least one model file")
+    sizes = _input_sizes(input_hw, len(paths))
     members = [load_model(path, torch_device) for path in paths]
-    spec = members[0][1]
+    if sizes is not None:
+        members = [
+            (network, dataclasses.replace(spec, input_hw=size))
+            for (network, spec), size in zip(members, sizes, strict=True)
+        ]
     if threshold is None:
         used_threshold = sum(member.threshold for _, member in members) / len(members)
     else:
@@ -317,7 +331,8 @@ def evaluate_model(
         tta=tta,
         device=str(torch_device),
         precision=chosen.name,
-        input_hw=tuple(spec.input_hw),
+        input_hw=tuple(tuple(spec.input_hw) for _, spec in members),
+        input_hw_given=sizes is not None,
         members=len(members),
         micro=micro_scores(all_counts),
         macro=macro_scores(all_counts),
@@ -325,6 +340,23 @@ def evaluate_model(
         wall_s=time.monotonic() - start,
     )
     return report, thumbnails
+
+
+def _input_sizes(
+    input_hw: Sequence[Sequence[int]] | None, members: int
+) -> list[tuple[int, int]] | None:
+    """One (height, width) per member from ``evaluate_model``'s ``input_hw``."""
+    if input_hw is None:
+        return None
+    sizes = [tuple(int(v) for v in size) for size in input_hw]
+    if len(sizes) not in (1, members):
+        raise ValueError(
+            f"input_hw: expected one size for every model or one per model "
+            f"({members}), got {len(sizes)}"
+        )
+    for size in sizes:
+        check_input_hw(size)
+    return [sizes[0]] * members if len(sizes) == 1 else sizes
 
 
 def write_report(
