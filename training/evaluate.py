@@ -197,10 +197,11 @@ class EvaluationReport:
             "resolution": "full (each image's own size; network input "
             + " + ".join(f"{h}x{w}" for h, w in self.input_hw)
             + (
-                " (given, replacing the model file's)"
+                " (given, replacing the model "
                 if self.input_hw_given
-                else " (the model file's)"
+                else " (the model "
             )
+            + ("file's)" if self.members == 1 else "files')")
             + ", resized with streamseg.transforms.network_input; probabilities "
             "resized back" + (")" if self.members == 1 else "; the members' mean)"),
             "input_hw": [list(size) for size in self.input_hw],
