@@ -14,6 +14,8 @@ This is the only module that knows every stage. The pipeline is a plain
   that prepared it);
 * smoothing, findings, tracking and overlay run in the loop, in frame order
   (stateful stages need no locks, and an OpenCV window needs the main thread);
+  a run whose outputs are per-frame results only (event log, masks, tracks:
+  no sink ``wants_image``) draws no overlay;
 * the video encoder runs on a consumer thread behind a BLOCK queue;
 * live sources with ``source.live_display: every_frame`` (:class:`_HeldFindings`)
   show every frame as it arrives with the newest finished findings: one
@@ -258,6 +260,8 @@ def run(
             return findings
 
         every_frame = source.live and settings.live_display == "every_frame"
+        # Per-frame results only (event log, masks, tracks): nothing to draw on.
+        draw = outputs.wants_image
         # A live run that drops frames says so once, with what to change.
         keep_up = KeepUpCheck() if source.live and not every_frame else None
         if every_frame:
@@ -291,15 +295,20 @@ def run(
                 batch, found = cast(tuple[list[_Decoded], list[Findings]], step)
                 for item, findings in zip(batch, found, strict=True):
                     clock.start(item.frame.timestamp_s)
-                    with stats.time("overlay"):
-                        figures = stats.figures(
-                            item.frame,
-                            segmented=findings.segmented_frame if every_frame else None,
-                        )
-                        image = render(
-                            findings, config.overlay, HudText.of(figures, hud_inset_px)
-                        )
-                        _alert(alerter, findings, image)
+                    # The HUD's figures also feed the progress bar and status panel.
+                    figures = stats.figures(
+                        item.frame,
+                        segmented=findings.segmented_frame if every_frame else None,
+                    )
+                    image = None
+                    if draw:
+                        with stats.time("overlay"):
+                            image = render(
+                                findings,
+                                config.overlay,
+                                HudText.of(figures, hud_inset_px),
+                            )
+                    _alert(alerter, findings, image)
                     for sink in outputs:
                         with stats.time(sink.name):
                             sink.write(findings, image)
@@ -510,14 +519,18 @@ def _live_status(
     return figures
 
 
-def _alert(alerter: Alerter, findings: Findings, image: np.ndarray) -> None:
-    """Update the alert state; draw the border flash on ``image`` (in place)."""
+def _alert(alerter: Alerter, findings: Findings, image: np.ndarray | None) -> None:
+    """Update the alert state; draw the border flash on ``image`` (in place).
+
+    ``image`` is ``None`` where the run draws nothing (no sink shows or
+    records the annotated frame); the alert state still follows the frames.
+    """
     settings = alerter.settings
     if not settings.enabled:
         return
     timestamp_s = findings.frame.timestamp_s
     alerter.update(findings.shown, timestamp_s)
-    if alerter.flashing(timestamp_s):
+    if image is not None and alerter.flashing(timestamp_s):
         draw_border(image, settings.border_rgb, settings.border_px)
 
 

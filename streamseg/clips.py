@@ -285,6 +285,7 @@ class ClipRecorder:
     """
 
     name = "clips"
+    wants_image = True
 
     def __init__(
         self,

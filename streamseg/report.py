@@ -84,6 +84,7 @@ class TrackLog:
     """
 
     name = "tracks"
+    wants_image = False  # thumbnails come from the frame's own pixels
 
     def __init__(
         self, path: str | Path, run_info: dict[str, Any] | None = None
@@ -99,7 +100,7 @@ class TrackLog:
         self._shown_before: set[int] = set()
         self._closed = False
 
-    def write(self, findings: Findings, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray | None) -> None:
         frame = findings.frame
         if self._origin_s is None:
             self._origin_s = frame.timestamp_s

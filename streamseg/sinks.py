@@ -139,12 +139,20 @@ class Sink(Protocol):
 
     Attributes:
         name: Shown in the timing summary.
+        wants_image: Whether ``write`` reads the annotated image. Where no
+            sink of a run does (an event log, masks, tracks), the app draws
+            no overlay and passes ``None``; a sink without the attribute
+            counts as wanting it.
     """
 
     name: str
+    wants_image: bool
 
-    def write(self, findings: Findings, image: np.ndarray) -> None:
-        """Take one frame: its findings and ``image`` ((H, W, 3) uint8 RGB)."""
+    def write(self, findings: Findings, image: np.ndarray | None) -> None:
+        """Take one frame: its findings and ``image`` ((H, W, 3) uint8 RGB).
+
+        ``image`` is ``None`` only in runs where no sink wants it.
+        """
 
     def close(self) -> None:
         """Finalize the output; safe to call twice."""
@@ -177,6 +185,7 @@ class VideoRecorder:
     """
 
     name = "encode enqueue"
+    wants_image = True
 
     def __init__(
         self,
@@ -351,6 +360,7 @@ class EventLog:
     """
 
     name = "events"
+    wants_image = False
 
     def __init__(self, path: str | Path, clock: StreamClock | None = None) -> None:
         self.path = Path(path)
@@ -365,7 +375,7 @@ class EventLog:
             ) from error
         self._checked_s = time.monotonic()
 
-    def write(self, findings: Findings, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray | None) -> None:
         write_line(self._lines, describe(findings, self.clock).to_json(), "event log")
         if time.monotonic() - self._checked_s >= 1.0:
             self._checked_s = time.monotonic()
@@ -405,11 +415,12 @@ class MaskWriter:
     """
 
     name = "masks"
+    wants_image = False
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = make_output_folder(folder, "mask")
 
-    def write(self, findings: Findings, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray | None) -> None:
         import cv2
 
         mask = findings.mask.astype(np.uint8) * np.uint8(255)
@@ -433,6 +444,7 @@ class FrameList:
     """Keep every frame's findings and annotated image in memory (tests, notebooks)."""
 
     name = "frame list"
+    wants_image = True
 
     def __init__(self) -> None:
         self.findings: list[Findings] = []
@@ -464,6 +476,11 @@ class Sinks:
 
     def __iter__(self) -> Iterator[Sink]:
         return iter(self.sinks)
+
+    @property
+    def wants_image(self) -> bool:
+        """Whether any sink reads the annotated image (else none need be drawn)."""
+        return any(getattr(sink, "wants_image", True) for sink in self.sinks)
 
     @property
     def stopped_by_user(self) -> bool:

@@ -143,6 +143,7 @@ class WebView:
     """
 
     name = "web view"
+    wants_image = True
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ class Display:
     """
 
     name = "display"
+    wants_image = True
 
     def __init__(self, title: str = "streamseg") -> None:
         import cv2

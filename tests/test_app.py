@@ -156,6 +156,66 @@ def test_simulated_live_source_drops_frames_but_never_reorders_them(
     assert stats.frames_dropped == len(set(range(30)) - set(indices)) > 0
 
 
+def test_a_run_of_per_frame_results_only_draws_no_overlay(
+    clip, model_file, tmp_path, monkeypatch
+):
+    import streamseg.app as app
+
+    # The reference: the same outputs beside a recording, which needs the overlay.
+    both = OutputSettings(
+        video=tmp_path / "out.mp4",
+        events=tmp_path / "with_video.jsonl",
+        masks=tmp_path / "masks_with_video",
+    )
+    stats = run(_config(clip, model_file, output=both))
+    assert "overlay" in {stage.name for stage in stats.stages}
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("nothing of this run shows or records the overlay")
+
+    monkeypatch.setattr(app, "render", no_drawing)
+    alerts = app.AlertSettings(flash=True)  # the alert state still follows frames
+    results = OutputSettings(events=tmp_path / "only.jsonl", masks=tmp_path / "masks")
+    seen = []
+    stats = run(
+        _config(clip, model_file, output=results, alerts=alerts),
+        on_progress=lambda done, total, figures: seen.append(figures.frames_done),
+    )
+    assert stats.frames_out == CLIP_FRAMES
+    assert "overlay" not in {stage.name for stage in stats.stages}
+    # The same per-frame results as with the recording; the progress figures move.
+    assert (tmp_path / "only.jsonl").read_text() == (
+        tmp_path / "with_video.jsonl"
+    ).read_text()
+    masks = sorted(path.name for path in (tmp_path / "masks").iterdir())
+    assert len(masks) == CLIP_FRAMES
+    for name in masks:
+        assert (tmp_path / "masks" / name).read_bytes() == (
+            tmp_path / "masks_with_video" / name
+        ).read_bytes()
+    assert seen == list(range(1, CLIP_FRAMES + 1))
+
+
+def test_a_sink_that_does_not_say_whether_it_wants_the_image_gets_it(
+    clip, model_file, tmp_path
+):
+    images = []
+
+    class _Plain:  # no wants_image attribute: counts as wanting the image
+        name = "plain"
+
+        def write(self, findings, image):
+            images.append(image)
+
+        def close(self):
+            pass
+
+    results = OutputSettings(events=tmp_path / "events.jsonl")
+    run(_config(clip, model_file, output=results), sinks=[_Plain()])
+    assert len(images) == CLIP_FRAMES
+    assert all(image.shape == (48, 64, 3) for image in images)
+
+
 class _FailingSink(FrameList):
     name = "failing"
 
