@@ -307,6 +307,12 @@ def add_bench(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     for part in ("model-only", "pipeline", "live", "naive"):
         parser.add_argument(f"--no-{part}", action="store_true", help=f"skip {part}")
+    parser.add_argument(
+        "--results-only",
+        action="store_true",
+        help="also run each clip as a file with per-frame results only (event "
+        "log; no overlay, no annotated video), as streamseg batch without --video",
+    )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--config", type=Path, help="YAML config (configs/stream.yaml)")
@@ -387,6 +393,7 @@ def bench_command(args: argparse.Namespace) -> int:
             model_only=not args.no_model_only,
             pipeline=not args.no_pipeline,
             live=not args.no_live,
+            results_only=args.results_only,
             live_displays=bench_inputs.parse_names(args.live_display) or (),
             naive=not args.no_naive,
             **({"work_dir": args.work_dir} if args.work_dir else {}),

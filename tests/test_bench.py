@@ -404,6 +404,32 @@ def test_naive_loop_times_every_stage_of_every_frame(clip, model_file, tmp_path)
 # --- the whole run ------------------------------------------------------------
 
 
+def test_a_results_only_run_writes_the_event_log_and_draws_nothing(
+    clip, config, tmp_path, monkeypatch
+):
+    import streamseg.app as app
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("a results-only run draws no overlay")
+
+    monkeypatch.setattr(app, "render", no_drawing)
+
+    def results_only(live):
+        return bench_timing.run_pipeline(
+            clip, config, variant="config", live=live, max_frames=None,
+            warmup_frames=2, folder=tmp_path, results_only=True,
+        )  # fmt: skip
+
+    result = results_only(live=False)
+    assert result.mode == "file, results only" and result.frames_out == FRAMES
+    names = [stage.name for stage in result.stages]
+    assert "events" in names
+    assert "overlay" not in names and "encode enqueue" not in names
+    assert not list(tmp_path.glob("pipeline-*"))  # scratch outputs removed
+    with pytest.raises(ValueError, match="file run only"):
+        results_only(live=True)
+
+
 def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tmp_path):
     settings = bench.BenchSettings(
         model=str(config.model.path),
@@ -414,6 +440,7 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
         warmup=1,
         warmup_frames=2,
         work_dir=tmp_path,
+        results_only=True,
     )
     report = bench.run_benchmark(settings, config)
 
@@ -426,10 +453,16 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
     ]
     assert [(r.mode, r.frames_out) for r in report.pipeline] == [
         ("file", 8),
-        ("live", report.pipeline[1].frames_out),
+        ("file, results only", 8),
+        ("live", report.pipeline[2].frames_out),
     ]
     assert [r.frames for r in report.naive] == [8]
-    (ratio,) = report.ratios
+    ratio, results_only = report.ratios
+    assert (ratio.mode, results_only.mode) == ("file", "file, results only")
+    assert results_only.model_only_fps == ratio.model_only_fps
+    assert results_only.pipeline_vs_model_only == pytest.approx(
+        report.pipeline[1].throughput_fps / ratio.model_only_fps
+    )
     assert ratio.model_only_fps == report.model_only[1].throughput_fps  # batch 4
     assert ratio.pipeline_vs_naive == pytest.approx(
         report.pipeline[0].throughput_fps / report.naive[0].throughput_fps
@@ -505,6 +538,7 @@ def test_cli_bench_writes_tables_and_json(clip, model_file, tmp_path, capsys):
             "--warmup",
             "0",
             "--no-live",
+            "--results-only",
             "--device",
             "cpu",
             "--json",
@@ -522,7 +556,9 @@ def test_cli_bench_writes_tables_and_json(clip, model_file, tmp_path, capsys):
     assert code == 0
     data = json.loads(out.read_text())
     assert [r["batch_size"] for r in data["model_only"]] == [1, 2]
-    assert [r["mode"] for r in data["pipeline"]] == ["file"]
+    assert [r["mode"] for r in data["pipeline"]] == ["file", "file, results only"]
+    assert [r["mode"] for r in data["ratios"]] == ["file", "file, results only"]
+    assert data["settings"]["results_only"] is True
     assert data["settings"]["model_section"]["batch_size"] == 2
     printed = capsys.readouterr().out
     assert "Model only" in printed and "Naive loop" in printed

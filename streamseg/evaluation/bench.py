@@ -62,6 +62,8 @@ from streamseg.evaluation.bench_inputs import (
     variant_names,
 )
 from streamseg.evaluation.bench_timing import (
+    FILE_MODE,
+    RESULTS_ONLY_MODE,
     LatencySummary,
     ModelOnlyResult,
     NaiveResult,
@@ -96,6 +98,8 @@ METHOD = {
     "pipeline_file": "streamseg.app.run on the clip, annotated MP4 encoded, batched "
     "inference; throughput over the frames after warmup_frames; latency = frame "
     "decoded -> written (the run's own p50/p95/p99)",
+    "pipeline_results_only": "as pipeline_file with per-frame results only: the "
+    "event log written, no overlay drawn, no video encoded (--results-only)",
     "pipeline_live": "the same clip played at its frame rate (source.realtime), "
     "newest frame wins, batch 1; latency = frame grabbed -> overlay ready, every "
     "frame; dropped = source frames never processed",
@@ -138,6 +142,9 @@ class BenchSettings:
         model_only: Run part 1.
         pipeline: Run part 2 (file mode).
         live: Run part 2 in live mode too.
+        results_only: Run part 2 in file mode a second time with per-frame
+            results only (event log; no overlay, no annotated video), as an
+            archive job without ``--video``; its ratios are reported too.
         live_displays: ``source.live_display`` modes of the live runs
             (``segmented``, ``every_frame``; empty: as configured).
         naive: Run part 3.
@@ -160,6 +167,7 @@ class BenchSettings:
     model_only: bool = True
     pipeline: bool = True
     live: bool = True
+    results_only: bool = False
     live_displays: tuple[str, ...] = ()
     naive: bool = True
     work_dir: Path = field(default_factory=lambda: DEFAULT_WORK_DIR)
@@ -191,6 +199,7 @@ class Ratio:
     ``None`` where the counterpart was not measured. ``network_cpu_share``:
     the network's processor time per frame (model-only) over the pipeline's;
     where both keep every core busy, it bounds ``pipeline_vs_model_only``.
+    ``mode``: the pipeline row's (``file``, or ``file, results only``).
     """
 
     clip: str
@@ -203,6 +212,7 @@ class Ratio:
     network_cpu_share: float | None = None
     target_vs_model_only: float = TARGET_PIPELINE_VS_MODEL
     target_vs_naive: float = TARGET_PIPELINE_VS_NAIVE
+    mode: str = "file"
 
 
 @dataclass(frozen=True)
@@ -324,15 +334,21 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
                 variant_config = dataclasses.replace(
                     config, model=resolve_variant(name, base)
                 )
-                runs: list[tuple[bool, str | None]] = [(False, None)]
+                runs: list[tuple[bool, str | None, bool]] = [(False, None, False)]
+                if settings.results_only:
+                    runs.append((False, None, True))
                 if settings.live:
-                    runs += [(True, d) for d in settings.live_displays or (None,)]
-                for live, display in runs:
+                    runs += [
+                        (True, d, False) for d in settings.live_displays or (None,)
+                    ]
+                for live, display, results_only in runs:
                     log.info(
                         "pipeline %s %s (%s)",
                         clip.name,
                         name,
-                        ("live " + (display or "as configured")) if live else "file",
+                        ("live " + (display or "as configured"))
+                        if live
+                        else ("file, results only" if results_only else "file"),
                     )
                     pipeline.append(
                         run_pipeline(
@@ -345,6 +361,7 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
                             folder=folder,
                             live_display=display,
                             live_choice=settings.live_choice and name == CONFIG_VARIANT,
+                            results_only=results_only,
                         )
                     )
         if settings.naive:
@@ -426,8 +443,8 @@ def compute_ratios(
     base: ModelSettings,
     device: torch.device,
 ) -> list[Ratio]:
-    """Pipeline (file mode) throughput over model-only (same settings and batch
-    size) and over the naive loop (same clip)."""
+    """Pipeline (file mode, also results only) throughput over model-only (same
+    settings and batch size) and over the naive loop (same clip)."""
     by_key = {}
     for result in model_only:
         key = (
@@ -438,7 +455,7 @@ def compute_ratios(
     naive_by_clip = {result.clip: result.throughput_fps for result in naive}
     ratios = []
     for result in pipeline:
-        if result.mode != "file":
+        if result.mode not in (FILE_MODE, RESULTS_ONLY_MODE):
             continue
         key = (
             settings_key(resolve_variant(result.variant, base), device),
@@ -459,6 +476,7 @@ def compute_ratios(
                 network_cpu_share=None
                 if model is None
                 else _ratio(model.cpu.ms_per_frame, result.cpu.ms_per_frame),
+                mode=result.mode,
             )
         )
     return ratios
@@ -562,7 +580,12 @@ def report_tables(report: BenchReport) -> list[Any]:
             for r in report.pipeline
         ]
         tables.append(
-            _table("Pipeline (streamseg.app.run, MP4 encoded)", columns, rows)
+            _table(
+                "Pipeline (streamseg.app.run; MP4 encoded, except results-only rows: "
+                "event log only, no overlay)",
+                columns,
+                rows,
+            )
         )
     if report.naive:
         columns = ["clip", "frames", "fps", "latency p50/p95/p99/max ms"]
@@ -580,7 +603,8 @@ def report_tables(report: BenchReport) -> list[Any]:
         title = "Naive loop (fp32, one frame at a time, nothing overlapped)"
         tables.append(_table(title, columns, rows))
     if report.ratios:
-        columns = ["clip", "variant", "pipeline fps", "model-only fps", "naive fps"]
+        columns = ["clip", "variant", "mode", "pipeline fps", "model-only fps"]
+        columns += ["naive fps"]
         columns += [
             f"pipeline/model (target >= {TARGET_PIPELINE_VS_MODEL})",
             f"pipeline/naive (target >= {TARGET_PIPELINE_VS_NAIVE})",
@@ -590,6 +614,7 @@ def report_tables(report: BenchReport) -> list[Any]:
             [
                 r.clip,
                 r.variant,
+                r.mode,
                 _f(r.pipeline_fps, 1),
                 _f(r.model_only_fps, 1),
                 _f(r.naive_fps, 1),

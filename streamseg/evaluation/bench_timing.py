@@ -41,6 +41,9 @@ from streamseg.stats import Checkpoint, windowed_rate
 from streamseg.transforms import resize, to_tensor
 
 NAIVE_STAGES = ("decode", "preprocess", "inference", "overlay", "encode")
+# Pipeline modes of a file run: the annotated MP4 encoded, or per-frame results only.
+FILE_MODE = "file"
+RESULTS_ONLY_MODE = "file, results only"
 # --- statistics ---------------------------------------------------------------
 
 
@@ -250,6 +253,7 @@ class LatencyProbe:
     """
 
     name = "latency probe"
+    wants_image = False
 
     def __init__(
         self,
@@ -266,7 +270,7 @@ class LatencyProbe:
         self.latency_s: list[float] = []
         self.outline_s: list[float] = []
 
-    def write(self, findings: Findings, image: np.ndarray) -> None:
+    def write(self, findings: Findings, image: np.ndarray | None) -> None:
         now = self.clock()
         self.done_s.append(now)
         self.cpu_s.append(self.cpu_clock())
@@ -296,10 +300,13 @@ class PipelineResult:
         size_wh: Frame size.
         variant: Model variant.
         runs: How the network ran.
-        mode: ``file`` (lossless, as fast as possible), ``live`` (paced at
-            the clip's frame rate, newest frame wins, each frame shown with
-            its own outline) or ``live, every frame`` (``source.live_display:
-            every_frame``: every frame shown with the newest finished outline).
+        mode: ``file`` (lossless, as fast as possible, annotated MP4
+            encoded), ``file, results only`` (the same with per-frame results
+            only: an event log, no overlay drawn, no video, as ``streamseg
+            batch`` without ``--video``), ``live`` (paced at the clip's frame
+            rate, newest frame wins, each frame shown with its own outline)
+            or ``live, every frame`` (``source.live_display: every_frame``:
+            every frame shown with the newest finished outline).
         batch_size: Frames per forward pass (1 for live).
         frames_in: Frames received from the source.
         frames_out: Frames written.
@@ -350,20 +357,29 @@ def run_pipeline(
     folder: Path,
     live_display: str | None = None,
     live_choice: bool = False,
+    results_only: bool = False,
 ) -> PipelineResult:
     """Run the real pipeline on ``clip`` with the annotated video being encoded.
 
-    ``live_display``: ``source.live_display`` for a live run (``None``: as
-    configured). ``live_choice``: a live run leaves the model to the tool
-    (``model.path`` unset), as ``streamseg run`` without ``--model`` does, so
-    the live model choice (:mod:`streamseg.live_model`) applies; ``runs``
-    then names the model that ran.
+    ``results_only``: a file run that writes the per-frame event log instead
+    (no overlay is drawn, no video encoded), as an archive job without
+    ``--video`` does. ``live_display``: ``source.live_display`` for a live
+    run (``None``: as configured). ``live_choice``: a live run leaves the
+    model to the tool (``model.path`` unset), as ``streamseg run`` without
+    ``--model`` does, so the live model choice (:mod:`streamseg.live_model`)
+    applies; ``runs`` then names the model that ran.
     """
     display = live_display or config.source.live_display
     every_frame = live and display == "every_frame"
-    mode = ("live, every frame" if every_frame else "live") if live else "file"
+    if results_only and live:
+        raise ValueError("results_only: a file run only (live=False)")
+    if live:
+        mode = "live, every frame" if every_frame else "live"
+    else:
+        mode = RESULTS_ONLY_MODE if results_only else FILE_MODE
     name = mode.replace(", ", "-").replace(" ", "-")
     output = folder / f"pipeline-{clip.stem}-{variant}-{name}.mp4"
+    events = output.with_suffix(".jsonl")
     config = dataclasses.replace(
         config,
         source=dataclasses.replace(
@@ -375,7 +391,11 @@ def run_pipeline(
             live_display=display,
         ),
         output=dataclasses.replace(
-            config.output, video=output, events=None, masks=None, view="none"
+            config.output,
+            video=None if results_only else output,
+            events=events if results_only else None,
+            masks=None,
+            view="none",
         ),
     )
     choice = live and live_choice
@@ -388,8 +408,9 @@ def run_pipeline(
     try:
         stats = run(config, sinks=[probe])
     finally:
-        with contextlib.suppress(OSError):
-            output.unlink()
+        for scratch in (output, events):
+            with contextlib.suppress(OSError):
+                scratch.unlink()
     if choice:
         segmenter_runs += f"; live choice: {stats.model}"
     if stats.interrupted:  # app.run reports Ctrl-C instead of raising it
