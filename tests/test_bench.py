@@ -430,6 +430,16 @@ def test_a_results_only_run_writes_the_event_log_and_draws_nothing(
         results_only(live=True)
 
 
+def test_the_model_only_drift_needs_both_timings():
+    ratio = bench.Ratio("c", "config", 30.0, 40.0, None, 0.75, None)
+    assert ratio.model_only_drift is None
+    ratio = dataclasses.replace(
+        ratio, model_only_fps_before=50.0, model_only_fps_after=30.0
+    )
+    assert ratio.model_only_drift == pytest.approx(-0.4)
+    assert bench._model_only_cell(ratio) == "40.0 (50.0 / 30.0, -40 %)"
+
+
 def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tmp_path):
     settings = bench.BenchSettings(
         model=str(config.model.path),
@@ -463,7 +473,19 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
     assert results_only.pipeline_vs_model_only == pytest.approx(
         report.pipeline[1].throughput_fps / ratio.model_only_fps
     )
-    assert ratio.model_only_fps == report.model_only[1].throughput_fps  # batch 4
+    # The pipeline's variant is timed again after the pipelines, at the file
+    # batch size only; the ratio uses the mean of both timings.
+    (after,) = report.model_only_after
+    assert (after.variant, after.batch_size) == ("config", 4)
+    before = report.model_only[1]  # batch 4
+    assert ratio.model_only_fps_before == before.throughput_fps
+    assert ratio.model_only_fps_after == after.throughput_fps
+    assert ratio.model_only_fps == pytest.approx(
+        (before.throughput_fps + after.throughput_fps) / 2
+    )
+    assert ratio.model_only_drift == pytest.approx(
+        after.throughput_fps / before.throughput_fps - 1
+    )
     assert ratio.pipeline_vs_naive == pytest.approx(
         report.pipeline[0].throughput_fps / report.naive[0].throughput_fps
     )
@@ -474,7 +496,9 @@ def test_run_benchmark_measures_side_by_side_and_reports_ratios(clip, config, tm
     pipeline_cpu = report.pipeline[0].cpu
     assert pipeline_cpu.ms_per_frame > 0 and pipeline_cpu.cores_busy > 0
     assert ratio.network_cpu_share == pytest.approx(
-        report.model_only[1].cpu.ms_per_frame / pipeline_cpu.ms_per_frame
+        (before.cpu.ms_per_frame + after.cpu.ms_per_frame)
+        / 2
+        / pipeline_cpu.ms_per_frame
     )
     data = report.to_dict()
     text = json.dumps(data, allow_nan=False)  # NaN is written as null

@@ -13,12 +13,17 @@ same machine state:
    720p and 1080p clips with the annotated MP4 being encoded: throughput,
    per-stage time on the main loop, end-to-end latency; then the same clip
    played as a live source (``source.realtime``: paced, newest frame wins):
-   frames dropped and latency from grab to overlay ready.
+   frames dropped and latency from grab to overlay ready. With
+   ``results_only`` each clip also runs as a file with the event log as its
+   only output (no overlay, no video).
 3. **Naive loop**: read a frame, run the fp32 network, draw the overlay,
    encode it; one frame at a time, nothing overlapped. Each stage is timed
    on its own.
 
-Ratios pipeline / model-only and pipeline / naive are computed from these.
+Ratios pipeline / model-only and pipeline / naive are computed from these;
+the pipelines' variants are timed model-only once more after the pipeline
+runs, and the ratio uses the mean of both timings (their difference shows
+whether the machine's speed changed meanwhile).
 Throughput of the pipeline and the naive loop is measured after the first
 ``warmup_frames`` frames (lazy initialisation excluded), over the rest.
 
@@ -39,6 +44,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +120,11 @@ METHOD = {
     "pipeline's throughput is measured on; cores_busy = processor seconds per "
     "wall-clock second; network_cpu_share = model-only CPU ms/frame over the "
     "pipeline's",
+    "ratios": "pipeline fps over model-only fps of the same settings and batch size; "
+    "the pipelines' variants are timed model-only again after the pipeline runs "
+    "(model_only_after) and the ratio uses the mean of both timings "
+    "(model_only_fps_before / _after: a large difference means the machine's speed "
+    "changed during the run)",
     "load": "machine.load_average_start/end: 1/5/15-minute load averages; "
     "timings are only comparable on an otherwise idle machine",
 }
@@ -200,6 +211,10 @@ class Ratio:
     the network's processor time per frame (model-only) over the pipeline's;
     where both keep every core busy, it bounds ``pipeline_vs_model_only``.
     ``mode``: the pipeline row's (``file``, or ``file, results only``).
+    ``model_only_fps`` is the mean of the network's timings before and after
+    the pipeline runs where both exist (``model_only_fps_before`` /
+    ``_after``): a shared or virtual machine's speed can change between the
+    two parts, and ``model_only_drift`` (after / before - 1) shows how much.
     """
 
     clip: str
@@ -213,6 +228,16 @@ class Ratio:
     target_vs_model_only: float = TARGET_PIPELINE_VS_MODEL
     target_vs_naive: float = TARGET_PIPELINE_VS_NAIVE
     mode: str = "file"
+    model_only_fps_before: float | None = None
+    model_only_fps_after: float | None = None
+
+    @property
+    def model_only_drift(self) -> float | None:
+        """After / before - 1 of the model-only throughput (``None``: not both)."""
+        before, after = self.model_only_fps_before, self.model_only_fps_after
+        if before is None or after is None or not before > 0:
+            return None
+        return after / before - 1.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +248,7 @@ class BenchReport:
     model: ModelInfo
     settings: Mapping[str, Any]
     model_only: tuple[ModelOnlyResult, ...] = ()
+    model_only_after: tuple[ModelOnlyResult, ...] = ()
     pipeline: tuple[PipelineResult, ...] = ()
     naive: tuple[NaiveResult, ...] = ()
     ratios: tuple[Ratio, ...] = ()
@@ -379,6 +405,23 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
                     folder=folder,
                 )
             )
+    # The pipelines' variants once more at the file batch size: the ratios use
+    # the mean of both timings, and show the drift between them.
+    model_only_after = []
+    if model_only and any(result.mode == FILE_MODE for result in pipeline):
+        timed = {
+            settings_key(resolve_variant(result.variant, base), device)
+            for result in model_only
+        }
+        again: dict[tuple, str] = {}
+        for name in settings.pipeline_variants:
+            key = settings_key(resolve_variant(name, base), device)
+            if key in timed:
+                again.setdefault(key, name)
+        for name in again.values():
+            model_only_after.extend(
+                _time_variant(name, base, settings, batches=(base.batch_size,))
+            )
     machine["load_average_end"] = _load_average()
     return BenchReport(
         machine=machine,
@@ -392,9 +435,14 @@ def run_benchmark(settings: BenchSettings, config: StreamConfig) -> BenchReport:
             "batch_size": base.batch_size,
         },
         model_only=tuple(model_only),
+        model_only_after=tuple(model_only_after),
         pipeline=tuple(pipeline),
         naive=tuple(naive),
-        ratios=tuple(compute_ratios(model_only, pipeline, naive, base, device)),
+        ratios=tuple(
+            compute_ratios(
+                model_only, pipeline, naive, base, device, after=model_only_after
+            )
+        ),
     )
 
 
@@ -420,8 +468,12 @@ def _model_only_variants(
 
 
 def _time_variant(
-    name: str, base: ModelSettings, settings: BenchSettings
+    name: str,
+    base: ModelSettings,
+    settings: BenchSettings,
+    batches: Sequence[int] | None = None,
 ) -> list[ModelOnlyResult]:
+    """Time one variant at ``batches`` (default: 1 and the file batch size)."""
     log.info("model only: %s", name)
     segmenter = Segmenter.from_settings(resolve_variant(name, base))
     return [
@@ -432,7 +484,7 @@ def _time_variant(
             warmup=settings.warmup,
             variant=name,
         )
-        for batch in sorted({1, base.batch_size})
+        for batch in sorted(set(batches or (1, base.batch_size)))
     ]
 
 
@@ -442,16 +494,26 @@ def compute_ratios(
     naive: Sequence[NaiveResult],
     base: ModelSettings,
     device: torch.device,
+    after: Sequence[ModelOnlyResult] = (),
 ) -> list[Ratio]:
     """Pipeline (file mode, also results only) throughput over model-only (same
-    settings and batch size) and over the naive loop (same clip)."""
-    by_key = {}
-    for result in model_only:
-        key = (
-            settings_key(resolve_variant(result.variant, base), device),
-            result.batch_size,
-        )
-        by_key[key] = result
+    settings and batch size) and over the naive loop (same clip).
+
+    ``after``: the same model-only timings repeated after the pipeline runs;
+    where one matches, model-only throughput and processor time are the mean
+    of both timings.
+    """
+
+    def keyed(results: Sequence[ModelOnlyResult]) -> dict[tuple, ModelOnlyResult]:
+        return {
+            (
+                settings_key(resolve_variant(result.variant, base), device),
+                result.batch_size,
+            ): result
+            for result in results
+        }
+
+    by_key, after_by_key = keyed(model_only), keyed(after)
     naive_by_clip = {result.clip: result.throughput_fps for result in naive}
     ratios = []
     for result in pipeline:
@@ -461,8 +523,14 @@ def compute_ratios(
             settings_key(resolve_variant(result.variant, base), device),
             result.batch_size,
         )
-        model = by_key.get(key)
-        model_fps = None if model is None else model.throughput_fps
+        model, model_after = by_key.get(key), after_by_key.get(key)
+        timings = [m for m in (model, model_after) if m is not None]
+        model_fps = (
+            statistics.fmean(m.throughput_fps for m in timings) if timings else None
+        )
+        model_cpu_ms = (
+            statistics.fmean(m.cpu.ms_per_frame for m in timings) if timings else None
+        )
         naive_fps = naive_by_clip.get(result.clip)
         ratios.append(
             Ratio(
@@ -474,9 +542,13 @@ def compute_ratios(
                 pipeline_vs_model_only=_ratio(result.throughput_fps, model_fps),
                 pipeline_vs_naive=_ratio(result.throughput_fps, naive_fps),
                 network_cpu_share=None
-                if model is None
-                else _ratio(model.cpu.ms_per_frame, result.cpu.ms_per_frame),
+                if model_cpu_ms is None
+                else _ratio(model_cpu_ms, result.cpu.ms_per_frame),
                 mode=result.mode,
+                model_only_fps_before=None if model is None else model.throughput_fps,
+                model_only_fps_after=None
+                if model_after is None
+                else model_after.throughput_fps,
             )
         )
     return ratios
@@ -603,8 +675,8 @@ def report_tables(report: BenchReport) -> list[Any]:
         title = "Naive loop (fp32, one frame at a time, nothing overlapped)"
         tables.append(_table(title, columns, rows))
     if report.ratios:
-        columns = ["clip", "variant", "mode", "pipeline fps", "model-only fps"]
-        columns += ["naive fps"]
+        columns = ["clip", "variant", "mode", "pipeline fps"]
+        columns += ["model-only fps: mean (before / after the pipelines)", "naive fps"]
         columns += [
             f"pipeline/model (target >= {TARGET_PIPELINE_VS_MODEL})",
             f"pipeline/naive (target >= {TARGET_PIPELINE_VS_NAIVE})",
@@ -616,7 +688,7 @@ def report_tables(report: BenchReport) -> list[Any]:
                 r.variant,
                 r.mode,
                 _f(r.pipeline_fps, 1),
-                _f(r.model_only_fps, 1),
+                _model_only_cell(r),
                 _f(r.naive_fps, 1),
                 _f(r.pipeline_vs_model_only),
                 _f(r.pipeline_vs_naive),
@@ -648,6 +720,18 @@ def report_tables(report: BenchReport) -> list[Any]:
         ]
         tables.append(_table(title, columns, rows))
     return tables
+
+
+def _model_only_cell(ratio: Ratio) -> str:
+    """``46.1 (46.1 / 44.0, -5 %)``: the mean, both timings and the drift."""
+    cell = _f(ratio.model_only_fps, 1)
+    drift = ratio.model_only_drift
+    if drift is not None:
+        cell += (
+            f" ({_f(ratio.model_only_fps_before, 1)} / "
+            f"{_f(ratio.model_only_fps_after, 1)}, {100 * drift:+.0f} %)"
+        )
+    return cell
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
